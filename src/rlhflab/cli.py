@@ -1,0 +1,249 @@
+"""The ``rlhflab`` command line.
+
+    rlhflab demo                                   the whole classic RLHF experiment
+    rlhflab feedback simulate --run-dir RUN        sample pairs, label them with a simulated rater
+    rlhflab reward train --run-dir RUN             fit a reward model to RUN/pairs.jsonl
+    rlhflab optimize ppo --run-dir RUN             PPO against RUN/reward_model with a KL penalty
+    rlhflab evaluate --run-dir RUN                 base vs tuned policy on held-out prompts
+
+Errors in the input print one line and exit with status 2 (1 for a diverged training run,
+130 when interrupted); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from rlhflab.config import click_options, config_from_options, from_dict
+from rlhflab.errors import RlhflabError, TrainingDiverged
+from rlhflab.evaluate import EvalConfig
+from rlhflab.feedback import SimulateConfig, SimulatedRater
+from rlhflab.methods.ppo import PPOConfig
+from rlhflab.models import EMBEDDED
+from rlhflab.reward_model import RewardTrainConfig
+from rlhflab.rundir import RunDir
+
+model_option = click.option("--model", default=EMBEDDED, show_default=True,
+                            help="Base policy: a Hugging Face causal-LM folder, a hub id, or 'embedded'.")
+pad_option = click.option("--pad-token", default=None,
+                          help="An existing token to pad with, for tokenizers that have no pad token.")
+task_option = click.option("--task", default="sentiment", show_default=True,
+                           help="Built-in task name, or 'module:function' returning an rlhflab.tasks.Task.")
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def run_dir_option(required: bool = True):
+    return click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=required,
+                        help="The run directory (created if missing).")
+
+
+def resume_option(what: str):
+    return click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help=f"Continue the interrupted {what} of this run directory from its last checkpoint, "
+                             "with the configuration recorded in its manifest.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="rlhflab")
+def cli(debug: bool) -> None:
+    """Align language models from feedback, with and without RL, and measure what each method breaks."""
+
+
+# ------------------------------------------------------------------ feedback
+
+
+@cli.group()
+def feedback() -> None:
+    """Collect preference pairs."""
+
+
+@feedback.command("simulate")
+@run_dir_option()
+@model_option
+@task_option
+@pad_option
+@click_options(SimulateConfig)
+@click_options(SimulatedRater, prefix="rater_")
+@quiet_option
+def feedback_simulate(run_dir: Path, model: str, task: str, pad_token, quiet: bool, **options) -> None:
+    """Sample two continuations per prompt and label them with a simulated rater -> RUN/pairs.jsonl."""
+    from rlhflab import pipeline
+
+    config = config_from_options(SimulateConfig, options)
+    rater = config_from_options(SimulatedRater, options, prefix="rater_")
+    stats = pipeline.feedback_simulate(RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet)
+    click.echo(f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "
+               f"(rater agrees with gold on {stats['agreement_with_gold']:.1%})")
+
+
+# ------------------------------------------------------------------ reward
+
+
+@cli.group()
+def reward() -> None:
+    """Reward models."""
+
+
+@reward.command("train")
+@run_dir_option(required=False)
+@model_option
+@click.option("--pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PreferencePair JSONL to train on (default: RUN/pairs.jsonl).")
+@pad_option
+@click_options(RewardTrainConfig)
+@resume_option("reward-model training")
+@quiet_option
+def reward_train(run_dir: Path | None, model: str, pairs: Path | None, pad_token, resume: Path | None, quiet: bool,
+                 **options) -> None:
+    """Fit a Bradley-Terry reward model (or ensemble) -> RUN/reward_model."""
+    from rlhflab import pipeline
+
+    if resume is not None:
+        run = RunDir(resume)
+        recorded = run.stage("reward")
+        config = from_dict(RewardTrainConfig, recorded["config"])
+        model, pairs, pad_token = recorded["args"]["model"], Path(recorded["args"]["pairs"]), recorded["args"]["pad_token"]
+    else:
+        run = RunDir(_need_run_dir(run_dir))
+        config = config_from_options(RewardTrainConfig, options)
+        pairs = pairs or run / "pairs.jsonl"
+    result = pipeline.reward_train(run, model, pairs, config, pad_token, resume=resume is not None,
+                                   progress=not quiet)
+    acc = result.get("val_accuracy")
+    click.echo(f"wrote {run / 'reward_model'}" + (f" (held-out pair accuracy {acc:.3f} on "
+                                                   f"{result['val_pairs']} pairs)" if acc is not None else ""))
+
+
+# ------------------------------------------------------------------ optimize
+
+
+@cli.group()
+def optimize() -> None:
+    """Optimise a policy."""
+
+
+@optimize.command("ppo")
+@run_dir_option(required=False)
+@model_option
+@click.option("--reward", "reward_name", default=None,
+              help="Reward-model folder (default: RUN/reward_model) or 'gold' for the task's gold scorer.")
+@task_option
+@pad_option
+@click_options(PPOConfig)
+@resume_option("PPO run")
+@quiet_option
+def optimize_ppo(run_dir: Path | None, model: str, reward_name: str | None, task: str, pad_token,
+                 resume: Path | None, quiet: bool, **options) -> None:
+    """PPO against a reward with a per-token KL penalty to the base policy -> RUN/policy."""
+    from rlhflab import pipeline
+
+    if resume is not None:
+        run = RunDir(resume)
+        recorded = run.stage("ppo")
+        config = from_dict(PPOConfig, recorded["config"])
+        args = recorded["args"]
+        model, reward_name, task, pad_token = args["model"], args["reward"], args["task"], args["pad_token"]
+    else:
+        run = RunDir(_need_run_dir(run_dir))
+        config = config_from_options(PPOConfig, options)
+        reward_name = reward_name or str(run / "reward_model")
+    result = pipeline.optimize_ppo(run, model, reward_name, task, config, pad_token, resume=resume is not None,
+                                   progress=not quiet)
+    final = result["final"]
+    click.echo(f"wrote {run / 'policy'} after {result['steps']} steps (last step: proxy "
+               f"{final['objective/score']:.3f}, KL {final['objective/kl']:.2f} nats)")
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+@cli.command("evaluate")
+@run_dir_option()
+@click.option("--policy", default=None, help="Tuned policy (default: RUN/policy).")
+@click.option("--base", default=None, help="Base policy (default: the model the run's PPO started from).")
+@click.option("--reward", "reward_name", default=None,
+              help="Reward model for the proxy column (default: RUN/reward_model if present; 'none' to skip).")
+@task_option
+@pad_option
+@click_options(EvalConfig)
+@quiet_option
+def evaluate_cmd(run_dir: Path, policy: str | None, base: str | None, reward_name: str | None, task: str,
+                 pad_token, quiet: bool, **options) -> None:
+    """Compare the tuned policy with its base on held-out prompts -> RUN/summary.json, RUN/samples.jsonl."""
+    from rlhflab import pipeline
+
+    run = RunDir(run_dir)
+    policy = policy or str(run / "policy")
+    if not Path(policy).exists() and policy == str(run / "policy"):
+        raise RlhflabError(f"{run.path}: no policy/ folder (run 'rlhflab optimize ppo' first, or pass --policy)")
+    base = base or pipeline.default_from_manifest(run, "ppo", "model") or EMBEDDED
+    if reward_name is None:
+        reward_name = str(run / "reward_model") if (run / "reward_model").is_dir() else None
+    config = config_from_options(EvalConfig, options)
+    pipeline.evaluate_run(run, policy, base, task, reward_name, config, pad_token, progress=not quiet)
+    click.echo(f"wrote {run / 'summary.json'} and {run / 'samples.jsonl'}")
+
+
+# ------------------------------------------------------------------ demo
+
+
+@cli.command("demo")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+              show_default=True, help="Where to write the run.")
+@model_option
+@click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
+@click.option("--quick", is_flag=True, help="A tiny version for smoke tests (seconds, not minutes).")
+@quiet_option
+def demo_cmd(run_dir: Path, model: str, seed: int, quick: bool, quiet: bool) -> None:
+    """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
+    from rlhflab.demo import run_demo
+
+    run_demo(run_dir, model=model, seed=seed, quick=quick, progress=not quiet)
+
+
+def _need_run_dir(run_dir: Path | None) -> Path:
+    if run_dir is None:
+        raise click.UsageError("pass --run-dir RUN (or --resume RUN to continue an interrupted run)")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("RLHFLAB_DEBUG") == "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rlhflab.models import silence_library_logs
+
+    silence_library_logs()
+    try:
+        cli.main(args=argv, prog_name="rlhflab", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; the run directory is consistent: finished files are whole, and training stages "
+                   "continue with --resume RUN_DIR", err=True)
+        sys.exit(130)
+    except TrainingDiverged as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except RlhflabError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""``rlhflab demo``: the classic RLHF experiment on the embedded default, start to finish.
+
+1. sample pairs of continuations from the base policy and label them with a noisy
+   simulated rater whose taste is the gold reward (VADER sentiment);
+2. fit a reward model (the proxy) to those labels;
+3. optimise the policy with PPO against the proxy, under a KL penalty to the base policy;
+4. evaluate base and tuned policy on held-out prompts against gold and proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlhflab import pipeline
+from rlhflab.evaluate import EvalConfig
+from rlhflab.feedback import SimulateConfig, SimulatedRater
+from rlhflab.methods.ppo import PPOConfig
+from rlhflab.models import EMBEDDED
+from rlhflab.reward_model import RewardTrainConfig
+from rlhflab.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    feedback: SimulateConfig = field(default_factory=SimulateConfig)
+    rater: SimulatedRater = field(default_factory=SimulatedRater)
+    reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+
+def preset(seed: int, quick: bool) -> DemoPreset:
+    """The demo's settings: sized to finish in minutes on two CPU cores (or seconds with ``quick``)."""
+    if quick:
+        return DemoPreset(
+            feedback=SimulateConfig(pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
+            reward=RewardTrainConfig(epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed),
+            ppo=PPOConfig(steps=3, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=8,
+                          checkpoint_every=2, seed=seed),
+            evaluate=EvalConfig(prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
+        )
+    return DemoPreset(
+        feedback=SimulateConfig(pairs=1000, max_new_tokens=24, seed=seed),
+        rater=SimulatedRater(temperature=0.1, random_rate=0.1),
+        reward=RewardTrainConfig(epochs=2, batch_size=16, lr=1e-4, seed=seed),
+        ppo=PPOConfig(steps=120, batch_size=32, minibatch_size=8, ppo_epochs=4, lr=1e-4, kl_coef=0.1,
+                      max_new_tokens=24, seed=seed),
+        evaluate=EvalConfig(prompts=500, max_new_tokens=24, seed=seed + 1),
+    )
+
+
+def run_demo(run_dir: Path, model: str = EMBEDDED, seed: int = 0, quick: bool = False, task: str = "sentiment",
+             progress: bool = True) -> dict:
+    run = RunDir(run_dir)
+    p = preset(seed, quick)
+    t0 = time.time()
+    say = print
+
+    say(f"[1/4] feedback: {p.feedback.pairs} pairs from the base policy, simulated rater "
+        f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)")
+    fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, progress=progress)
+    say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
+
+    say(f"[2/4] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
+    rm = pipeline.reward_train(run, model, run / "pairs.jsonl", p.reward, progress=progress)
+    say(f"      held-out pair accuracy {rm['val_accuracy']:.3f} on {rm['val_pairs']} pairs")
+
+    say(f"[3/4] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, KL coefficient {p.ppo.kl_coef}")
+    pipeline.optimize_ppo(run, model, str(run / "reward_model"), task, p.ppo, progress=progress)
+
+    say(f"[4/4] evaluate on {p.evaluate.prompts} held-out prompts")
+    summary = pipeline.evaluate_run(run, str(run / "policy"), model, task, str(run / "reward_model"), p.evaluate,
+                                    progress=progress)
+    say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}")
+    return summary

@@ -1,0 +1,135 @@
+"""Feedback sources: turn (prompt, a, b) into a PreferencePair.
+
+``SimulatedRater`` answers like a noisy person whose taste is the task's gold reward:
+Bradley-Terry on the gold scores at a temperature, plus a share of random answers
+(Christiano et al. 2017 assume 10%), plus optional systematic biases (longer answers, a
+keyword) that a policy can learn to exploit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhflab.config import check
+from rlhflab.models import check_fits, sample
+from rlhflab.pairs import PreferencePair
+from rlhflab.tasks import Task
+
+
+@dataclass(frozen=True)
+class SimulatedRater:
+    temperature: float = 0.1
+    """Bradley-Terry temperature on gold-score differences: P(a > b) = sigmoid((g_a - g_b) / T); 0 = always the better one."""
+    random_rate: float = 0.1
+    """Share of answers given uniformly at random (Christiano et al. 2017 assume 0.1)."""
+    length_bias: float = 0.0
+    """Systematic error: this much is added to the perceived score per word of the continuation."""
+    keyword: str = ""
+    """Systematic error: a word the rater likes regardless of the gold reward (empty for none)."""
+    keyword_bias: float = 0.0
+    """Added to the perceived score when the continuation contains ``keyword``."""
+    name: str = "bt"
+    """Rater name, written to each pair's source as ``simulated:<name>``."""
+
+    def __post_init__(self) -> None:
+        check(self.temperature >= 0, "rater_temperature", self.temperature, ">= 0")
+        check(0 <= self.random_rate <= 1, "rater_random_rate", self.random_rate, "in [0, 1]")
+        check(self.keyword_bias == 0 or bool(self.keyword.strip()), "rater_keyword", self.keyword,
+              "a word when --keyword-bias is not 0")
+
+    def perceived(self, gold: float, text: str) -> float:
+        """The score the rater acts on: gold plus its biases."""
+        score = gold + self.length_bias * len(text.split())
+        if self.keyword and self.keyword.lower() in text.lower().split():
+            score += self.keyword_bias
+        return score
+
+    def prob_first(self, gold_a: float, gold_b: float, text_a: str, text_b: str) -> float:
+        """Probability that the rater prefers a over b."""
+        diff = self.perceived(gold_a, text_a) - self.perceived(gold_b, text_b)
+        if self.temperature == 0:
+            p = 0.5 if diff == 0 else float(diff > 0)
+        else:
+            p = 1.0 / (1.0 + math.exp(-max(min(diff / self.temperature, 60.0), -60.0)))
+        return self.random_rate * 0.5 + (1 - self.random_rate) * p
+
+    def compare(self, prompt: str, a: str, b: str, gold_a: float, gold_b: float,
+                generator: torch.Generator) -> PreferencePair:
+        p = self.prob_first(gold_a, gold_b, a, b)
+        if self.temperature == 0 and self.random_rate == 0 and p == 0.5:  # an exact tie, stated as one
+            return PreferencePair(prompt, a, b, 0.5, f"simulated:{self.name}",
+                                  {"gold_chosen": gold_a, "gold_rejected": gold_b, "p_chosen": 0.5})
+        first = bool(torch.rand((), generator=generator) < p)
+        chosen, rejected = (a, b) if first else (b, a)
+        g_c, g_r = (gold_a, gold_b) if first else (gold_b, gold_a)
+        return PreferencePair(prompt, chosen, rejected, 1.0, f"simulated:{self.name}",
+                              {"gold_chosen": g_c, "gold_rejected": g_r, "p_chosen": p if first else 1 - p})
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    pairs: int = 1000
+    """Number of comparisons to collect."""
+    max_new_tokens: int = 24
+    """Length limit of each sampled continuation, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature of the policy."""
+    batch_size: int = 64
+    """Prompts sampled at once."""
+    seed: int = 0
+    """Seed for prompt order, sampling and the rater's coin flips."""
+
+    def __post_init__(self) -> None:
+        check(self.pairs >= 1, "pairs", self.pairs, ">= 1")
+        check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
+        check(self.temperature > 0, "temperature", self.temperature, "> 0")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+
+
+def prompt_stream(prompts: Sequence[str], n: int, generator: torch.Generator) -> list[str]:
+    """``n`` prompts: shuffled passes over the prompt set, as many as needed."""
+    out: list[str] = []
+    while len(out) < n:
+        order = torch.randperm(len(prompts), generator=generator).tolist()
+        out.extend(prompts[i] for i in order)
+    return out[:n]
+
+
+def simulate_feedback(model, tokenizer, task: Task, rater: SimulatedRater, config: SimulateConfig,
+                      progress: bool = True) -> tuple[list[PreferencePair], dict[str, float]]:
+    """Sample two continuations per training prompt from ``model`` and have the rater compare them.
+
+    Pairs whose two continuations are identical carry no information and are dropped (and
+    counted in the returned stats).
+    """
+    check_fits(model, tokenizer, task.train_prompts, config.max_new_tokens)
+    g = torch.Generator().manual_seed(config.seed)
+    prompts = prompt_stream(task.train_prompts, config.pairs, g)
+    pairs: list[PreferencePair] = []
+    identical = 0
+    bar = tqdm(total=config.pairs, desc="feedback: sample and rate", unit="pair", disable=not progress)
+    for start in range(0, len(prompts), config.batch_size):
+        batch = prompts[start : start + config.batch_size]
+        seed_a, seed_b = torch.randint(0, 2**62, (2,), generator=g).tolist()
+        a = sample(model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_a,
+                   temperature=config.temperature).responses
+        b = sample(model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_b,
+                   temperature=config.temperature).responses
+        gold_a, gold_b = task.gold(batch, a), task.gold(batch, b)
+        for prompt, ta, tb, ga, gb in zip(batch, a, b, gold_a, gold_b):
+            if ta == tb:
+                identical += 1
+                continue
+            pairs.append(rater.compare(prompt, ta, tb, ga, gb, g))
+        bar.update(len(batch))
+    bar.close()
+    agree = [p.scores["gold_chosen"] > p.scores["gold_rejected"] for p in pairs
+             if p.label == 1.0 and p.scores["gold_chosen"] != p.scores["gold_rejected"]]
+    stats = {"pairs": len(pairs), "dropped_identical": identical,
+             "agreement_with_gold": sum(agree) / max(len(agree), 1)}
+    return pairs, stats

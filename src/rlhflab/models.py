@@ -1,0 +1,314 @@
+"""Policies and scalar-head models: loading, sampling, log-probabilities.
+
+A policy is any Hugging Face causal LM and its tokenizer, loaded from a local directory
+(the embedded default lives in the package) or a hub id. Prompts are left-padded, so
+position ids are derived from the attention mask for every forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rlhflab.errors import ConfigError, RlhflabError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+EMBEDDED = "embedded"
+"""The name of the embedded base model (``src/rlhflab/assets/base_model``)."""
+
+
+def resolve_model(name: str | Path) -> str:
+    """A local directory for ``embedded`` or a path; otherwise ``name`` unchanged (a hub id)."""
+    if str(name) in (EMBEDDED, "", "default"):
+        return str(ASSETS / "base_model")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise RlhflabError(f"model '{name}': directory has no config.json (expected a Hugging Face model "
+                               "folder saved with save_pretrained, or 'embedded')")
+        return str(path)
+    if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1 or os.sep + os.sep in str(name):
+        raise RlhflabError(f"model '{name}': no such directory (pass a Hugging Face model folder, a hub id, or 'embedded')")
+    return str(name)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence the 'newly initialized weights' notices when adding a scalar head."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _load_error(name: str, err: Exception) -> RlhflabError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return RlhflabError(f"model '{name}': could not load it ({first}); pass a local Hugging Face model folder or "
+                        "'embedded' (the hub is only reached if HF_HUB_OFFLINE is unset and the network is up)")
+
+
+def load_tokenizer(name: str | Path, pad_token: str | None = None):
+    """The model's tokenizer, left-padding, with a pad token (``pad_token`` names an existing token)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise _load_error(str(name), e) from None
+    if pad_token is not None:
+        if tokenizer.convert_tokens_to_ids(pad_token) in (None, tokenizer.unk_token_id) and pad_token != tokenizer.unk_token:
+            raise ConfigError(f"--pad-token {pad_token!r} is not a token of the tokenizer of '{name}'; "
+                              f"name an existing token, e.g. its eos token {tokenizer.eos_token!r}")
+        tokenizer.pad_token = pad_token
+    if tokenizer.pad_token is None:
+        hint = f" (e.g. --pad-token '{tokenizer.eos_token}')" if tokenizer.eos_token else ""
+        raise RlhflabError(f"tokenizer of '{name}' has no pad token; pass --pad-token naming one of its tokens{hint}")
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dtype | None = None):
+    """(causal LM, tokenizer) from a local folder, ``embedded`` or a hub id."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(name, pad_token)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise _load_error(str(name), e) from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def context_length(model: nn.Module) -> int | None:
+    config = unwrap(model).config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
+    """Fail early, naming the longest prompt, if a prompt plus its continuation exceeds the context."""
+    if not prompts:
+        raise ConfigError("the prompt set is empty; a task needs at least one prompt")
+    limit = context_length(model)
+    if limit is None:
+        return
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    i = max(range(len(prompts)), key=lambda j: lengths[j])
+    if lengths[i] + max_new_tokens > limit:
+        raise ConfigError(
+            f"prompt {i + 1} ({lengths[i]} tokens: {prompts[i][:60]!r}) plus --max-new-tokens {max_new_tokens} exceeds "
+            f"the model's context of {limit} tokens; shorten the prompts or lower --max-new-tokens"
+        )
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or similar) wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return model
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """RL fine-tuning and reward modelling here run without dropout (Ziegler et al. 2019)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
+def _accepts_position_ids(model: nn.Module) -> bool:
+    inner = unwrap(model)
+    if isinstance(inner, ScalarHeadModel):
+        return True
+    return "position_ids" in inspect.signature(inner.forward).parameters
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counting only attended tokens, so left padding does not shift them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def forward_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if _accepts_position_ids(model):
+        kwargs["position_ids"] = position_ids(attention_mask)
+    return kwargs
+
+
+# ---------------------------------------------------------------- sampling
+
+
+@dataclass
+class Rollout:
+    """A batch of prompts and sampled continuations, as token ids and as text."""
+
+    prompts: list[str]
+    responses: list[str]
+    input_ids: torch.Tensor
+    """[B, P + R] left-padded prompt ids then response ids (pad after the end token)."""
+    attention_mask: torch.Tensor
+    """[B, P + R] 1 on prompt and counted response tokens."""
+    response_mask: torch.Tensor
+    """[B, R] float, 1 up to and including the end-of-sequence token."""
+    prompt_length: int
+    """P: the padded prompt length; responses start there."""
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_length :]
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    seed: int,
+    temperature: float = 1.0,
+) -> Rollout:
+    """Sample one continuation per prompt from the model's full distribution (no top-k/top-p).
+
+    ``seed`` fixes the sampling noise, without touching the global RNG state.
+    """
+    from transformers import GenerationConfig
+
+    inner = unwrap(model)
+    device = next(inner.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    config = GenerationConfig(
+        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    was_training = inner.training
+    inner.eval()
+    with torch.random.fork_rng(devices=_rng_devices(device), device_type=device.type if device.type != "cpu" else "cuda"):
+        torch.manual_seed(seed)
+        out = inner.generate(**enc, generation_config=config)
+    inner.train(was_training)
+    prompt_length = enc["input_ids"].shape[1]
+    response = out[:, prompt_length:]
+    if response.shape[1] < max_new_tokens:  # every sequence ended early
+        pad = torch.full((len(prompts), max_new_tokens - response.shape[1]), tokenizer.pad_token_id, device=device)
+        response = torch.cat([response, pad], 1)
+    response_mask = response_mask_from_ids(response, tokenizer.eos_token_id)
+    response = response.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+    texts = [tokenizer.decode(ids[: int(m.sum())], skip_special_tokens=True) for ids, m in zip(response, response_mask)]
+    return Rollout(
+        prompts=list(prompts),
+        responses=texts,
+        input_ids=torch.cat([enc["input_ids"], response], 1),
+        attention_mask=torch.cat([enc["attention_mask"], response_mask.long()], 1),
+        response_mask=response_mask.float(),
+        prompt_length=prompt_length,
+    )
+
+
+def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """1 on tokens up to and including the first end-of-sequence token, 0 after it."""
+    if eos_token_id is None:
+        return torch.ones_like(response)
+    is_eos = (response == eos_token_id).long()
+    after_eos = (is_eos.cumsum(1) - is_eos) > 0
+    return (~after_eos).long()
+
+
+def token_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_length: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities [B, R] of the response tokens (and, optionally, the entropy [B, R])."""
+    logits = model(**forward_inputs(model, input_ids, attention_mask)).logits
+    logits = logits[:, prompt_length - 1 : -1].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = torch.gather(logp_all, 2, input_ids[:, prompt_length:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    return logp, entropy
+
+
+# ---------------------------------------------------------------- scalar heads
+
+
+class ScalarHeadModel(nn.Module):
+    """A transformer backbone with a linear head giving one scalar per token.
+
+    Wraps a Hugging Face ``AutoModelForSequenceClassification`` with ``num_labels=1``
+    (so ``save_pretrained`` writes a standard reward model), but returns the head's output
+    at every position: the reward model reads it at the last token, the PPO value function
+    at every response token.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not isinstance(getattr(model, "score", None), nn.Module):
+            raise RlhflabError(f"{type(model).__name__} has no 'score' head; rlhflab's reward and value models need a "
+                               "sequence-classification class with a linear 'score' layer (GPT-2, Llama, Qwen, ...)")
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if position_ids is not None and "position_ids" in inspect.signature(self.model.base_model.forward).parameters:
+            kwargs["position_ids"] = position_ids
+        hidden = self.model.base_model(**kwargs).last_hidden_state
+        return self.model.score(hidden).squeeze(-1).float()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.model.save_pretrained(path)
+
+
+def load_scalar_model(name: str | Path, pad_token_id: int) -> ScalarHeadModel:
+    """A scalar-head model from a reward-model folder, or from a causal LM (new, small head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=1)
+    except (OSError, ValueError) as e:
+        raise _load_error(str(name), e) from None
+    model.config.pad_token_id = pad_token_id
+    return ScalarHeadModel(model)
+
+
+def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """values [B, T] read at each row's last attended position -> [B]."""
+    last = attention_mask.long().cumsum(1).argmax(1)
+    return values[torch.arange(values.shape[0], device=values.device), last]
+
+
+def silence_library_logs() -> None:
+    """Keep the terminal for rlhflab's own progress bars: no loading bars or notices from libraries."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)

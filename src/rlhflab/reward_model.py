@@ -1,0 +1,332 @@
+"""Reward models: a backbone with a scalar head, fit to preferences with the Bradley-Terry loss.
+
+An ensemble is k members trained from the same pairs with different seeds (head
+initialisation and data order); its reward is the members' mean, their minimum, or
+mean - lambda * std for conservative optimisation (Coste et al. 2023). Each member's output
+is normalised to mean 0 and standard deviation 1 on the texts it was trained on, which are
+samples of the base policy when the feedback came from it (as in Ziegler et al. 2019), so
+that a KL coefficient means the same thing across reward models.
+
+On disk, a single reward model is a Hugging Face ``AutoModelForSequenceClassification``
+folder (``num_labels=1``) plus ``rlhflab_reward.json``; an ensemble keeps its members in
+``member-<i>/`` subfolders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhflab.checkpoint import save_checkpoint
+from rlhflab.config import check
+from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
+from rlhflab.losses import bradley_terry_loss
+from rlhflab.models import ScalarHeadModel, disable_dropout, last_token_values, load_scalar_model, load_tokenizer, unwrap
+from rlhflab.pairs import PreferencePair
+from rlhflab.rundir import RunDir, append_jsonl, atomic_write_json, replace_dir, truncate_jsonl
+
+META = "rlhflab_reward.json"
+Aggregate = Literal["mean", "min", "mean_minus_std"]
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    epochs: float = 2.0
+    """Passes over the training pairs."""
+    batch_size: int = 16
+    """Pairs per optimiser step, over all processes (must divide evenly among them)."""
+    lr: float = 1e-4
+    """Peak learning rate (linear warm-up over the first 5% of steps, then linear decay to 0)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    val_fraction: float = 0.1
+    """Share of pairs held out to measure pair accuracy (at least one pair)."""
+    ensemble: int = 1
+    """Number of members k; 1 trains a single reward model."""
+    aggregate: Aggregate = "mean"
+    """How an ensemble combines its members' normalised scores."""
+    std_coef: float = 1.0
+    """lambda in mean - lambda * std (aggregate mean_minus_std)."""
+    max_length: int = 128
+    """Tokens of prompt + completion the model reads (longer texts keep their end)."""
+    eval_every: int = 50
+    """Measure held-out accuracy every this many steps."""
+    checkpoint_every: int = 50
+    """Save a checkpoint for --resume every this many steps."""
+    seed: int = 0
+    """Seed of the train/validation split, data order and head initialisation."""
+
+    def __post_init__(self) -> None:
+        check(self.epochs > 0, "epochs", self.epochs, "> 0")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.lr > 0, "lr", self.lr, "> 0")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
+        check(self.ensemble >= 1, "ensemble", self.ensemble, ">= 1")
+        check(self.std_coef >= 0, "std_coef", self.std_coef, ">= 0")
+        check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
+        check(self.eval_every >= 1, "eval_every", self.eval_every, ">= 1")
+        check(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
+
+
+# ---------------------------------------------------------------- inference
+
+
+class RewardModel:
+    """Scores (prompt, completion) texts with a normalised single model or ensemble."""
+
+    def __init__(self, members: list[ScalarHeadModel], tokenizer, norms: list[tuple[float, float]],
+                 aggregate: Aggregate = "mean", std_coef: float = 1.0, max_length: int = 128):
+        self.members, self.tokenizer, self.norms = members, tokenizer, norms
+        self.aggregate, self.std_coef, self.max_length = aggregate, std_coef, max_length
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "RewardModel":
+        path = Path(path)
+        meta_path = path / META
+        if not meta_path.is_file():
+            raise RlhflabError(f"{path}: not an rlhflab reward model (no {META}); train one with 'rlhflab reward train'")
+        meta = json.loads(meta_path.read_text())
+        tokenizer = load_tokenizer(path / meta["members"][0]["path"])
+        tokenizer.truncation_side = "left"
+        members = []
+        for m in meta["members"]:
+            model = load_scalar_model(path / m["path"], tokenizer.pad_token_id).to(device).eval()
+            members.append(model)
+        norms = [(m["mean"], m["std"]) for m in meta["members"]]
+        return cls(members, tokenizer, norms, meta["aggregate"], meta["std_coef"], meta["max_length"])
+
+    @torch.no_grad()
+    def member_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64,
+                      normalize: bool = True) -> torch.Tensor:
+        """[k, B] scores of each member."""
+        device = next(self.members[0].parameters()).device
+        texts = [p + c for p, c in zip(prompts, completions)]
+        out = torch.zeros(len(self.members), len(texts))
+        for start in range(0, len(texts), batch_size):
+            enc = self.tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
+                                 truncation=True, max_length=self.max_length).to(device)
+            for i, member in enumerate(self.members):
+                pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                values = member(enc["input_ids"], enc["attention_mask"], pos)
+                out[i, start : start + len(enc["input_ids"])] = last_token_values(values, enc["attention_mask"]).cpu()
+        if normalize:
+            mean = torch.tensor([m for m, _ in self.norms])[:, None]
+            std = torch.tensor([s for _, s in self.norms])[:, None]
+            out = (out - mean) / std
+        return out
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        """[B] the proxy reward: the members' normalised scores, aggregated."""
+        return aggregate_scores(self.member_scores(prompts, completions), self.aggregate, self.std_coef)
+
+
+def aggregate_scores(scores: torch.Tensor, how: Aggregate, std_coef: float = 1.0) -> torch.Tensor:
+    """[k, B] member scores -> [B]: mean, min, or mean - std_coef * std (std 0 for one member)."""
+    if how == "mean":
+        return scores.mean(0)
+    if how == "min":
+        return scores.min(0).values
+    if how == "mean_minus_std":
+        std = scores.std(0, unbiased=False)
+        return scores.mean(0) - std_coef * std
+    raise ValueError(f"unknown aggregate {how!r}")
+
+
+# ---------------------------------------------------------------- training
+
+
+def split_pairs(pairs: list[PreferencePair], val_fraction: float, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(pairs), generator=g).tolist()
+    n_val = max(1, round(len(pairs) * val_fraction)) if val_fraction > 0 and len(pairs) > 1 else 0
+    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
+def _encode(pairs: list[PreferencePair], tokenizer, max_length: int):
+    texts = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return ids[: len(pairs)], ids[len(pairs) :], torch.tensor([p.label for p in pairs])
+
+
+def _batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, x in enumerate(ids):  # left padding
+        input_ids[r, width - len(x) :] = torch.tensor(x)
+        mask[r, width - len(x) :] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def _pair_rewards(model, chosen, rejected, pad_id, device):
+    input_ids, mask = _batch(chosen + rejected, pad_id, device)
+    values = model(input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
+    r = last_token_values(values, mask)
+    return r[: len(chosen)], r[len(chosen) :]
+
+
+@torch.no_grad()
+def _evaluate(model, data, pad_id, device, batch_size=64) -> dict[str, float]:
+    chosen, rejected, labels = data
+    if not chosen:
+        return {}
+    rc, rr = [], []
+    for s in range(0, len(chosen), batch_size):
+        a, b = _pair_rewards(model, chosen[s : s + batch_size], rejected[s : s + batch_size], pad_id, device)
+        rc.append(a.cpu())
+        rr.append(b.cpu())
+    loss, m = bradley_terry_loss(torch.cat(rc), torch.cat(rr), labels)
+    return {"val/loss": float(loss), "val/accuracy": m["accuracy"]}
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir, config: RewardTrainConfig,
+                       pad_token: str | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train ``config.ensemble`` reward models on ``pairs``; write ``run/reward_model``. Returns a summary."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % world:
+        raise RlhflabError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({world})")
+    tokenizer = load_tokenizer(model_name, pad_token)
+    tokenizer.truncation_side = "left"
+    train, val = split_pairs(pairs, config.val_fraction, config.seed)
+    if len(train) < config.batch_size:
+        raise DataError(run / "pairs.jsonl", f"{len(train)} training pairs after holding out {len(val)}, fewer than "
+                        f"--batch-size {config.batch_size}")
+    train_data, val_data = _encode(train, tokenizer, config.max_length), _encode(val, tokenizer, config.max_length)
+    steps_per_epoch = len(train) // config.batch_size
+    total = max(1, int(config.epochs * steps_per_epoch))
+    local = config.batch_size // world
+    pad_id = tokenizer.pad_token_id
+    metrics_path = run / "reward_metrics.jsonl"
+    members_dir = run.checkpoint_root("reward") / "members"
+    summary: dict = {"train_pairs": len(train), "val_pairs": len(val), "steps_per_member": total, "members": []}
+
+    start_member, start_step, state = 0, 0, None
+    checkpoint = run.latest_checkpoint("reward") if resume else None
+    if checkpoint is not None:
+        state = torch.load(checkpoint / f"trainer_state_{rank}.pt", weights_only=False)  # models: below
+        start_member, start_step = state["member"], state["step"]
+        if accelerator.is_main_process:
+            truncate_jsonl(metrics_path, state["metrics_rows"])
+    elif accelerator.is_main_process:
+        metrics_path.unlink(missing_ok=True)
+        shutil.rmtree(run.checkpoint_root("reward"), ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+    for member in range(config.ensemble):
+        if member < start_member:
+            continue
+        seed = config.seed + 1000 * member
+        torch.manual_seed(seed)  # the new scalar head's initialisation
+        model = load_scalar_model(model_name, pad_id)
+        disable_dropout(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        g = torch.Generator().manual_seed(seed)
+        step = 0
+        order: list[int] = []
+        if state is not None and member == start_member and start_step > 0:
+            accelerator.load_state(str(checkpoint / "accelerate"))
+            g.set_state(state["generator"])
+            step, order = start_step, state["order"]
+        model.train()
+        bar = tqdm(total=total, initial=step, desc=f"reward model {member + 1}/{config.ensemble}", unit="step",
+                   disable=not (progress and accelerator.is_main_process))
+        while step < total:
+            epoch_pos = step % steps_per_epoch
+            if epoch_pos == 0:
+                order = torch.randperm(len(train), generator=g).tolist()
+            idx = order[epoch_pos * config.batch_size : (epoch_pos + 1) * config.batch_size][rank * local : (rank + 1) * local]
+            chosen = [train_data[0][i] for i in idx]
+            rejected = [train_data[1][i] for i in idx]
+            rc, rr = _pair_rewards(model, chosen, rejected, pad_id, accelerator.device)
+            loss, m = bradley_terry_loss(rc, rr, train_data[2][idx].to(rc.device))
+            if not torch.isfinite(loss):
+                raise TrainingDiverged("reward-model training", step, "the Bradley-Terry loss", float(loss))
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, config.lr)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            row = {"member": member, "step": step, "loss": float(loss), "accuracy": m["accuracy"],
+                   "margin": m["margin"], "lr": lr_at(step - 1, total, config.lr)}
+            if step % config.eval_every == 0 or step == total:
+                row.update(_evaluate(model, val_data, pad_id, accelerator.device))
+                bar.set_postfix(val_acc=f"{row.get('val/accuracy', float('nan')):.3f}")
+            if accelerator.is_main_process:
+                append_jsonl(metrics_path, row)
+            bar.update(1)
+            if step % config.checkpoint_every == 0 and step < total:
+                save_checkpoint(accelerator, run, "reward", member * 1_000_000 + step,
+                                {"member": member, "step": step, "generator": g.get_state(), "order": order},
+                                metrics_path)
+        bar.close()
+        final = _evaluate(model, val_data, pad_id, accelerator.device)
+        train_scores = _scores(model, train_data, pad_id, accelerator.device)
+        mean, std = float(train_scores.mean()), float(train_scores.std().clamp(min=1e-6))
+        if accelerator.is_main_process:
+            out = members_dir / f"member-{member}"
+            tmp = members_dir / f".tmp-member-{member}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            unwrap(model).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "member.json", {"mean": mean, "std": std, **final})
+            replace_dir(tmp, out)
+        summary["members"].append({"member": member, **final})
+        save_checkpoint(accelerator, run, "reward", (member + 1) * 1_000_000,
+                        {"member": member + 1, "step": 0}, metrics_path, models=False)
+        accelerator.free_memory()
+        state = None
+
+    if accelerator.is_main_process:
+        _assemble(run, members_dir, config, tokenizer)
+    accelerator.wait_for_everyone()
+    accs = [m["val/accuracy"] for m in summary["members"] if "val/accuracy" in m]
+    summary["val_accuracy"] = sum(accs) / len(accs) if accs else None
+    return summary
+
+
+@torch.no_grad()
+def _scores(model, data, pad_id, device, batch_size=64) -> torch.Tensor:
+    texts = data[0] + data[1]
+    out = []
+    for s in range(0, len(texts), batch_size):
+        input_ids, mask = _batch(texts[s : s + batch_size], pad_id, device)
+        out.append(last_token_values(model(input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)), mask).cpu())
+    return torch.cat(out)
+
+
+def _assemble(run: RunDir, members_dir: Path, config: RewardTrainConfig, tokenizer) -> None:
+    """Move the trained members into ``run/reward_model`` with the normalisation metadata."""
+    out = run / "reward_model"
+    tmp = run.path / ".tmp-reward_model"
+    shutil.rmtree(tmp, ignore_errors=True)
+    members = []
+    for i in range(config.ensemble):
+        src = members_dir / f"member-{i}"
+        info = json.loads((src / "member.json").read_text())
+        rel = "." if config.ensemble == 1 else f"member-{i}"
+        shutil.copytree(src, tmp / rel, dirs_exist_ok=True)
+        (tmp / rel / "member.json").unlink()
+        members.append({"path": rel, "mean": info["mean"], "std": info["std"],
+                        "val_accuracy": info.get("val/accuracy")})
+    atomic_write_json(tmp / META, {"members": members, "aggregate": config.aggregate, "std_coef": config.std_coef,
+                                   "max_length": config.max_length, "config": asdict(config)})
+    replace_dir(tmp, out)

@@ -1,0 +1,97 @@
+"""Shared fixtures: a micro language model built in code, and a task with a planted preference.
+
+The micro model is a 2-layer GPT-2 with a byte-level BPE tokenizer trained on sentences of
+a 16-word vocabulary, pre-trained for a few hundred steps so that it writes words of that
+vocabulary. The planted task rewards the word "good" and penalises "bad".
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+WORDS = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "good", "bad", "day", "and", "big", "small", "red", "it"]
+SRC = Path(__file__).resolve().parents[1] / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+
+def synthetic_sentences(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))) + "." for _ in range(n)]
+
+
+def build_micro_model(path: Path, seed: int = 0, pretrain_steps: int = 150) -> Path:
+    """Save a micro GPT-2 and tokenizer to ``path`` (Hugging Face format)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(seed)
+    sentences = synthetic_sentences(2000, seed)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(sentences, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                        pad_token="<|pad|>", padding_side="left", model_max_length=64)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    model = GPT2LMHeadModel(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    ids = [tokenizer(s)["input_ids"] + [tokenizer.eos_token_id] for s in sentences]
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(pretrain_steps):
+        batch = [ids[i] for i in torch.randint(len(ids), (32,), generator=g).tolist()]
+        width = max(map(len, batch))
+        x = torch.full((32, width), tokenizer.pad_token_id)
+        m = torch.zeros((32, width), dtype=torch.long)
+        for r, row in enumerate(batch):
+            x[r, : len(row)] = torch.tensor(row)
+            m[r, : len(row)] = 1
+        loss = model(input_ids=x, attention_mask=m, labels=x.masked_fill(m == 0, -100)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_model(tmp_path_factory) -> Path:
+    return build_micro_model(tmp_path_factory.mktemp("micro") / "model")
+
+
+def good_minus_bad(prompts, continuations) -> list[float]:
+    """Planted gold reward: share of words that are 'good' minus share that are 'bad'."""
+    out = []
+    for text in continuations:
+        words = text.replace(".", " ").split()
+        out.append((words.count("good") - words.count("bad")) / max(len(words), 1))
+    return out
+
+
+def planted_task():
+    from rlhflab.tasks import Task
+
+    rng = random.Random(1)
+    prompts = [" ".join(rng.choice(WORDS) for _ in range(3)) for _ in range(120)]
+    return Task(name="planted", train_prompts=prompts[:100], eval_prompts=prompts[100:], gold=good_minus_bad,
+                description="say 'good', not 'bad'")
+
+
+@pytest.fixture()
+def task():
+    return planted_task()

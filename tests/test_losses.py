@@ -1,0 +1,159 @@
+"""Losses and estimators against hand-computed values, gradients and invariances."""
+
+import math
+
+import pytest
+import torch
+
+from rlhflab.losses import (bradley_terry_loss, entropy_from_logits, explained_variance, gae, kl_estimators,
+                            kl_penalized_rewards, masked_mean, ppo_policy_loss, ppo_value_loss, whiten)
+
+LN2 = math.log(2)
+
+
+def test_bradley_terry_hand_values():
+    loss, m = bradley_terry_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.5]))
+    # pair 1: -log sigmoid(1) = log(1 + e^-1); pair 2 (tie): -(0.5 log .5 + 0.5 log .5) = log 2
+    assert loss.item() == pytest.approx((math.log(1 + math.exp(-1)) + LN2) / 2, abs=1e-7)
+    assert m["accuracy"] == 1.0  # ties do not count towards accuracy
+    assert m["margin"] == pytest.approx(0.5)
+
+
+def test_bradley_terry_symmetry_and_default_label():
+    rc, rr = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([0.1, 0.4, -0.5])
+    a, _ = bradley_terry_loss(rc, rr)
+    b, _ = bradley_terry_loss(rr, rc, torch.zeros(3))  # swapped pair, label 0: same likelihood
+    assert a.item() == pytest.approx(b.item(), abs=1e-7)
+    _, m = bradley_terry_loss(rc, rr)
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    # invariant to adding a constant to every reward
+    c, _ = bradley_terry_loss(rc + 5.0, rr + 5.0)
+    assert a.item() == pytest.approx(c.item(), abs=1e-6)
+
+
+def test_bradley_terry_gradcheck():
+    rc = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    rr = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    label = torch.tensor([1.0, 0.5, 1.0, 0.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: bradley_terry_loss(a, b, label)[0], (rc, rr))
+
+
+def test_kl_estimators_hand_values():
+    logp = torch.log(torch.tensor([[0.5, 0.25]]))
+    logp_ref = torch.log(torch.tensor([[0.25, 0.5]]))
+    kl = kl_estimators(logp, logp_ref, torch.ones(1, 2))
+    # token 1: log r = -ln2 -> k1 = ln2, k3 = -0.5 + ln2; token 2: log r = ln2 -> k1 = -ln2, k3 = 1 - ln2
+    assert kl["k1"].item() == pytest.approx(0.0, abs=1e-7)
+    assert kl["k2"].item() == pytest.approx(LN2**2, abs=1e-6)
+    assert kl["k3"].item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_kl_estimators_zero_when_policy_equals_reference_and_masking():
+    logp = torch.log_softmax(torch.randn(3, 5), -1)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float)
+    for value in kl_estimators(logp, logp.clone(), mask).values():
+        assert torch.equal(value, torch.zeros(3))
+    # masked positions never count, whatever they hold
+    other = logp - 1.0
+    a = kl_estimators(logp, other, mask)
+    b = kl_estimators(torch.where(mask.bool(), logp, torch.tensor(9.0)), torch.where(mask.bool(), other, -9.0), mask)
+    for k in a:
+        assert torch.allclose(a[k], b[k])
+
+
+def test_kl_estimators_are_unbiased_on_a_discrete_distribution():
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    q = torch.tensor([0.25, 0.25, 0.25, 0.25])
+    exact = float((p * (p / q).log()).sum())
+    g = torch.Generator().manual_seed(0)
+    x = torch.multinomial(p, 200_000, replacement=True, generator=g)
+    est = kl_estimators(p.log()[x][:, None], q.log()[x][:, None], torch.ones(len(x), 1))
+    assert est["k1"].mean().item() == pytest.approx(exact, abs=0.01)
+    assert est["k3"].mean().item() == pytest.approx(exact, abs=0.01)
+    assert (est["k3"] >= 0).all()
+
+
+def test_kl_penalized_rewards_hand_values():
+    rewards = kl_penalized_rewards(
+        score=torch.tensor([2.0, -1.0]),
+        logp=torch.tensor([[-1.0, -1.0, 0.0], [-0.5, -3.0, -3.0]]),
+        logp_ref=torch.tensor([[-2.0, -1.0, 0.0], [-1.5, -3.0, -3.0]]),
+        mask=torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+        kl_coef=0.5,
+    )
+    assert torch.allclose(rewards, torch.tensor([[-0.5, 2.0, 0.0], [-1.5, 0.0, 0.0]]))
+
+
+def test_gae_hand_values():
+    adv, ret = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3), 1.0, 0.5)
+    assert torch.allclose(adv, torch.tensor([[0.225, 0.25, 0.3]]))
+    assert torch.allclose(ret, torch.tensor([[0.725, 0.85, 1.0]]))
+    # lambda = 1 with zero values: discounted reward-to-go
+    adv, _ = gae(torch.tensor([[1.0, 0.0, 2.0]]), torch.zeros(1, 3), torch.ones(1, 3), 0.9, 1.0)
+    assert torch.allclose(adv, torch.tensor([[1 + 0.9 * 1.8, 1.8, 2.0]]))
+
+
+def test_gae_padding_equals_slicing():
+    torch.manual_seed(0)
+    r, v = torch.randn(1, 4), torch.randn(1, 4)
+    short_adv, short_ret = gae(r, v, torch.ones(1, 4), 0.97, 0.9)
+    padded_r = torch.cat([r, torch.randn(1, 3)], 1)
+    padded_v = torch.cat([v, torch.randn(1, 3)], 1)
+    mask = torch.tensor([[1.0] * 4 + [0.0] * 3])
+    adv, ret = gae(padded_r, padded_v, mask, 0.97, 0.9)
+    assert torch.allclose(adv[:, :4], short_adv) and torch.allclose(ret[:, :4], short_ret)
+    assert torch.equal(adv[:, 4:], torch.zeros(1, 3)) and torch.equal(ret[:, 4:], torch.zeros(1, 3))
+
+
+def test_whiten_hand_values_and_masking():
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    w = whiten(x, mask)
+    std = math.sqrt(5 / 3)  # unbiased variance of 1..4 is 5/3
+    assert torch.allclose(w, torch.tensor([[-1.5 / std, -0.5 / std, 0.5 / std, 1.5 / std, 0.0]]), atol=1e-6)
+    keep = whiten(x, mask, shift_mean=False)
+    assert masked_mean(keep, mask).item() == pytest.approx(2.5, abs=1e-6)
+
+
+def test_ppo_policy_loss_hand_values():
+    logp_old = torch.zeros(1, 2)
+    logp = torch.log(torch.tensor([[1.5, 0.5]]))
+    loss, m = ppo_policy_loss(logp, logp_old, torch.ones(1, 2), torch.ones(1, 2), 0.2)
+    assert loss.item() == pytest.approx((-1.2 - 0.5) / 2, abs=1e-6)  # ratio 1.5 clipped to 1.2; 0.5 kept
+    assert m["clipfrac"] == 0.5
+    loss, m = ppo_policy_loss(logp, logp_old, -torch.ones(1, 2), torch.ones(1, 2), 0.2)
+    assert loss.item() == pytest.approx((1.5 + 0.8) / 2, abs=1e-6)  # negative advantage: 0.5 clipped to 0.8
+    assert m["clipfrac"] == 0.5
+
+
+def test_ppo_policy_gradient_at_ratio_one_is_the_policy_gradient():
+    adv = torch.tensor([[0.3, -1.0, 2.0]])
+    logp = torch.zeros(1, 3, requires_grad=True)
+    loss, m = ppo_policy_loss(logp, torch.zeros(1, 3), adv, torch.ones(1, 3), 0.2)
+    loss.backward()
+    assert torch.allclose(logp.grad, -adv / 3)
+    assert m["clipfrac"] == 0.0 and m["approxkl"] == 0.0
+
+
+def test_ppo_policy_loss_gradcheck():
+    logp = (torch.randn(2, 3, dtype=torch.float64) * 0.05).requires_grad_()
+    adv = torch.randn(2, 3, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda lp: ppo_policy_loss(lp, torch.zeros_like(lp), adv, mask, 0.2)[0], (logp,))
+
+
+def test_ppo_value_loss_hand_values():
+    loss, m = ppo_value_loss(torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]), torch.ones(1, 1), 0.2)
+    assert loss.item() == pytest.approx(0.5 * (0.2 - 2.0) ** 2)  # the clipped error (1.8^2) is larger
+    assert m["clipfrac"] == 1.0
+    loss, m = ppo_value_loss(torch.tensor([[0.1]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]), torch.ones(1, 1), 0.2)
+    assert loss.item() == pytest.approx(0.5 * 1.9**2) and m["clipfrac"] == 0.0
+
+
+def test_explained_variance_and_entropy():
+    target = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    mask = torch.ones(1, 4)
+    assert explained_variance(target, target, mask) == pytest.approx(1.0)
+    assert explained_variance(torch.full_like(target, 2.5), target, mask) == pytest.approx(0.0, abs=1e-6)
+    assert entropy_from_logits(torch.zeros(2, 4)).allclose(torch.full((2,), math.log(4)))
+    assert entropy_from_logits(torch.tensor([[0.0, -1e9]])).item() == pytest.approx(0.0, abs=1e-6)
