@@ -77,7 +77,7 @@ def feedback_simulate(run_dir: Path, model: str, task: str, pad_token, quiet: bo
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
     stats = pipeline.feedback_simulate(RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet)
-    click.echo(f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "
+    say(f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "
                f"(rater agrees with gold on {stats['agreement_with_gold']:.1%})")
 
 
@@ -115,7 +115,7 @@ def reward_train(run_dir: Path | None, model: str, pairs: Path | None, pad_token
     result = pipeline.reward_train(run, model, pairs, config, pad_token, resume=resume is not None,
                                    progress=not quiet)
     acc = result.get("val_accuracy")
-    click.echo(f"wrote {run / 'reward_model'}" + (f" (held-out pair accuracy {acc:.3f} on "
+    say(f"wrote {run / 'reward_model'}" + (f" (held-out pair accuracy {acc:.3f} on "
                                                    f"{result['val_pairs']} pairs)" if acc is not None else ""))
 
 
@@ -155,7 +155,7 @@ def optimize_ppo(run_dir: Path | None, model: str, reward_name: str | None, task
     result = pipeline.optimize_ppo(run, model, reward_name, task, config, pad_token, resume=resume is not None,
                                    progress=not quiet)
     final = result["final"]
-    click.echo(f"wrote {run / 'policy'} after {result['steps']} steps (last step: proxy "
+    say(f"wrote {run / 'policy'} after {result['steps']} steps (last step: proxy "
                f"{final['objective/score']:.3f}, KL {final['objective/kl']:.2f} nats)")
 
 
@@ -186,7 +186,7 @@ def evaluate_cmd(run_dir: Path, policy: str | None, base: str | None, reward_nam
         reward_name = str(run / "reward_model") if (run / "reward_model").is_dir() else None
     config = config_from_options(EvalConfig, options)
     pipeline.evaluate_run(run, policy, base, task, reward_name, config, pad_token, progress=not quiet)
-    click.echo(f"wrote {run / 'summary.json'} and {run / 'samples.jsonl'}")
+    say(f"wrote {run / 'summary.json'} and {run / 'samples.jsonl'}")
 
 
 # ------------------------------------------------------------------ demo
@@ -204,6 +204,14 @@ def demo_cmd(run_dir: Path, model: str, seed: int, quick: bool, quiet: bool) -> 
     from rlhflab.demo import run_demo
 
     run_demo(run_dir, model=model, seed=seed, quick=quick, progress=not quiet)
+
+
+def say(message: str) -> None:
+    """Print on the main process only (commands may run as several processes)."""
+    from rlhflab import distributed
+
+    if distributed.state().is_main_process:
+        click.echo(message)
 
 
 def _need_run_dir(run_dir: Path | None) -> Path:

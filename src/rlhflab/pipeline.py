@@ -18,9 +18,9 @@ from rlhflab.rundir import RunDir, atomic_write_json, atomic_write_text, read_js
 
 
 def _is_main() -> bool:
-    from accelerate import PartialState
+    from rlhflab import distributed
 
-    return PartialState().is_main_process
+    return distributed.state().is_main_process
 
 
 @contextlib.contextmanager
@@ -99,13 +99,12 @@ def _reward_fn(reward: str, task, device):
 
 def optimize_ppo(run: RunDir, model: str, reward: str, task_name: str, config, pad_token: str | None = None,
                  resume: bool = False, progress: bool = True) -> dict:
-    from accelerate import PartialState
-
+    from rlhflab import distributed
     from rlhflab.methods.ppo import train_ppo
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)
-    reward_fn, value_init = _reward_fn(reward, task, PartialState().device)
+    reward_fn, value_init = _reward_fn(reward, task, distributed.state().device)
     with stage(run, "ppo", config, {"model": model, "reward": reward, "task": task_name, "pad_token": pad_token}
                ) as results:
         results.update(train_ppo(model, reward_fn, task.train_prompts, run, config, value_model_name=value_init,
@@ -131,7 +130,8 @@ def evaluate_run(run: RunDir, policy: str, base: str, task_name: str, reward: st
         atomic_write_json(run / "summary.json", summary)
         results.update({"gold_base": summary["base"]["gold"], "gold_policy": summary["policy"]["gold"],
                         "kl": summary["policy"]["kl"]})
-    print(format_table(summary))
+    if _is_main():
+        print(format_table(summary))
     return summary
 
 

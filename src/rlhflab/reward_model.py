@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab.checkpoint import save_checkpoint
+from rlhflab import distributed
 from rlhflab.config import check
 from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
 from rlhflab.losses import bradley_terry_loss
@@ -196,10 +197,9 @@ def lr_at(step: int, total: int, peak: float) -> float:
 def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir, config: RewardTrainConfig,
                        pad_token: str | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train ``config.ensemble`` reward models on ``pairs``; write ``run/reward_model``. Returns a summary."""
-    from accelerate import Accelerator
-
-    accelerator = Accelerator()
+    accelerator = distributed.accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
+    run.path.mkdir(parents=True, exist_ok=True)
     if config.batch_size % world:
         raise RlhflabError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({world})")
     tokenizer = load_tokenizer(model_name, pad_token)
@@ -215,7 +215,8 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
     pad_id = tokenizer.pad_token_id
     metrics_path = run / "reward_metrics.jsonl"
     members_dir = run.checkpoint_root("reward") / "members"
-    summary: dict = {"train_pairs": len(train), "val_pairs": len(val), "steps_per_member": total, "members": []}
+    summary: dict = {"train_pairs": len(train), "val_pairs": len(val), "steps_per_member": total,
+                     "processes": world, "members": []}
 
     start_member, start_step, state = 0, 0, None
     checkpoint = run.latest_checkpoint("reward") if resume else None
@@ -256,7 +257,10 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             chosen = [train_data[0][i] for i in idx]
             rejected = [train_data[1][i] for i in idx]
             rc, rr = _pair_rewards(model, chosen, rejected, pad_id, accelerator.device)
-            loss, m = bradley_terry_loss(rc, rr, train_data[2][idx].to(rc.device))
+            labels = train_data[2][idx].to(rc.device)
+            loss, _ = bradley_terry_loss(rc, rr, labels)
+            # the logged loss and accuracy are those of the global batch, whatever the number of processes
+            global_loss, m = bradley_terry_loss(*(accelerator.gather(t.detach()) for t in (rc, rr, labels)))
             if not torch.isfinite(loss):
                 raise TrainingDiverged("reward-model training", step, "the Bradley-Terry loss", float(loss))
             for group in optimizer.param_groups:
@@ -265,7 +269,7 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            row = {"member": member, "step": step, "loss": float(loss), "accuracy": m["accuracy"],
+            row = {"member": member, "step": step, "loss": float(global_loss), "accuracy": m["accuracy"],
                    "margin": m["margin"], "lr": lr_at(step - 1, total, config.lr)}
             if step % config.eval_every == 0 or step == total:
                 row.update(_evaluate(model, val_data, pad_id, accelerator.device))

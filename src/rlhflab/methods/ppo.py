@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab.checkpoint import load_checkpoint, save_checkpoint
+from rlhflab import distributed
 from rlhflab.config import check
 from rlhflab.errors import RlhflabError, TrainingDiverged
 from rlhflab.feedback import prompt_stream
@@ -135,10 +136,9 @@ def train_ppo(
     (otherwise it starts from the policy's backbone with a new head). ``gold``, when given,
     is logged next to the proxy reward at every step.
     """
-    from accelerate import Accelerator
-
-    accelerator = Accelerator()
+    accelerator = distributed.accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
+    run.path.mkdir(parents=True, exist_ok=True)
     if config.batch_size % world or config.minibatch_size % world:
         raise RlhflabError(f"--batch-size {config.batch_size} and --minibatch-size {config.minibatch_size} must be "
                            f"divisible by the number of processes ({world})")
@@ -220,7 +220,7 @@ def train_ppo(
                 accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                for k, x in (("pg_loss", float(pg_loss)), ("vf_loss", float(vf_loss)), ("clipfrac", pg["clipfrac"]),
+                for k, x in (("pg_loss", float(pg_loss.detach())), ("vf_loss", float(vf_loss.detach())), ("clipfrac", pg["clipfrac"]),
                              ("approxkl", pg["approxkl"]), ("vf_clipfrac", vf["clipfrac"])):
                     stats[k].append(x)
         t_update = time.perf_counter() - t1
@@ -278,4 +278,4 @@ def train_ppo(
         tokenizer.save_pretrained(tmp)
         replace_dir(tmp, run / "policy")
     accelerator.wait_for_everyone()
-    return {"steps": config.steps, "final": last, "kl_coef": kl_ctl.value}
+    return {"steps": config.steps, "final": last, "kl_coef": kl_ctl.value, "processes": world}

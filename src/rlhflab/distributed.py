@@ -1,0 +1,31 @@
+"""One place that starts accelerate, so every stage agrees on processes and device.
+
+Under ``accelerate launch`` or ``torchrun`` on GPUs, accelerate finds the processes by
+itself; on a machine without GPUs it only joins them (gloo backend) when told to use the
+CPU, which ``cpu_only()`` decides.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def cpu_only() -> bool:
+    """True when launched as several processes on a machine with no CUDA device."""
+    import torch
+
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def state():
+    """accelerate's process state (process index, number of processes, device)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=cpu_only())
+
+
+def accelerator():
+    from accelerate import Accelerator
+
+    state()
+    return Accelerator(cpu=cpu_only())

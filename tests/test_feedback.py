@@ -1,0 +1,68 @@
+"""The simulated rater's probabilities, biases and the feedback it produces."""
+
+import math
+
+import pytest
+import torch
+
+from rlhflab.feedback import SimulateConfig, SimulatedRater, prompt_stream, simulate_feedback
+from rlhflab.models import load_policy
+
+
+def test_bradley_terry_probability_with_noise():
+    rater = SimulatedRater(temperature=0.5, random_rate=0.2)
+    p = rater.prob_first(1.0, 0.5, "a", "b")
+    assert p == pytest.approx(0.2 * 0.5 + 0.8 / (1 + math.exp(-1.0)))
+    assert rater.prob_first(0.5, 1.0, "a", "b") == pytest.approx(1 - p)
+    assert SimulatedRater(random_rate=1.0).prob_first(1.0, -1.0, "a", "b") == 0.5
+
+
+def test_deterministic_rater_and_ties():
+    rater = SimulatedRater(temperature=0.0, random_rate=0.0)
+    assert rater.prob_first(0.2, 0.1, "a", "b") == 1.0
+    assert rater.prob_first(0.1, 0.2, "a", "b") == 0.0
+    g = torch.Generator().manual_seed(0)
+    pair = rater.compare("p", " x", " y", 0.1, 0.1, g)
+    assert pair.label == 0.5
+    pair = rater.compare("p", " x", " y", 0.1, 0.3, g)
+    assert (pair.chosen, pair.rejected, pair.label) == (" y", " x", 1.0)
+    assert pair.scores == {"gold_chosen": 0.3, "gold_rejected": 0.1, "p_chosen": 1.0}
+    assert pair.source == "simulated:bt"
+
+
+def test_systematic_biases_change_what_the_rater_perceives():
+    longer = SimulatedRater(temperature=0.0, random_rate=0.0, length_bias=0.1)
+    # gold says b (0.1 better), but a is 3 words longer: +0.3 perceived
+    assert longer.prob_first(0.0, 0.1, "one two three four", "one") == 1.0
+    keyword = SimulatedRater(temperature=0.0, random_rate=0.0, keyword="wedding", keyword_bias=1.0)
+    assert keyword.prob_first(0.0, 0.5, "a wedding party", "a fine day") == 1.0
+    with pytest.raises(ValueError, match="--rater-keyword must be a word"):
+        SimulatedRater(keyword_bias=1.0)
+
+
+def test_sampled_labels_follow_the_probability():
+    rater = SimulatedRater(temperature=1.0, random_rate=0.0)
+    g = torch.Generator().manual_seed(0)
+    wins = sum(rater.compare("p", "a", "b", 1.0, 0.0, g).chosen == "a" for _ in range(4000))
+    assert wins / 4000 == pytest.approx(1 / (1 + math.exp(-1)), abs=0.03)
+
+
+def test_prompt_stream_covers_the_prompts_before_repeating():
+    g = torch.Generator().manual_seed(0)
+    stream = prompt_stream(["a", "b", "c"], 7, g)
+    assert len(stream) == 7 and sorted(stream[:3]) == ["a", "b", "c"] and sorted(stream[3:6]) == ["a", "b", "c"]
+
+
+def test_simulate_feedback_on_a_micro_model(micro_model, task):
+    model, tokenizer = load_policy(micro_model)
+    rater = SimulatedRater(temperature=0.0, random_rate=0.0)
+    config = SimulateConfig(pairs=40, max_new_tokens=8, batch_size=16, seed=0)
+    pairs, stats = simulate_feedback(model, tokenizer, task, rater, config, progress=False)
+    assert len(pairs) + stats["dropped_identical"] == 40
+    assert all(p.prompt in task.train_prompts and p.chosen != p.rejected for p in pairs)
+    # a noiseless rater always picks the continuation with the higher gold score
+    strict = [p for p in pairs if p.label == 1.0]
+    assert all(p.scores["gold_chosen"] > p.scores["gold_rejected"] for p in strict)
+    assert stats["agreement_with_gold"] == 1.0
+    again, _ = simulate_feedback(model, tokenizer, task, rater, config, progress=False)
+    assert again == pairs  # one seed, the same pairs

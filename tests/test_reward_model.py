@@ -1,0 +1,90 @@
+"""Reward models learn a planted preference; ensembles aggregate; scores are normalised."""
+
+import random
+
+import pytest
+import torch
+
+from conftest import WORDS
+from rlhflab.pairs import PreferencePair
+from rlhflab.reward_model import RewardModel, RewardTrainConfig, aggregate_scores, lr_at, split_pairs, train_reward_model
+from rlhflab.rundir import RunDir, read_jsonl
+
+NEUTRAL = [w for w in WORDS if w not in ("good", "bad")]
+
+
+def planted_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
+    """Chosen says 'good' where rejected says 'bad'; otherwise the same words."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(3, 6))]
+        at = rng.randrange(len(words) + 1)
+        chosen = " " + " ".join(words[:at] + ["good"] + words[at:])
+        rejected = " " + " ".join(words[:at] + ["bad"] + words[at:])
+        pairs.append(PreferencePair(" ".join(rng.choice(NEUTRAL) for _ in range(2)), chosen, rejected, 1.0, "test"))
+    return pairs
+
+
+def test_aggregate_hand_values():
+    scores = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+    assert aggregate_scores(scores, "mean").tolist() == [2.0, 0.0]
+    assert aggregate_scores(scores, "min").tolist() == [1.0, 0.0]
+    assert aggregate_scores(scores, "mean_minus_std", 0.5).tolist() == [2.0 - 0.5 * 1.0, 0.0]
+
+
+def test_split_and_schedule():
+    pairs = planted_pairs(50)
+    train, val = split_pairs(pairs, 0.1, seed=3)
+    assert len(val) == 5 and len(train) == 45 and not set(map(id, train)) & set(map(id, val))
+    assert split_pairs(pairs, 0.1, seed=3) == (train, val)
+    assert lr_at(0, 100, 1.0) == pytest.approx(0.2)  # warm-up over 5 steps
+    assert lr_at(4, 100, 1.0) == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0) == 0.0
+
+
+def test_reward_model_learns_a_planted_preference(micro_model, tmp_path):
+    run = RunDir(tmp_path / "run")
+    config = RewardTrainConfig(epochs=5, batch_size=16, lr=3e-3, val_fraction=0.2, eval_every=10,
+                               checkpoint_every=1000, seed=0)
+    summary = train_reward_model(str(micro_model), planted_pairs(200), run, config, progress=False)
+    assert summary["val_accuracy"] >= 0.9
+    rm = RewardModel.load(run / "reward_model")
+    fresh = planted_pairs(40, seed=99)
+    rc = rm([p.prompt for p in fresh], [p.chosen for p in fresh])
+    rr = rm([p.prompt for p in fresh], [p.rejected for p in fresh])
+    assert (rc > rr).float().mean() >= 0.9
+    # normalised on its training texts: mean 0, standard deviation 1
+    train, _ = split_pairs(planted_pairs(200), 0.2, 0)
+    texts = [(p.prompt, p.chosen) for p in train] + [(p.prompt, p.rejected) for p in train]
+    s = rm([t[0] for t in texts], [t[1] for t in texts])
+    assert s.mean().item() == pytest.approx(0.0, abs=1e-3) and s.std().item() == pytest.approx(1.0, abs=1e-2)
+    rows = read_jsonl(run / "reward_metrics.jsonl")
+    assert len(rows) == summary["steps_per_member"] and rows[-1]["val/accuracy"] >= 0.9
+    # the folder is a standard Hugging Face reward model
+    from transformers import AutoModelForSequenceClassification
+
+    hf = AutoModelForSequenceClassification.from_pretrained(run / "reward_model")
+    assert hf.config.num_labels == 1
+
+
+def test_ensemble_members_differ_and_aggregate(micro_model, tmp_path):
+    run = RunDir(tmp_path / "run")
+    config = RewardTrainConfig(epochs=1, batch_size=16, lr=2e-3, ensemble=2, aggregate="mean_minus_std",
+                               std_coef=1.0, checkpoint_every=1000)
+    train_reward_model(str(micro_model), planted_pairs(64), run, config, progress=False)
+    assert (run / "reward_model" / "member-0").is_dir() and (run / "reward_model" / "member-1").is_dir()
+    rm = RewardModel.load(run / "reward_model")
+    prompts, completions = ["the cat"] * 3, [" good day", " bad day", " it sat"]
+    members = rm.member_scores(prompts, completions)
+    assert members.shape == (2, 3) and not torch.allclose(members[0], members[1])
+    expected = members.mean(0) - members.std(0, unbiased=False)
+    assert torch.allclose(rm(prompts, completions), expected)
+
+
+def test_too_few_pairs_for_the_batch(micro_model, tmp_path):
+    from rlhflab.errors import DataError
+
+    with pytest.raises(DataError, match="fewer than --batch-size 16"):
+        train_reward_model(str(micro_model), planted_pairs(10), RunDir(tmp_path), RewardTrainConfig(batch_size=16),
+                           progress=False)
