@@ -75,3 +75,24 @@ def test_resume_without_checkpoint_says_so(tmp_path):
     out = rlhflab("optimize", "ppo", "--resume", tmp_path / "nothing")
     assert out.returncode == 2 and "no 'ppo' stage in manifest.json" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_ctrl_c_leaves_a_valid_run_that_resumes(micro_model, tmp_path):
+    import signal
+
+    run = tmp_path / "run"
+    proc = start("optimize", "ppo", "--run-dir", run, "--model", micro_model, *PPO_ARGS)
+    latest = run / "checkpoints" / "ppo" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["ppo"]["status"] == "interrupted"
+    rows = read_jsonl(run / "metrics.jsonl")  # whole lines only
+    assert 3 <= len(rows) < 10 and not (run / "policy").exists()
+    rlhflab("optimize", "ppo", "--resume", run, "--quiet", check=True)
+    assert len(read_jsonl(run / "metrics.jsonl")) == 10 and (run / "policy").exists()

@@ -196,14 +196,15 @@ def evaluate_cmd(run_dir: Path, policy: str | None, base: str | None, reward_nam
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Where to write the run.")
 @model_option
+@task_option
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
 @click.option("--quick", is_flag=True, help="A tiny version for smoke tests (seconds, not minutes).")
 @quiet_option
-def demo_cmd(run_dir: Path, model: str, seed: int, quick: bool, quiet: bool) -> None:
+def demo_cmd(run_dir: Path, model: str, task: str, seed: int, quick: bool, quiet: bool) -> None:
     """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
     from rlhflab.demo import run_demo
 
-    run_demo(run_dir, model=model, seed=seed, quick=quick, progress=not quiet)
+    run_demo(run_dir, model=model, seed=seed, quick=quick, task=task, progress=not quiet)
 
 
 def say(message: str) -> None:

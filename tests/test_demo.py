@@ -1,0 +1,35 @@
+"""``rlhflab demo --quick`` chains every stage and leaves a complete run directory."""
+
+import json
+
+import pytest
+
+from clirun import rlhflab
+from rlhflab.models import ASSETS
+
+
+def check_run(run, out):
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("manifest.json", "pairs.jsonl", "reward_model", "reward_metrics.jsonl", "policy", "metrics.jsonl",
+                 "samples.jsonl", "summary.json"):
+        assert (run / name).exists(), name
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert [stages[s]["status"] for s in ("feedback", "reward", "ppo", "evaluate")] == ["done"] * 4
+    assert f"run directory: {run}" in out.stdout
+    assert "[4/4] evaluate" in out.stdout and "policy" in out.stdout
+
+
+def test_quick_demo_on_a_micro_model(micro_model, tmp_path):
+    run = tmp_path / "demo"
+    out = rlhflab("demo", "--quick", "--model", micro_model, "--task", "conftest:planted_task", "--run-dir", run,
+                  "--quiet")
+    check_run(run, out)
+
+
+@pytest.mark.skipif(not (ASSETS / "base_model" / "model.safetensors").exists(), reason="embedded model not built")
+def test_quick_demo_on_the_embedded_model(tmp_path):
+    run = tmp_path / "demo"
+    out = rlhflab("demo", "--quick", "--run-dir", run, "--quiet")
+    check_run(run, out)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "sentiment" and -1 <= summary["base"]["gold"] <= 1
