@@ -53,7 +53,7 @@ def test_nan_reward_stops_with_the_step_and_quantity(micro_model, task, tmp_path
     def nan_reward(prompts, completions):
         return torch.full((len(prompts),), float("nan"))
 
-    with pytest.raises(TrainingDiverged, match=r"ppo stopped at step 0: the policy loss is nan"):
+    with pytest.raises(TrainingDiverged, match=r"ppo stopped at step 0: the reward is nan"):
         train_ppo(str(micro_model), nan_reward, task.train_prompts, run,
                   PPOConfig(steps=3, batch_size=4, minibatch_size=4, max_new_tokens=6), progress=False)
     assert not (run / "policy").exists()
@@ -79,3 +79,12 @@ def test_negative_kl_stops_training(micro_model, task, tmp_path, monkeypatch):
     with pytest.raises(TrainingDiverged, match=r"step 0: the KL estimate to the reference \(k1, nats\) is -"):
         train_ppo(str(micro_model), gold_reward, task.train_prompts, RunDir(tmp_path / "run"),
                   PPOConfig(steps=2, batch_size=16, minibatch_size=8, max_new_tokens=8), progress=False)
+
+
+def test_divergent_learning_rate_stops_before_writing_a_broken_policy(micro_model, task, tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"ppo stopped at step \d+: the (policy|value) loss is nan"):
+        train_ppo(str(micro_model), gold_reward, task.train_prompts, run,
+                  PPOConfig(steps=6, batch_size=8, minibatch_size=4, lr=1e4, max_new_tokens=6, value_init="policy"),
+                  progress=False)
+    assert not (run / "policy").exists()

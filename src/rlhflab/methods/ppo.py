@@ -184,7 +184,8 @@ def train_ppo(
     for step in range(start, config.steps):
         # ------------------------------------------------------ rollout
         t0 = time.perf_counter()
-        batch = stream[step * config.batch_size : (step + 1) * config.batch_size][rank * local_batch : (rank + 1) * local_batch]
+        global_batch = stream[step * config.batch_size : (step + 1) * config.batch_size]
+        batch = global_batch[rank * local_batch : (rank + 1) * local_batch]
         seeds = torch.randint(0, 2**62, (world,), generator=g).tolist()
         rollout = sample(policy, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seeds[rank],
                          temperature=config.temperature)
@@ -197,6 +198,12 @@ def train_ppo(
         t_rollout = time.perf_counter() - t0
 
         # ------------------------------------------------------ advantages
+        kl = kl_estimators(logp_old, logp_ref, mask)
+        kl_seq, kl_k3, all_scores = (accelerator.gather(t) for t in (kl["k1"], kl["k3"], score))
+        if not torch.isfinite(all_scores).all():
+            raise TrainingDiverged("ppo", step, "the reward", float(all_scores[~torch.isfinite(all_scores)][0]))
+        if kl_negative_beyond_noise(kl_seq):
+            raise TrainingDiverged("ppo", step, "the KL estimate to the reference (k1, nats)", float(kl_seq.mean()))
         rewards = kl_penalized_rewards(score, logp_old, logp_ref, mask, kl_ctl.value)
         advantages, returns = gae(rewards, values_old, mask, config.gamma, config.lam)
         advantages = whiten(advantages, mask)
@@ -215,22 +222,19 @@ def train_ppo(
                 loss = pg_loss + config.vf_coef * vf_loss
                 if not torch.isfinite(loss):
                     quantity = "the policy loss" if not torch.isfinite(pg_loss) else "the value loss"
-                    raise TrainingDiverged("ppo", step, quantity, float(loss))
+                    raise TrainingDiverged("ppo", step, quantity, float(loss.detach()))
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                for k, x in (("pg_loss", float(pg_loss.detach())), ("vf_loss", float(vf_loss.detach())), ("clipfrac", pg["clipfrac"]),
-                             ("approxkl", pg["approxkl"]), ("vf_clipfrac", vf["clipfrac"])):
-                    stats[k].append(x)
+                stats["pg_loss"].append(float(pg_loss.detach()))
+                stats["vf_loss"].append(float(vf_loss.detach()))
+                stats["clipfrac"].append(pg["clipfrac"])
+                stats["approxkl"].append(pg["approxkl"])
+                stats["vf_clipfrac"].append(vf["clipfrac"])
         t_update = time.perf_counter() - t1
 
         # ------------------------------------------------------ metrics
-        kl = kl_estimators(logp_old, logp_ref, mask)
-        kl_seq, kl_k3 = accelerator.gather(kl["k1"]), accelerator.gather(kl["k3"])
-        if kl_negative_beyond_noise(kl_seq):
-            raise TrainingDiverged("ppo", step, "the KL estimate to the reference (k1, nats)", float(kl_seq.mean()))
-        all_scores = accelerator.gather(score)
         n_tokens = accelerator.gather(mask.sum(1))
         beta = kl_ctl.value
         kl_ctl.update(float(kl_seq.mean()), config.batch_size)
@@ -254,6 +258,7 @@ def train_ppo(
             "time/rollout": t_rollout,
             "time/update": t_update,
             "tokens": int(n_tokens.sum()),
+            "tokens_padded": int(accelerator.gather(torch.tensor([ids.numel()], device=ids.device)).sum()),
         }
         if gold is not None:
             gold_local = torch.tensor(gold(batch, rollout.responses), dtype=torch.float32, device=accelerator.device)

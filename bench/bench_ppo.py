@@ -1,0 +1,117 @@
+"""PPO throughput and memory on the embedded default model.
+
+Runs rlhflab's PPO (gold reward, so no reward model is needed) for a few steps and reports:
+- rollout: episodes/s and generated tokens/s (sampling, reward, log-probs of policy,
+  reference and value);
+- update: episodes/s and tokens/s over the PPO epochs;
+- peak resident memory of the process;
+- the fraction of this machine's fp32 matmul throughput (measured in the same run) that
+  the update step reaches, counting 6 FLOPs per parameter per token for a forward and
+  backward pass of policy and value (the embedding lookup excluded, the LM head included).
+
+    .venv/bin/python bench/bench_ppo.py [--steps 6] [--batch-size 16] [--max-new-tokens 32]
+
+Timings are measured, not asserted: no test depends on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
+    """fp32 FLOP/s of square matmuls on this machine (2 n^3 per product)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start)
+
+
+def flop_parameters(model) -> int:
+    """Parameters that cost a multiply-add per token: all but the input embeddings, plus the LM head."""
+    emb = model.get_input_embeddings().weight
+    pos = getattr(getattr(model, "transformer", None), "wpe", None)
+    n = sum(p.numel() for p in model.parameters())
+    n -= emb.numel() + (pos.weight.numel() if pos is not None else 0)
+    head = model.get_output_embeddings()
+    return n + (head.weight.numel() if head is not None else 0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--steps", type=int, default=6, help="PPO steps measured (after one warm-up step)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--minibatch-size", type=int, default=8)
+    p.add_argument("--ppo-epochs", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+
+    from rlhflab.methods.ppo import PPOConfig, train_ppo
+    from rlhflab.models import load_policy, silence_library_logs
+    from rlhflab.rundir import RunDir, read_jsonl
+    from rlhflab.tasks import sentiment
+
+    silence_library_logs()
+    task = sentiment()
+
+    def gold(prompts, completions):
+        return torch.tensor(task.gold(prompts, completions))
+
+    peak_flops = matmul_flops()
+    config = PPOConfig(steps=args.steps + 1, batch_size=args.batch_size, minibatch_size=args.minibatch_size,
+                       ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens, value_init="policy",
+                       checkpoint_every=10**6)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(tmp)
+        train_ppo(args.model, gold, task.train_prompts, run, config, progress=False)
+        rows = read_jsonl(run / "metrics.jsonl")[1:]  # the first step warms up
+
+    model, _ = load_policy(args.model)
+    n_flop_params = flop_parameters(model)
+    episodes = args.batch_size * len(rows)
+    gen_tokens = sum(r["tokens"] for r in rows)
+    t_roll = sum(r["time/rollout"] for r in rows)
+    t_upd = sum(r["time/update"] for r in rows)
+    # every position of the padded batch goes forward and backward through policy and value, ppo_epochs times
+    positions = sum(r["tokens_padded"] for r in rows)
+    update_flops = 6 * 2 * n_flop_params * positions * args.ppo_epochs
+    result = {
+        "model": args.model,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "ppo_epochs": args.ppo_epochs,
+        "steps_measured": len(rows),
+        "rollout_episodes_per_s": episodes / t_roll,
+        "rollout_tokens_per_s": gen_tokens / t_roll,
+        "update_episodes_per_s": episodes / t_upd,
+        "update_tokens_per_s": gen_tokens * args.ppo_epochs / t_upd,
+        "seconds_per_step": (t_roll + t_upd) / len(rows),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "matmul_gflops": peak_flops / 1e9,
+        "update_gflops": update_flops / t_upd / 1e9,
+        "update_fraction_of_matmul_peak": update_flops / t_upd / peak_flops,
+        "threads": torch.get_num_threads(),
+    }
+    for k, v in result.items():
+        print(f"{k:34} {v:.3f}" if isinstance(v, float) else f"{k:34} {v}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
