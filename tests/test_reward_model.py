@@ -88,3 +88,15 @@ def test_too_few_pairs_for_the_batch(micro_model, tmp_path):
     with pytest.raises(DataError, match="fewer than --batch-size 16"):
         train_reward_model(str(micro_model), planted_pairs(10), RunDir(tmp_path), RewardTrainConfig(batch_size=16),
                            progress=False)
+
+
+def test_non_finite_loss_stops_training_and_writes_no_model(micro_model, tmp_path):
+    from rlhflab.errors import TrainingDiverged
+
+    pairs = planted_pairs(40)
+    pairs[5] = PreferencePair(pairs[5].prompt, pairs[5].chosen, pairs[5].rejected, float("nan"))
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"reward-model training stopped at step \d+: the Bradley-Terry loss is nan"):
+        train_reward_model(str(micro_model), pairs, run, RewardTrainConfig(batch_size=8, val_fraction=0.0),
+                           progress=False)
+    assert not (run / "reward_model").exists()

@@ -37,8 +37,13 @@ def save_checkpoint(accelerator, run: RunDir, stage: str, index: int, trainer_st
     accelerator.wait_for_everyone()
 
 
+def read_trainer_state(checkpoint: Path, process_index: int) -> dict[str, Any]:
+    """This process's trainer state in ``checkpoint``."""
+    return torch.load(checkpoint / f"trainer_state_{process_index}.pt", weights_only=False)
+
+
 def load_checkpoint(accelerator, checkpoint: Path) -> dict[str, Any]:
     """Restore accelerate's state (if the checkpoint has one) and return this process's trainer state."""
     if (checkpoint / "accelerate").is_dir():
         accelerator.load_state(str(checkpoint / "accelerate"))
-    return torch.load(checkpoint / f"trainer_state_{accelerator.process_index}.pt", weights_only=False)
+    return read_trainer_state(checkpoint, accelerator.process_index)

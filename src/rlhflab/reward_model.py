@@ -23,7 +23,7 @@ from typing import Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.checkpoint import save_checkpoint
+from rlhflab.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from rlhflab import distributed
 from rlhflab.config import check
 from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
@@ -151,6 +151,8 @@ def split_pairs(pairs: list[PreferencePair], val_fraction: float, seed: int):
 
 
 def _encode(pairs: list[PreferencePair], tokenizer, max_length: int):
+    if not pairs:
+        return [], [], torch.zeros(0)
     texts = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     return ids[: len(pairs)], ids[len(pairs) :], torch.tensor([p.label for p in pairs])
@@ -221,7 +223,7 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
     start_member, start_step, state = 0, 0, None
     checkpoint = run.latest_checkpoint("reward") if resume else None
     if checkpoint is not None:
-        state = torch.load(checkpoint / f"trainer_state_{rank}.pt", weights_only=False)  # models: below
+        state = read_trainer_state(checkpoint, rank)  # the models are restored when their member starts
         start_member, start_step = state["member"], state["step"]
         if accelerator.is_main_process:
             truncate_jsonl(metrics_path, state["metrics_rows"])
@@ -243,7 +245,7 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
         step = 0
         order: list[int] = []
         if state is not None and member == start_member and start_step > 0:
-            accelerator.load_state(str(checkpoint / "accelerate"))
+            load_checkpoint(accelerator, checkpoint)
             g.set_state(state["generator"])
             step, order = start_step, state["order"]
         model.train()
@@ -253,7 +255,8 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             epoch_pos = step % steps_per_epoch
             if epoch_pos == 0:
                 order = torch.randperm(len(train), generator=g).tolist()
-            idx = order[epoch_pos * config.batch_size : (epoch_pos + 1) * config.batch_size][rank * local : (rank + 1) * local]
+            global_idx = order[epoch_pos * config.batch_size : (epoch_pos + 1) * config.batch_size]
+            idx = global_idx[rank * local : (rank + 1) * local]
             chosen = [train_data[0][i] for i in idx]
             rejected = [train_data[1][i] for i in idx]
             rc, rr = _pair_rewards(model, chosen, rejected, pad_id, accelerator.device)
@@ -261,8 +264,8 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             loss, _ = bradley_terry_loss(rc, rr, labels)
             # the logged loss and accuracy are those of the global batch, whatever the number of processes
             global_loss, m = bradley_terry_loss(*(accelerator.gather(t.detach()) for t in (rc, rr, labels)))
-            if not torch.isfinite(loss):
-                raise TrainingDiverged("reward-model training", step, "the Bradley-Terry loss", float(loss))
+            if not torch.isfinite(global_loss):
+                raise TrainingDiverged("reward-model training", step, "the Bradley-Terry loss", float(global_loss))
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, config.lr)
             accelerator.backward(loss)

@@ -220,8 +220,9 @@ def train_ppo(
                 pg_loss, pg = ppo_policy_loss(logp, logp_old[i], advantages[i], mask[i], config.clip_range)
                 vf_loss, vf = ppo_value_loss(v, values_old[i], returns[i], mask[i], config.clip_range_value)
                 loss = pg_loss + config.vf_coef * vf_loss
-                if not torch.isfinite(loss):
-                    quantity = "the policy loss" if not torch.isfinite(pg_loss) else "the value loss"
+                if not torch.isfinite(accelerator.gather(loss.detach()[None])).all():  # on every process at once
+                    quantity = ("the policy loss" if not torch.isfinite(pg_loss) else
+                                "the value loss" if not torch.isfinite(vf_loss) else "the loss of another process")
                     raise TrainingDiverged("ppo", step, quantity, float(loss.detach()))
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, config.max_grad_norm)
