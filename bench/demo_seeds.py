@@ -1,0 +1,55 @@
+"""Run ``rlhflab demo`` for several seeds and print the README's results table.
+
+    .venv/bin/python bench/demo_seeds.py              # seeds 0 1 2, runs/demo-seed-<s>
+    .venv/bin/python bench/demo_seeds.py --table-only # re-print the table from existing runs
+
+Each run's wall time, gold reward of base and tuned policy (mean ± standard error over the
+held-out prompts), proxy reward, KL to the base policy and distinct-2 are read from its
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--table-only", action="store_true")
+    args = p.parse_args()
+
+    seconds: dict[int, float] = {}
+    for seed in args.seeds:
+        run = args.runs / f"demo-seed-{seed}"
+        if args.table_only:
+            continue
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "rlhflab", "demo", "--seed", str(seed), "--run-dir", str(run)],
+                       check=True)
+        seconds[seed] = time.time() - start
+        (run / "wall_seconds.txt").write_text(f"{seconds[seed]:.0f}\n")
+
+    print("| seed | gold: base | gold: tuned | proxy: base | proxy: tuned | KL (nats) | distinct-2 base / tuned "
+          "| RM accuracy | wall time |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for seed in args.seeds:
+        run = args.runs / f"demo-seed-{seed}"
+        s = json.loads((run / "summary.json").read_text())
+        manifest = json.loads((run / "manifest.json").read_text())
+        acc = manifest["stages"]["reward"]["results"]["val_accuracy"]
+        wall = (run / "wall_seconds.txt").read_text().strip() if (run / "wall_seconds.txt").exists() else "?"
+        b, t = s["base"], s["policy"]
+        print(f"| {seed} | {b['gold']:.3f} ± {b['gold_stderr']:.3f} | {t['gold']:.3f} ± {t['gold_stderr']:.3f} "
+              f"| {b['proxy']:.2f} | {t['proxy']:.2f} | {t['kl']:.1f} ± {t['kl_stderr']:.1f} "
+              f"| {b['distinct_2']:.2f} / {t['distinct_2']:.2f} | {acc:.3f} | {wall} s |")
+
+
+if __name__ == "__main__":
+    main()
