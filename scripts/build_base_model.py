@@ -261,6 +261,16 @@ def samples(model, tokenizer, prompts: list[str], seed: int) -> list[str]:
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+def _portable(value):
+    """Arguments as recorded in build.json: paths relative to the repository."""
+    if isinstance(value, Path):
+        try:
+            return str(value.resolve().relative_to(REPO))
+        except ValueError:
+            return str(value)
+    return value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", type=Path, default=REPO / ".cache" / "corpus")
@@ -343,7 +353,7 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss) / n:.3f}", tok_s=f"{step * args.batch * args.block / (time.time() - start):.0f}")
+                bar.set_postfix(loss=f"{float(loss.detach()) / n:.3f}", tok_s=f"{step * args.batch * args.block / (time.time() - start):.0f}")
                 if step % 500 == 0 or step == total:
                     bar.write(f"step {step}: held-out perplexity {evaluate(model, hx, hmask):.1f}")
         bar.close()
@@ -354,7 +364,7 @@ def main() -> None:
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         (model_dir / "build.json").write_text(
-            json.dumps({"script": "scripts/build_base_model.py", "args": {k: str(v) for k, v in vars(args).items()},
+            json.dumps({"script": "scripts/build_base_model.py", "args": {k: _portable(v) for k, v in vars(args).items()},
                         "seed": SEED, "parameters": n_params, "train_tokens": n_tokens, "corpus": stats,
                         "seconds": round(time.time() - start)}, indent=2) + "\n"
         )

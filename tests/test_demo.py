@@ -2,10 +2,7 @@
 
 import json
 
-import pytest
-
 from clirun import rlhflab
-from rlhflab.models import ASSETS
 
 
 def check_run(run, out):
@@ -26,7 +23,6 @@ def test_quick_demo_on_a_micro_model(micro_model, tmp_path):
     check_run(run, out)
 
 
-@pytest.mark.skipif(not (ASSETS / "base_model" / "model.safetensors").exists(), reason="embedded model not built")
 def test_quick_demo_on_the_embedded_model(tmp_path):
     run = tmp_path / "demo"
     out = rlhflab("demo", "--quick", "--run-dir", run, "--quiet")

@@ -28,8 +28,8 @@ class EvalConfig:
     """Held-out prompts to evaluate on (0 = all of the task's evaluation prompts)."""
     max_new_tokens: int = 24
     """Length limit of each continuation, in tokens."""
-    temperature: float = 1.0
-    """Sampling temperature."""
+    temperature: float = 0.7
+    """Sampling temperature (0.7 as in lm-human-preferences); log-probabilities and KL use the same temperature."""
     batch_size: int = 64
     """Prompts sampled at once."""
     seed: int = 1

@@ -77,8 +77,8 @@ class SimulateConfig:
     """Number of comparisons to collect."""
     max_new_tokens: int = 24
     """Length limit of each sampled continuation, in tokens."""
-    temperature: float = 1.0
-    """Sampling temperature of the policy."""
+    temperature: float = 0.7
+    """Sampling temperature (0.7 as in lm-human-preferences); log-probabilities and KL use the same temperature."""
     batch_size: int = 64
     """Prompts sampled at once."""
     seed: int = 0

@@ -55,8 +55,8 @@ class PPOConfig:
     """Adam learning rate of policy and value function."""
     max_new_tokens: int = 24
     """Length limit of each continuation, in tokens."""
-    temperature: float = 1.0
-    """Sampling temperature (log-probabilities use the same temperature)."""
+    temperature: float = 0.7
+    """Sampling temperature (0.7 as in lm-human-preferences); log-probabilities and KL use the same temperature."""
     kl_coef: float = 0.1
     """beta: the KL penalty per nat (the starting value when adaptive)."""
     adaptive_kl: bool = False
