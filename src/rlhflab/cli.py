@@ -114,9 +114,11 @@ def reward_train(run_dir: Path | None, model: str, pairs: Path | None, pad_token
         pairs = pairs or run / "pairs.jsonl"
     result = pipeline.reward_train(run, model, pairs, config, pad_token, resume=resume is not None,
                                    progress=not quiet)
-    acc = result.get("val_accuracy")
-    say(f"wrote {run / 'reward_model'}" + (f" (held-out pair accuracy {acc:.3f} on "
-                                                   f"{result['val_pairs']} pairs)" if acc is not None else ""))
+    acc, gold_acc = result.get("val_accuracy"), result.get("val_gold_accuracy")
+    say(f"wrote {run / 'reward_model'}"
+        + (f" (held-out pair accuracy {acc:.3f} on {result['val_pairs']} pairs" if acc is not None else "")
+        + (f"; agrees with the gold order on {gold_acc:.1%} of those with unequal gold scores" if gold_acc else "")
+        + (")" if acc is not None else ""))
 
 
 # ------------------------------------------------------------------ optimize

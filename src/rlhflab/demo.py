@@ -41,13 +41,11 @@ def preset(seed: int, quick: bool) -> DemoPreset:
                           checkpoint_every=2, seed=seed),
             evaluate=EvalConfig(prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
         )
-    return DemoPreset(
-        feedback=SimulateConfig(pairs=1000, max_new_tokens=24, seed=seed),
-        rater=SimulatedRater(temperature=0.1, random_rate=0.1),
-        reward=RewardTrainConfig(epochs=2, batch_size=16, lr=1e-4, seed=seed),
-        ppo=PPOConfig(steps=120, batch_size=32, minibatch_size=8, ppo_epochs=4, lr=1e-4, kl_coef=0.1,
-                      max_new_tokens=24, seed=seed),
-        evaluate=EvalConfig(prompts=500, max_new_tokens=24, seed=seed + 1),
+    return DemoPreset(  # the configs' defaults: the stage-by-stage commands reproduce the demo
+        feedback=SimulateConfig(seed=seed),
+        reward=RewardTrainConfig(seed=seed),
+        ppo=PPOConfig(seed=seed),
+        evaluate=EvalConfig(seed=seed + 1),
     )
 
 
@@ -65,7 +63,9 @@ def run_demo(run_dir: Path, model: str = EMBEDDED, seed: int = 0, quick: bool = 
 
     say(f"[2/4] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
     rm = pipeline.reward_train(run, model, run / "pairs.jsonl", p.reward, progress=progress)
-    say(f"      held-out pair accuracy {rm['val_accuracy']:.3f} on {rm['val_pairs']} pairs")
+    gold_acc = rm.get("val_gold_accuracy")
+    say(f"      held-out pair accuracy {rm['val_accuracy']:.3f} on {rm['val_pairs']} pairs (the rater's labels)"
+        + (f"; orders {gold_acc:.1%} of the pairs with unequal gold scores as gold does" if gold_acc else ""))
 
     say(f"[3/4] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, KL coefficient {p.ppo.kl_coef}")
     pipeline.optimize_ppo(run, model, str(run / "reward_model"), task, p.ppo, progress=progress)

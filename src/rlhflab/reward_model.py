@@ -15,6 +15,7 @@ folder (``num_labels=1``) plus ``rlhflab_reward.json``; an ensemble keeps its me
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,18 +28,20 @@ from rlhflab.checkpoint import load_checkpoint, read_trainer_state, save_checkpo
 from rlhflab import distributed
 from rlhflab.config import check
 from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
-from rlhflab.losses import bradley_terry_loss
-from rlhflab.models import ScalarHeadModel, disable_dropout, last_token_values, load_scalar_model, load_tokenizer, unwrap
+from rlhflab.losses import bradley_terry_loss, masked_mean
+from rlhflab.models import (ScalarHeadModel, disable_dropout, last_token_values, load_scalar_model, load_tokenizer,
+                            position_ids, unwrap)
 from rlhflab.pairs import PreferencePair
 from rlhflab.rundir import RunDir, append_jsonl, atomic_write_json, replace_dir, truncate_jsonl
 
 META = "rlhflab_reward.json"
 Aggregate = Literal["mean", "min", "mean_minus_std"]
+Pooling = Literal["last", "mean"]
 
 
 @dataclass(frozen=True)
 class RewardTrainConfig:
-    epochs: float = 2.0
+    epochs: float = 3.0
     """Passes over the training pairs."""
     batch_size: int = 16
     """Pairs per optimiser step, over all processes (must divide evenly among them)."""
@@ -56,6 +59,10 @@ class RewardTrainConfig:
     """lambda in mean - lambda * std (aggregate mean_minus_std)."""
     max_length: int = 128
     """Tokens of prompt + completion the model reads (longer texts keep their end)."""
+    pooling: Pooling = "mean"
+    """How a text's score is read from the per-token head: 'last' token (Ziegler et al. 2019; what
+    AutoModelForSequenceClassification computes) or 'mean' over the completion's tokens (learns far faster
+    from few labels on small models)."""
     eval_every: int = 50
     """Measure held-out accuracy every this many steps."""
     checkpoint_every: int = 50
@@ -83,9 +90,10 @@ class RewardModel:
     """Scores (prompt, completion) texts with a normalised single model or ensemble."""
 
     def __init__(self, members: list[ScalarHeadModel], tokenizer, norms: list[tuple[float, float]],
-                 aggregate: Aggregate = "mean", std_coef: float = 1.0, max_length: int = 128):
+                 aggregate: Aggregate = "mean", std_coef: float = 1.0, max_length: int = 128,
+                 pooling: Pooling = "last"):
         self.members, self.tokenizer, self.norms = members, tokenizer, norms
-        self.aggregate, self.std_coef, self.max_length = aggregate, std_coef, max_length
+        self.aggregate, self.std_coef, self.max_length, self.pooling = aggregate, std_coef, max_length, pooling
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "RewardModel":
@@ -95,28 +103,23 @@ class RewardModel:
             raise RlhflabError(f"{path}: not an rlhflab reward model (no {META}); train one with 'rlhflab reward train'")
         meta = json.loads(meta_path.read_text())
         tokenizer = load_tokenizer(path / meta["members"][0]["path"])
-        tokenizer.truncation_side = "left"
-        members = []
-        for m in meta["members"]:
-            model = load_scalar_model(path / m["path"], tokenizer.pad_token_id).to(device).eval()
-            members.append(model)
+        members = [load_scalar_model(path / m["path"], tokenizer.pad_token_id).to(device).eval()
+                   for m in meta["members"]]
         norms = [(m["mean"], m["std"]) for m in meta["members"]]
-        return cls(members, tokenizer, norms, meta["aggregate"], meta["std_coef"], meta["max_length"])
+        return cls(members, tokenizer, norms, meta["aggregate"], meta["std_coef"], meta["max_length"],
+                   meta.get("pooling", "last"))
 
     @torch.no_grad()
     def member_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64,
                       normalize: bool = True) -> torch.Tensor:
         """[k, B] scores of each member."""
         device = next(self.members[0].parameters()).device
-        texts = [p + c for p, c in zip(prompts, completions)]
-        out = torch.zeros(len(self.members), len(texts))
-        for start in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
-                                 truncation=True, max_length=self.max_length).to(device)
+        encoded = encode(self.tokenizer, prompts, completions, self.max_length)
+        out = torch.zeros(len(self.members), len(encoded))
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start : start + batch_size], self.tokenizer.pad_token_id, device)
             for i, member in enumerate(self.members):
-                pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-                values = member(enc["input_ids"], enc["attention_mask"], pos)
-                out[i, start : start + len(enc["input_ids"])] = last_token_values(values, enc["attention_mask"]).cpu()
+                out[i, start : start + len(batch[0])] = sequence_scores(member, *batch, self.pooling).cpu()
         if normalize:
             mean = torch.tensor([m for m, _ in self.norms])[:, None]
             std = torch.tensor([s for _, s in self.norms])[:, None]
@@ -126,6 +129,44 @@ class RewardModel:
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
         """[B] the proxy reward: the members' normalised scores, aggregated."""
         return aggregate_scores(self.member_scores(prompts, completions), self.aggregate, self.std_coef)
+
+
+def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int) -> list[tuple[list[int], int]]:
+    """Token ids of each prompt + completion (at most ``max_length``, keeping the end), and the index of
+    the completion's first token (the last token when the completion is empty)."""
+    if not prompts:
+        return []
+    full = tokenizer([p + c for p, c in zip(prompts, completions)])["input_ids"]
+    prompt_lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    out = []
+    for ids, n_prompt in zip(full, prompt_lengths):
+        cut = max(0, len(ids) - max_length)
+        ids = ids[cut:]
+        out.append((ids, min(max(0, n_prompt - cut), len(ids) - 1)))
+    return out
+
+
+def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Left-padded (input_ids, attention_mask, completion_mask), each [B, T]."""
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(encoded), width))
+    for r, (ids, start) in enumerate(encoded):
+        pad = width - len(ids)
+        input_ids[r, pad:] = torch.tensor(ids)
+        attention_mask[r, pad:] = 1
+        completion_mask[r, pad + start :] = 1
+    return input_ids.to(device), attention_mask.to(device), completion_mask.to(device)
+
+
+def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
+                    pooling: Pooling) -> torch.Tensor:
+    """[B] scores: the head's output at the last token, or its mean over the completion's tokens."""
+    values = model(input_ids, attention_mask, position_ids(attention_mask))
+    if pooling == "last":
+        return last_token_values(values, attention_mask)
+    return masked_mean(values, completion_mask, dim=1)
 
 
 def aggregate_scores(scores: torch.Tensor, how: Aggregate, std_coef: float = 1.0) -> torch.Tensor:
@@ -151,42 +192,37 @@ def split_pairs(pairs: list[PreferencePair], val_fraction: float, seed: int):
 
 
 def _encode(pairs: list[PreferencePair], tokenizer, max_length: int):
-    if not pairs:
-        return [], [], torch.zeros(0)
-    texts = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
-    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    return ids[: len(pairs)], ids[len(pairs) :], torch.tensor([p.label for p in pairs])
+    """(chosen encodings, rejected encodings, labels, gold_chosen - gold_rejected or NaN) of ``pairs``."""
+    prompts = [p.prompt for p in pairs]
+    chosen = encode(tokenizer, prompts, [p.chosen for p in pairs], max_length)
+    rejected = encode(tokenizer, prompts, [p.rejected for p in pairs], max_length)
+    gold = torch.tensor([p.scores.get("gold_chosen", math.nan) - p.scores.get("gold_rejected", math.nan)
+                         for p in pairs])
+    return chosen, rejected, torch.tensor([p.label for p in pairs]), gold
 
 
-def _batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for r, x in enumerate(ids):  # left padding
-        input_ids[r, width - len(x) :] = torch.tensor(x)
-        mask[r, width - len(x) :] = 1
-    return input_ids.to(device), mask.to(device)
-
-
-def _pair_rewards(model, chosen, rejected, pad_id, device):
-    input_ids, mask = _batch(chosen + rejected, pad_id, device)
-    values = model(input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0))
-    r = last_token_values(values, mask)
+def _pair_rewards(model, chosen, rejected, pad_id, device, pooling: Pooling):
+    r = sequence_scores(model, *collate(list(chosen) + list(rejected), pad_id, device), pooling)
     return r[: len(chosen)], r[len(chosen) :]
 
 
 @torch.no_grad()
-def _evaluate(model, data, pad_id, device, batch_size=64) -> dict[str, float]:
-    chosen, rejected, labels = data
+def _evaluate(model, data, pad_id, device, pooling: Pooling, batch_size=64) -> dict[str, float]:
+    chosen, rejected, labels, gold_diff = data
     if not chosen:
         return {}
     rc, rr = [], []
     for s in range(0, len(chosen), batch_size):
-        a, b = _pair_rewards(model, chosen[s : s + batch_size], rejected[s : s + batch_size], pad_id, device)
+        a, b = _pair_rewards(model, chosen[s : s + batch_size], rejected[s : s + batch_size], pad_id, device, pooling)
         rc.append(a.cpu())
         rr.append(b.cpu())
-    loss, m = bradley_terry_loss(torch.cat(rc), torch.cat(rr), labels)
-    return {"val/loss": float(loss), "val/accuracy": m["accuracy"]}
+    margin = torch.cat(rc) - torch.cat(rr)
+    loss, m = bradley_terry_loss(margin, torch.zeros_like(margin), labels)
+    out = {"val/loss": float(loss), "val/accuracy": m["accuracy"]}
+    known = ~torch.isnan(gold_diff) & (gold_diff != 0)
+    if known.any():  # simulated feedback: does the model order the pair as the gold reward does?
+        out["val/gold_accuracy"] = float(((margin[known] > 0) == (gold_diff[known] > 0)).float().mean())
+    return out
 
 
 def lr_at(step: int, total: int, peak: float) -> float:
@@ -205,7 +241,6 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
     if config.batch_size % world:
         raise RlhflabError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({world})")
     tokenizer = load_tokenizer(model_name, pad_token)
-    tokenizer.truncation_side = "left"
     train, val = split_pairs(pairs, config.val_fraction, config.seed)
     if len(train) < config.batch_size:
         raise DataError(run / "pairs.jsonl", f"{len(train)} training pairs after holding out {len(val)}, fewer than "
@@ -259,7 +294,7 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             idx = global_idx[rank * local : (rank + 1) * local]
             chosen = [train_data[0][i] for i in idx]
             rejected = [train_data[1][i] for i in idx]
-            rc, rr = _pair_rewards(model, chosen, rejected, pad_id, accelerator.device)
+            rc, rr = _pair_rewards(model, chosen, rejected, pad_id, accelerator.device, config.pooling)
             labels = train_data[2][idx].to(rc.device)
             loss, _ = bradley_terry_loss(rc, rr, labels)
             # the logged loss and accuracy are those of the global batch, whatever the number of processes
@@ -275,7 +310,7 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             row = {"member": member, "step": step, "loss": float(global_loss), "accuracy": m["accuracy"],
                    "margin": m["margin"], "lr": lr_at(step - 1, total, config.lr)}
             if step % config.eval_every == 0 or step == total:
-                row.update(_evaluate(model, val_data, pad_id, accelerator.device))
+                row.update(_evaluate(model, val_data, pad_id, accelerator.device, config.pooling))
                 bar.set_postfix(val_acc=f"{row.get('val/accuracy', float('nan')):.3f}")
             if accelerator.is_main_process:
                 append_jsonl(metrics_path, row)
@@ -285,8 +320,8 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
                                 {"member": member, "step": step, "generator": g.get_state(), "order": order},
                                 metrics_path)
         bar.close()
-        final = _evaluate(model, val_data, pad_id, accelerator.device)
-        train_scores = _scores(model, train_data, pad_id, accelerator.device)
+        final = _evaluate(model, val_data, pad_id, accelerator.device, config.pooling)
+        train_scores = _scores(model, train_data, pad_id, accelerator.device, config.pooling)
         mean, std = float(train_scores.mean()), float(train_scores.std().clamp(min=1e-6))
         if accelerator.is_main_process:
             out = members_dir / f"member-{member}"
@@ -305,19 +340,18 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
     if accelerator.is_main_process:
         _assemble(run, members_dir, config, tokenizer)
     accelerator.wait_for_everyone()
-    accs = [m["val/accuracy"] for m in summary["members"] if "val/accuracy" in m]
-    summary["val_accuracy"] = sum(accs) / len(accs) if accs else None
+    for key, name in (("val/accuracy", "val_accuracy"), ("val/gold_accuracy", "val_gold_accuracy")):
+        values = [m[key] for m in summary["members"] if key in m]
+        summary[name] = sum(values) / len(values) if values else None
     return summary
 
 
 @torch.no_grad()
-def _scores(model, data, pad_id, device, batch_size=64) -> torch.Tensor:
-    texts = data[0] + data[1]
-    out = []
-    for s in range(0, len(texts), batch_size):
-        input_ids, mask = _batch(texts[s : s + batch_size], pad_id, device)
-        out.append(last_token_values(model(input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)), mask).cpu())
-    return torch.cat(out)
+def _scores(model, data, pad_id, device, pooling: Pooling, batch_size=64) -> torch.Tensor:
+    """Scores of every chosen and rejected text of ``data`` (for the normalisation)."""
+    encoded = list(data[0]) + list(data[1])
+    return torch.cat([sequence_scores(model, *collate(encoded[s : s + batch_size], pad_id, device), pooling).cpu()
+                      for s in range(0, len(encoded), batch_size)])
 
 
 def _assemble(run: RunDir, members_dir: Path, config: RewardTrainConfig, tokenizer) -> None:
@@ -335,5 +369,6 @@ def _assemble(run: RunDir, members_dir: Path, config: RewardTrainConfig, tokeniz
         members.append({"path": rel, "mean": info["mean"], "std": info["std"],
                         "val_accuracy": info.get("val/accuracy")})
     atomic_write_json(tmp / META, {"members": members, "aggregate": config.aggregate, "std_coef": config.std_coef,
-                                   "max_length": config.max_length, "config": asdict(config)})
+                                   "max_length": config.max_length, "pooling": config.pooling,
+                                   "config": asdict(config)})
     replace_dir(tmp, out)

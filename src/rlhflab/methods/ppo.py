@@ -43,13 +43,13 @@ RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor | list]
 
 @dataclass(frozen=True)
 class PPOConfig:
-    steps: int = 100
+    steps: int = 60
     """PPO iterations, each one rollout and its update epochs."""
     batch_size: int = 32
     """Prompts per rollout, over all processes."""
-    minibatch_size: int = 8
+    minibatch_size: int = 16
     """Rollouts per gradient step, over all processes."""
-    ppo_epochs: int = 4
+    ppo_epochs: int = 2
     """Passes over each rollout batch."""
     lr: float = 1e-4
     """Adam learning rate of policy and value function."""
@@ -57,7 +57,7 @@ class PPOConfig:
     """Length limit of each continuation, in tokens."""
     temperature: float = 0.7
     """Sampling temperature (0.7 as in lm-human-preferences); log-probabilities and KL use the same temperature."""
-    kl_coef: float = 0.1
+    kl_coef: float = 0.05
     """beta: the KL penalty per nat (the starting value when adaptive)."""
     adaptive_kl: bool = False
     """Adapt beta towards --kl-target (Ziegler et al. 2019) instead of keeping it fixed."""
