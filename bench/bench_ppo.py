@@ -6,8 +6,9 @@ Runs rlhflab's PPO (gold reward, so no reward model is needed) for a few steps a
 - update: episodes/s and tokens/s over the PPO epochs;
 - peak resident memory of the process;
 - the fraction of this machine's fp32 matmul throughput (measured in the same run) that
-  the update step reaches, counting 6 FLOPs per parameter per token for a forward and
-  backward pass of policy and value (the embedding lookup excluded, the LM head included).
+  the update step reaches, counting 6 FLOPs per weight per token (forward and backward) for
+  the policy (body and LM head) and the value model (body and scalar head) over every
+  padded position of the batch; embedding lookups and attention scores are not counted.
 
     .venv/bin/python bench/bench_ppo.py [--steps 6] [--batch-size 32] [--max-new-tokens 24] [--json out.json]
 
@@ -39,14 +40,16 @@ def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
     return 2 * n**3 * count / (time.perf_counter() - start)
 
 
-def flop_parameters(model) -> int:
-    """Parameters that cost a multiply-add per token: all but the input embeddings, plus the LM head."""
-    emb = model.get_input_embeddings().weight
+def body_parameters(model) -> int:
+    """Parameters of the transformer body: all but the token and position embeddings and the LM head."""
     pos = getattr(getattr(model, "transformer", None), "wpe", None)
-    n = sum(p.numel() for p in model.parameters())
-    n -= emb.numel() + (pos.weight.numel() if pos is not None else 0)
+    skip = {id(model.get_input_embeddings().weight)}
+    if pos is not None:
+        skip.add(id(pos.weight))
     head = model.get_output_embeddings()
-    return n + (head.weight.numel() if head is not None else 0)
+    if head is not None:
+        skip.add(id(head.weight))
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
 def main() -> None:
@@ -84,14 +87,16 @@ def main() -> None:
         rows = read_jsonl(run / "metrics.jsonl")[1:]  # the first step warms up
 
     model, _ = load_policy(args.model)
-    n_flop_params = flop_parameters(model)
+    # multiply-adds per token: the policy's body and LM head (vocab x width), the value model's body and scalar head
+    width = model.get_input_embeddings().weight.shape[1]
+    per_token = 2 * body_parameters(model) + model.get_output_embeddings().weight.numel() + width
     episodes = args.batch_size * len(rows)
     gen_tokens = sum(r["tokens"] for r in rows)
     t_roll = sum(r["time/rollout"] for r in rows)
     t_upd = sum(r["time/update"] for r in rows)
     # every position of the padded batch goes forward and backward through policy and value, ppo_epochs times
     positions = sum(r["tokens_padded"] for r in rows)
-    update_flops = 6 * 2 * n_flop_params * positions * args.ppo_epochs
+    update_flops = 6 * per_token * positions * args.ppo_epochs  # forward 2, backward 4 FLOPs per multiply-add
     result = {
         "model": args.model,
         "parameters": sum(p.numel() for p in model.parameters()),
