@@ -78,9 +78,15 @@ def main() -> None:
         return torch.tensor(task.gold(prompts, completions))
 
     peak_flops = matmul_flops()
-    config = PPOConfig(steps=args.steps + 1, batch_size=args.batch_size, minibatch_size=args.minibatch_size,
-                       ppo_epochs=args.ppo_epochs, max_new_tokens=args.max_new_tokens, value_init="policy",
-                       checkpoint_every=10**6)
+    config = PPOConfig(
+        steps=args.steps + 1,
+        batch_size=args.batch_size,
+        minibatch_size=args.minibatch_size,
+        ppo_epochs=args.ppo_epochs,
+        max_new_tokens=args.max_new_tokens,
+        value_init="policy",
+        checkpoint_every=10**6,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(tmp)
         train_ppo(args.model, gold, task.train_prompts, run, config, progress=False)

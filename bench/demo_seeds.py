@@ -31,13 +31,16 @@ def main() -> None:
         if args.table_only:
             continue
         start = time.time()
-        subprocess.run([sys.executable, "-m", "rlhflab", "demo", "--seed", str(seed), "--run-dir", str(run)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "rlhflab", "demo", "--seed", str(seed), "--run-dir", str(run)], check=True
+        )
         seconds[seed] = time.time() - start
         (run / "wall_seconds.txt").write_text(f"{seconds[seed]:.0f}\n")
 
-    print("| seed | gold: base | gold: tuned | proxy: base | proxy: tuned | KL (nats) | distinct-2 base / tuned "
-          "| RM accuracy: labels / gold order | wall time |")
+    print(
+        "| seed | gold: base | gold: tuned | proxy: base | proxy: tuned | KL (nats) | distinct-2 base / tuned "
+        "| RM accuracy: labels / gold order | wall time |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         run = args.runs / f"demo-seed-{seed}"
@@ -47,9 +50,11 @@ def main() -> None:
         acc, gold_acc = results["val_accuracy"], results["val_gold_accuracy"]
         wall = (run / "wall_seconds.txt").read_text().strip() if (run / "wall_seconds.txt").exists() else "?"
         b, t = s["base"], s["policy"]
-        print(f"| {seed} | {b['gold']:.3f} ± {b['gold_stderr']:.3f} | {t['gold']:.3f} ± {t['gold_stderr']:.3f} "
-              f"| {b['proxy']:.2f} | {t['proxy']:.2f} | {t['kl']:.1f} ± {t['kl_stderr']:.1f} "
-              f"| {b['distinct_2']:.2f} / {t['distinct_2']:.2f} | {acc:.2f} / {gold_acc:.2f} | {wall} s |")
+        print(
+            f"| {seed} | {b['gold']:.3f} ± {b['gold_stderr']:.3f} | {t['gold']:.3f} ± {t['gold_stderr']:.3f} "
+            f"| {b['proxy']:.2f} | {t['proxy']:.2f} | {t['kl']:.1f} ± {t['kl_stderr']:.1f} "
+            f"| {b['distinct_2']:.2f} / {t['distinct_2']:.2f} | {acc:.2f} / {gold_acc:.2f} | {wall} s |"
+        )
 
 
 if __name__ == "__main__":

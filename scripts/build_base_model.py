@@ -235,7 +235,9 @@ def lm_loss(model, x, mask):
 
     logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
     target = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"), int((target != -100).sum())
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
+    ), int((target != -100).sum())
 
 
 def evaluate(model, x, mask, batch: int = 64) -> float:
@@ -257,8 +259,15 @@ def samples(model, tokenizer, prompts: list[str], seed: int) -> list[str]:
 
     torch.manual_seed(seed)
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=0.7, max_new_tokens=30,
-                         pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(
+        **enc,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=0.7,
+        max_new_tokens=30,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
@@ -354,7 +363,10 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()) / n:.3f}", tok_s=f"{step * args.batch * args.block / (time.time() - start):.0f}")
+                bar.set_postfix(
+                    loss=f"{float(loss.detach()) / n:.3f}",
+                    tok_s=f"{step * args.batch * args.block / (time.time() - start):.0f}",
+                )
                 if step % 500 == 0 or step == total:
                     bar.write(f"step {step}: held-out perplexity {evaluate(model, hx, hmask):.1f}")
         bar.close()
@@ -365,9 +377,19 @@ def main() -> None:
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         (model_dir / "build.json").write_text(
-            json.dumps({"script": "scripts/build_base_model.py", "args": {k: _portable(v) for k, v in vars(args).items()},
-                        "seed": SEED, "parameters": n_params, "train_tokens": n_tokens, "corpus": stats,
-                        "seconds": round(time.time() - start)}, indent=2) + "\n"
+            json.dumps(
+                {
+                    "script": "scripts/build_base_model.py",
+                    "args": {k: _portable(v) for k, v in vars(args).items()},
+                    "seed": SEED,
+                    "parameters": n_params,
+                    "train_tokens": n_tokens,
+                    "corpus": stats,
+                    "seconds": round(time.time() - start),
+                },
+                indent=2,
+            )
+            + "\n"
         )
 
     hx, hmask, h_tokens = pack(heldout, tokenizer, args.block, random.Random(SEED))

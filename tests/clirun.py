@@ -18,13 +18,19 @@ def env() -> dict[str, str]:
 
 
 def rlhflab(*args: str, check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "rlhflab", *map(str, args)], capture_output=True, text=True,
-                         env=env(), timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "rlhflab", *map(str, args)], capture_output=True, text=True, env=env(), timeout=timeout
+    )
     if check and out.returncode != 0:
         raise AssertionError(f"rlhflab {' '.join(map(str, args))} exited {out.returncode}:\n{out.stderr[-3000:]}")
     return out
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rlhflab", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlhflab", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )

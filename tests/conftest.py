@@ -40,14 +40,33 @@ def build_micro_model(path: Path, seed: int = 0, pretrain_steps: int = 150) -> P
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(sentences, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                        pad_token="<|pad|>", padding_side="left", model_max_length=64)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    tok.train_from_iterator(
+        sentences,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>", "<|pad|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        padding_side="left",
+        model_max_length=64,
+    )
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = GPT2LMHeadModel(config)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     ids = [tokenizer(s)["input_ids"] + [tokenizer.eos_token_id] for s in sentences]
@@ -88,8 +107,13 @@ def planted_task():
 
     rng = random.Random(1)
     prompts = [" ".join(rng.choice(WORDS) for _ in range(3)) for _ in range(120)]
-    return Task(name="planted", train_prompts=prompts[:100], eval_prompts=prompts[100:], gold=good_minus_bad,
-                description="say 'good', not 'bad'")
+    return Task(
+        name="planted",
+        train_prompts=prompts[:100],
+        eval_prompts=prompts[100:],
+        gold=good_minus_bad,
+        description="say 'good', not 'bad'",
+    )
 
 
 @pytest.fixture()

@@ -1,6 +1,7 @@
 """A user task with no training prompts, for the error-path test."""
 
 from conftest import good_minus_bad
+
 from rlhflab.tasks import Task
 
 

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from clirun import rlhflab
+
 from rlhflab.pairs import read_pairs
 from rlhflab.rundir import read_jsonl
 
@@ -24,14 +24,46 @@ def pipeline_run(micro_model, tmp_path_factory):
     run = tmp_path_factory.mktemp("cli") / "run"
     m = ["--model", micro_model]
     outs = {
-        "feedback": rlhflab("feedback", "simulate", "--run-dir", run, *m, *TASK, "--pairs", "48", "--max-new-tokens", "8",
-                            "--rater-temperature", "0.05", "--quiet", check=True),
-        "reward": rlhflab("reward", "train", "--run-dir", run, *m, "--epochs", "1", "--batch-size", "8", "--quiet",
-                          check=True),
-        "ppo": rlhflab("optimize", "ppo", "--run-dir", run, *m, *TASK, "--steps", "2", "--batch-size", "8",
-                       "--minibatch-size", "4", "--max-new-tokens", "8", "--quiet", check=True),
-        "evaluate": rlhflab("evaluate", "--run-dir", run, *TASK, "--prompts", "12", "--max-new-tokens", "8", "--quiet",
-                            check=True),
+        "feedback": rlhflab(
+            "feedback",
+            "simulate",
+            "--run-dir",
+            run,
+            *m,
+            *TASK,
+            "--pairs",
+            "48",
+            "--max-new-tokens",
+            "8",
+            "--rater-temperature",
+            "0.05",
+            "--quiet",
+            check=True,
+        ),
+        "reward": rlhflab(
+            "reward", "train", "--run-dir", run, *m, "--epochs", "1", "--batch-size", "8", "--quiet", check=True
+        ),
+        "ppo": rlhflab(
+            "optimize",
+            "ppo",
+            "--run-dir",
+            run,
+            *m,
+            *TASK,
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--minibatch-size",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--quiet",
+            check=True,
+        ),
+        "evaluate": rlhflab(
+            "evaluate", "--run-dir", run, *TASK, "--prompts", "12", "--max-new-tokens", "8", "--quiet", check=True
+        ),
     }
     return run, outs
 
@@ -42,7 +74,9 @@ def test_feedback_simulate(pipeline_run):
     assert 40 <= len(pairs) <= 48 and all(p.source == "simulated:bt" for p in pairs)
     assert f"wrote {len(pairs)} pairs" in outs["feedback"].stdout
     stage = json.loads((run / "manifest.json").read_text())["stages"]["feedback"]
-    assert stage["status"] == "done" and stage["config"]["pairs"] == 48 and stage["args"]["rater"]["temperature"] == 0.05
+    assert (
+        stage["status"] == "done" and stage["config"]["pairs"] == 48 and stage["args"]["rater"]["temperature"] == 0.05
+    )
     assert {"command", "git", "packages", "started", "finished"} <= stage.keys()
 
 
@@ -84,12 +118,15 @@ def test_help_lists_every_stage():
     assert "--kl-coef" in ppo_help and "beta: the KL penalty per nat" in ppo_help
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("", "holds no preference pairs"),
-    ('{"prompt": "a", "chosen": "b"}\n', "line 1: field 'rejected': missing"),
-    ('{"prompt": "a", "chosen": "b", "rejected": "c"}\nnot json\n', "line 2: not valid JSON"),
-    ('{"prompt": "a", "chosen": "b", "rejected": 7}\n', "line 1: field 'rejected': expected a string, got int"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "holds no preference pairs"),
+        ('{"prompt": "a", "chosen": "b"}\n', "line 1: field 'rejected': missing"),
+        ('{"prompt": "a", "chosen": "b", "rejected": "c"}\nnot json\n', "line 2: not valid JSON"),
+        ('{"prompt": "a", "chosen": "b", "rejected": 7}\n', "line 1: field 'rejected': expected a string, got int"),
+    ],
+)
 def test_bad_pairs_file(tmp_path, micro_model, content, expected):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(content)
@@ -106,20 +143,42 @@ def test_unknown_model_path(tmp_path):
 
 
 def test_config_value_out_of_range(tmp_path, micro_model):
-    out = rlhflab("optimize", "ppo", "--run-dir", tmp_path, "--model", micro_model, "--reward", "gold", *TASK,
-                  "--kl-coef", "-1")
+    out = rlhflab(
+        "optimize", "ppo", "--run-dir", tmp_path, "--model", micro_model, "--reward", "gold", *TASK, "--kl-coef", "-1"
+    )
     assert out.returncode == 2 and "--kl-coef must be >= 0, got -1.0" in no_traceback(out)
 
 
 def test_prompts_longer_than_the_context(tmp_path, micro_model):
-    out = rlhflab("optimize", "ppo", "--run-dir", tmp_path, "--model", micro_model, "--reward", "gold", *TASK,
-                  "--max-new-tokens", "500")
+    out = rlhflab(
+        "optimize",
+        "ppo",
+        "--run-dir",
+        tmp_path,
+        "--model",
+        micro_model,
+        "--reward",
+        "gold",
+        *TASK,
+        "--max-new-tokens",
+        "500",
+    )
     assert out.returncode == 2 and "exceeds the model's context of 64 tokens" in no_traceback(out)
 
 
 def test_empty_prompt_set(tmp_path, micro_model):
-    out = rlhflab("optimize", "ppo", "--run-dir", tmp_path, "--model", micro_model, "--reward", "gold",
-                  "--task", "emptytask:empty")
+    out = rlhflab(
+        "optimize",
+        "ppo",
+        "--run-dir",
+        tmp_path,
+        "--model",
+        micro_model,
+        "--reward",
+        "gold",
+        "--task",
+        "emptytask:empty",
+    )
     assert out.returncode == 2 and "has no training prompts" in no_traceback(out)
 
 

@@ -31,8 +31,12 @@ class Example:
 
 
 def test_field_docs_read_the_docstrings():
-    assert field_docs(Example) == {"rate": "How fast.", "name": "What to call it.", "flag": "Switch it on.",
-                                   "mode": "Which mode."}
+    assert field_docs(Example) == {
+        "rate": "How fast.",
+        "name": "What to call it.",
+        "flag": "Switch it on.",
+        "mode": "Which mode.",
+    }
 
 
 @pytest.mark.parametrize("cls", [PPOConfig, RewardTrainConfig, SimulateConfig, SimulatedRater, EvalConfig])

@@ -7,8 +7,16 @@ from clirun import rlhflab
 
 def check_run(run, out):
     assert out.returncode == 0, out.stderr[-3000:]
-    for name in ("manifest.json", "pairs.jsonl", "reward_model", "reward_metrics.jsonl", "policy", "metrics.jsonl",
-                 "samples.jsonl", "summary.json"):
+    for name in (
+        "manifest.json",
+        "pairs.jsonl",
+        "reward_model",
+        "reward_metrics.jsonl",
+        "policy",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "summary.json",
+    ):
         assert (run / name).exists(), name
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert [stages[s]["status"] for s in ("feedback", "reward", "ppo", "evaluate")] == ["done"] * 4
@@ -18,8 +26,9 @@ def check_run(run, out):
 
 def test_quick_demo_on_a_micro_model(micro_model, tmp_path):
     run = tmp_path / "demo"
-    out = rlhflab("demo", "--quick", "--model", micro_model, "--task", "conftest:planted_task", "--run-dir", run,
-                  "--quiet")
+    out = rlhflab(
+        "demo", "--quick", "--model", micro_model, "--task", "conftest:planted_task", "--run-dir", run, "--quiet"
+    )
     check_run(run, out)
 
 

@@ -9,19 +9,27 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
-
 from clirun import env, rlhflab
+from test_reward_model import planted_pairs
+
 from rlhflab.pairs import write_pairs
 from rlhflab.reward_model import RewardModel
 from rlhflab.rundir import read_jsonl
-from test_reward_model import planted_pairs
 
 
 def torchrun(*args, nproc=2):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "rlhflab", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "rlhflab",
+        *map(str, args),
+    ]
     e = env()
     e["OMP_NUM_THREADS"] = "1"
     return subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=600)
@@ -30,8 +38,21 @@ def torchrun(*args, nproc=2):
 def test_two_process_reward_training_matches_one_process(micro_model, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(pairs, planted_pairs(96))
-    args = ["reward", "train", "--model", micro_model, "--pairs", pairs, "--epochs", "2", "--batch-size", "8",
-            "--lr", "3e-3", "--quiet"]
+    args = [
+        "reward",
+        "train",
+        "--model",
+        micro_model,
+        "--pairs",
+        pairs,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--quiet",
+    ]
     rlhflab(*args, "--run-dir", tmp_path / "one", check=True)
     two = torchrun(*args, "--run-dir", tmp_path / "two")
     assert two.returncode == 0, two.stderr[-3000:]
@@ -51,9 +72,29 @@ def test_two_process_reward_training_matches_one_process(micro_model, tmp_path):
 
 
 def test_two_process_ppo_runs_and_writes_one_policy(micro_model, tmp_path):
-    out = torchrun("optimize", "ppo", "--run-dir", tmp_path / "run", "--model", micro_model, "--reward", "gold",
-                   "--task", "conftest:planted_task", "--steps", "2", "--batch-size", "8", "--minibatch-size", "4",
-                   "--max-new-tokens", "6", "--value-init", "policy", "--quiet")
+    out = torchrun(
+        "optimize",
+        "ppo",
+        "--run-dir",
+        tmp_path / "run",
+        "--model",
+        micro_model,
+        "--reward",
+        "gold",
+        "--task",
+        "conftest:planted_task",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--minibatch-size",
+        "4",
+        "--max-new-tokens",
+        "6",
+        "--value-init",
+        "policy",
+        "--quiet",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["episodes"] == 8

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-import torch
 
 from rlhflab.models import ASSETS, check_fits, load_policy, sample
 from rlhflab.tasks import load_task
@@ -32,7 +31,8 @@ def test_task_data_fits_the_model(embedded):
     assert not set(task.train_prompts) & set(task.eval_prompts)
     check_fits(model, tokenizer, task.train_prompts + task.eval_prompts, max_new_tokens=64)
     assert task.gold(["x", "x"], [" a lovely, happy day.", " a terrible, sad loss."]) == pytest.approx(
-        [0.8, -0.8], abs=0.2)
+        [0.8, -0.8], abs=0.2
+    )
 
 
 def test_shipped_data_is_small_and_documented():

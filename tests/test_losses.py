@@ -5,8 +5,18 @@ import math
 import pytest
 import torch
 
-from rlhflab.losses import (bradley_terry_loss, entropy_from_logits, explained_variance, gae, kl_estimators,
-                            kl_penalized_rewards, masked_mean, ppo_policy_loss, ppo_value_loss, whiten)
+from rlhflab.losses import (
+    bradley_terry_loss,
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    kl_estimators,
+    kl_penalized_rewards,
+    masked_mean,
+    ppo_policy_loss,
+    ppo_value_loss,
+    whiten,
+)
 
 LN2 = math.log(2)
 

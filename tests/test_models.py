@@ -8,8 +8,18 @@ import torch
 
 from rlhflab.errors import ConfigError, RlhflabError
 from rlhflab.losses import kl_estimators
-from rlhflab.models import (ScalarHeadModel, check_fits, last_token_values, load_policy, load_scalar_model,
-                            load_tokenizer, position_ids, response_mask_from_ids, sample, token_logprobs)
+from rlhflab.models import (
+    ScalarHeadModel,
+    check_fits,
+    last_token_values,
+    load_policy,
+    load_scalar_model,
+    load_tokenizer,
+    position_ids,
+    response_mask_from_ids,
+    sample,
+    token_logprobs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +35,7 @@ def test_response_mask_counts_up_to_and_including_the_first_eos():
 
 
 def test_position_ids_ignore_left_padding():
-    assert position_ids(torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])).tolist() == [[0, 0, 0, 1, 2],
-                                                                                   [0, 1, 2, 3, 4]]
+    assert position_ids(torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
 
 
 def test_sampling_is_reproducible_and_leaves_global_rng_alone(policy):

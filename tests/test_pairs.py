@@ -9,8 +9,10 @@ from rlhflab.pairs import PreferencePair, read_pairs, write_pairs
 
 
 def test_round_trip(tmp_path):
-    pairs = [PreferencePair("p", " a", " b", 1.0, "simulated:bt", {"gold_chosen": 0.5}),
-             PreferencePair("q <script>", " ü", " 💡", 0.5, "human:ann")]
+    pairs = [
+        PreferencePair("p", " a", " b", 1.0, "simulated:bt", {"gold_chosen": 0.5}),
+        PreferencePair("q <script>", " ü", " 💡", 0.5, "human:ann"),
+    ]
     path = tmp_path / "pairs.jsonl"
     write_pairs(path, pairs)
     assert read_pairs(path) == pairs
@@ -25,16 +27,19 @@ def test_trl_style_minimal_lines_are_accepted(tmp_path):
     assert pair.label == 1.0 and pair.source == "unknown"
 
 
-@pytest.mark.parametrize("line, field, message", [
-    ('{"prompt": "x", "chosen": "a"', None, "not valid JSON"),
-    ('{"prompt": "x", "chosen": "a"}', "rejected", "missing"),
-    ('{"prompt": 3, "chosen": "a", "rejected": "b"}', "prompt", "expected a string, got int"),
-    ('{"prompt": "x", "chosen": " ", "rejected": "b"}', "chosen", "is empty"),
-    ('{"prompt": "x", "chosen": "a", "rejected": "b", "label": 2}', "label", "in [0, 1]"),
-    ('{"prompt": "x", "chosen": "a", "rejected": "b", "label": "yes"}', "label", "in [0, 1]"),
-    ('{"prompt": "x", "chosen": "a", "rejected": "b", "scores": {"g": "high"}}', "scores", "name: number"),
-    ('["x", "a", "b"]', None, "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "line, field, message",
+    [
+        ('{"prompt": "x", "chosen": "a"', None, "not valid JSON"),
+        ('{"prompt": "x", "chosen": "a"}', "rejected", "missing"),
+        ('{"prompt": 3, "chosen": "a", "rejected": "b"}', "prompt", "expected a string, got int"),
+        ('{"prompt": "x", "chosen": " ", "rejected": "b"}', "chosen", "is empty"),
+        ('{"prompt": "x", "chosen": "a", "rejected": "b", "label": 2}', "label", "in [0, 1]"),
+        ('{"prompt": "x", "chosen": "a", "rejected": "b", "label": "yes"}', "label", "in [0, 1]"),
+        ('{"prompt": "x", "chosen": "a", "rejected": "b", "scores": {"g": "high"}}', "scores", "name: number"),
+        ('["x", "a", "b"]', None, "expected a JSON object"),
+    ],
+)
 def test_bad_lines_name_file_line_and_field(tmp_path, line, field, message):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "ok", "chosen": "a", "rejected": "b"}\n' + line + "\n")

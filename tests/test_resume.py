@@ -7,12 +7,11 @@ optimiser (through accelerate), the generator, the KL controller and the data po
 import json
 import time
 
-import pytest
-
 from clirun import rlhflab, start
+from test_reward_model import planted_pairs
+
 from rlhflab.pairs import write_pairs
 from rlhflab.rundir import read_jsonl
-from test_reward_model import planted_pairs
 
 
 def kill_after_checkpoint(proc, latest, timeout=300):
@@ -28,9 +27,29 @@ def kill_after_checkpoint(proc, latest, timeout=300):
     proc.wait()
 
 
-PPO_ARGS = ["--reward", "gold", "--task", "conftest:planted_task", "--steps", "10", "--batch-size", "8",
-            "--minibatch-size", "4", "--ppo-epochs", "2", "--max-new-tokens", "8", "--lr", "1e-3",
-            "--checkpoint-every", "3", "--value-init", "policy", "--quiet"]
+PPO_ARGS = [
+    "--reward",
+    "gold",
+    "--task",
+    "conftest:planted_task",
+    "--steps",
+    "10",
+    "--batch-size",
+    "8",
+    "--minibatch-size",
+    "4",
+    "--ppo-epochs",
+    "2",
+    "--max-new-tokens",
+    "8",
+    "--lr",
+    "1e-3",
+    "--checkpoint-every",
+    "3",
+    "--value-init",
+    "policy",
+    "--quiet",
+]
 
 
 def test_ppo_resume_after_kill_matches_uninterrupted_run(micro_model, tmp_path):
@@ -50,15 +69,32 @@ def test_ppo_resume_after_kill_matches_uninterrupted_run(micro_model, tmp_path):
     b = [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(broken / "metrics.jsonl")]
     assert len(b) == 10
     assert a == b
-    assert (whole / "policy" / "model.safetensors").read_bytes() == (broken / "policy" / "model.safetensors").read_bytes()
+    assert (whole / "policy" / "model.safetensors").read_bytes() == (
+        broken / "policy" / "model.safetensors"
+    ).read_bytes()
     assert json.loads((broken / "manifest.json").read_text())["stages"]["ppo"]["status"] == "done"
 
 
 def test_reward_resume_after_kill_matches_uninterrupted_run(micro_model, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(pairs, planted_pairs(160))
-    args = ["--model", micro_model, "--pairs", pairs, "--epochs", "4", "--batch-size", "4", "--checkpoint-every", "10",
-            "--eval-every", "10", "--ensemble", "2", "--quiet"]
+    args = [
+        "--model",
+        micro_model,
+        "--pairs",
+        pairs,
+        "--epochs",
+        "4",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "10",
+        "--eval-every",
+        "10",
+        "--ensemble",
+        "2",
+        "--quiet",
+    ]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     rlhflab("reward", "train", "--run-dir", whole, *args, check=True)
     proc = start("reward", "train", "--run-dir", broken, *args)

@@ -4,10 +4,17 @@ import random
 
 import pytest
 import torch
-
 from conftest import WORDS
+
 from rlhflab.pairs import PreferencePair
-from rlhflab.reward_model import RewardModel, RewardTrainConfig, aggregate_scores, lr_at, split_pairs, train_reward_model
+from rlhflab.reward_model import (
+    RewardModel,
+    RewardTrainConfig,
+    aggregate_scores,
+    lr_at,
+    split_pairs,
+    train_reward_model,
+)
 from rlhflab.rundir import RunDir, read_jsonl
 
 NEUTRAL = [w for w in WORDS if w not in ("good", "bad")]
@@ -45,8 +52,9 @@ def test_split_and_schedule():
 
 def test_reward_model_learns_a_planted_preference(micro_model, tmp_path):
     run = RunDir(tmp_path / "run")
-    config = RewardTrainConfig(epochs=5, batch_size=16, lr=3e-3, val_fraction=0.2, eval_every=10,
-                               checkpoint_every=1000, seed=0)
+    config = RewardTrainConfig(
+        epochs=5, batch_size=16, lr=3e-3, val_fraction=0.2, eval_every=10, checkpoint_every=1000, seed=0
+    )
     summary = train_reward_model(str(micro_model), planted_pairs(200), run, config, progress=False)
     assert summary["val_accuracy"] >= 0.9
     rm = RewardModel.load(run / "reward_model")
@@ -70,8 +78,9 @@ def test_reward_model_learns_a_planted_preference(micro_model, tmp_path):
 
 def test_ensemble_members_differ_and_aggregate(micro_model, tmp_path):
     run = RunDir(tmp_path / "run")
-    config = RewardTrainConfig(epochs=1, batch_size=16, lr=2e-3, ensemble=2, aggregate="mean_minus_std",
-                               std_coef=1.0, checkpoint_every=1000)
+    config = RewardTrainConfig(
+        epochs=1, batch_size=16, lr=2e-3, ensemble=2, aggregate="mean_minus_std", std_coef=1.0, checkpoint_every=1000
+    )
     train_reward_model(str(micro_model), planted_pairs(64), run, config, progress=False)
     assert (run / "reward_model" / "member-0").is_dir() and (run / "reward_model" / "member-1").is_dir()
     rm = RewardModel.load(run / "reward_model")
@@ -86,8 +95,9 @@ def test_too_few_pairs_for_the_batch(micro_model, tmp_path):
     from rlhflab.errors import DataError
 
     with pytest.raises(DataError, match="fewer than --batch-size 16"):
-        train_reward_model(str(micro_model), planted_pairs(10), RunDir(tmp_path), RewardTrainConfig(batch_size=16),
-                           progress=False)
+        train_reward_model(
+            str(micro_model), planted_pairs(10), RunDir(tmp_path), RewardTrainConfig(batch_size=16), progress=False
+        )
 
 
 def test_non_finite_loss_stops_training_and_writes_no_model(micro_model, tmp_path):
@@ -96,7 +106,10 @@ def test_non_finite_loss_stops_training_and_writes_no_model(micro_model, tmp_pat
     pairs = planted_pairs(40)
     pairs[5] = PreferencePair(pairs[5].prompt, pairs[5].chosen, pairs[5].rejected, float("nan"))
     run = RunDir(tmp_path / "run")
-    with pytest.raises(TrainingDiverged, match=r"reward-model training stopped at step \d+: the Bradley-Terry loss is nan"):
-        train_reward_model(str(micro_model), pairs, run, RewardTrainConfig(batch_size=8, val_fraction=0.0),
-                           progress=False)
+    with pytest.raises(
+        TrainingDiverged, match=r"reward-model training stopped at step \d+: the Bradley-Terry loss is nan"
+    ):
+        train_reward_model(
+            str(micro_model), pairs, run, RewardTrainConfig(batch_size=8, val_fraction=0.0), progress=False
+        )
     assert not (run / "reward_model").exists()

@@ -14,8 +14,15 @@ import torch
 from rlhflab.rundir import RunDir, read_jsonl
 
 
-def save_checkpoint(accelerator, run: RunDir, stage: str, index: int, trainer_state: dict[str, Any],
-                    metrics_path: Path, models: bool = True) -> None:
+def save_checkpoint(
+    accelerator,
+    run: RunDir,
+    stage: str,
+    index: int,
+    trainer_state: dict[str, Any],
+    metrics_path: Path,
+    models: bool = True,
+) -> None:
     """Save models and optimisers (through accelerate, when ``models``) and ``trainer_state``.
 
     ``trainer_state`` is this process's own (generator state, step, ...); the number of

@@ -27,24 +27,42 @@ from rlhflab.models import EMBEDDED
 from rlhflab.reward_model import RewardTrainConfig
 from rlhflab.rundir import RunDir
 
-model_option = click.option("--model", default=EMBEDDED, show_default=True,
-                            help="Base policy: a Hugging Face causal-LM folder, a hub id, or 'embedded'.")
-pad_option = click.option("--pad-token", default=None,
-                          help="An existing token to pad with, for tokenizers that have no pad token.")
-task_option = click.option("--task", default="sentiment", show_default=True,
-                           help="Built-in task name, or 'module:function' returning an rlhflab.tasks.Task.")
+model_option = click.option(
+    "--model",
+    default=EMBEDDED,
+    show_default=True,
+    help="Base policy: a Hugging Face causal-LM folder, a hub id, or 'embedded'.",
+)
+pad_option = click.option(
+    "--pad-token", default=None, help="An existing token to pad with, for tokenizers that have no pad token."
+)
+task_option = click.option(
+    "--task",
+    default="sentiment",
+    show_default=True,
+    help="Built-in task name, or 'module:function' returning an rlhflab.tasks.Task.",
+)
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
 
 
 def run_dir_option(required: bool = True):
-    return click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=required,
-                        help="The run directory (created if missing).")
+    return click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=required,
+        help="The run directory (created if missing).",
+    )
 
 
 def resume_option(what: str):
-    return click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help=f"Continue the interrupted {what} of this run directory from its last checkpoint, "
-                             "with the configuration recorded in its manifest.")
+    return click.option(
+        "--resume",
+        "resume",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Continue the interrupted {what} of this run directory from its last checkpoint, "
+        "with the configuration recorded in its manifest.",
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -77,8 +95,10 @@ def feedback_simulate(run_dir: Path, model: str, task: str, pad_token, quiet: bo
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
     stats = pipeline.feedback_simulate(RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet)
-    say(f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "
-               f"(rater agrees with gold on {stats['agreement_with_gold']:.1%})")
+    say(
+        f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "
+        f"(rater agrees with gold on {stats['agreement_with_gold']:.1%})"
+    )
 
 
 # ------------------------------------------------------------------ reward
@@ -92,14 +112,19 @@ def reward() -> None:
 @reward.command("train")
 @run_dir_option(required=False)
 @model_option
-@click.option("--pairs", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PreferencePair JSONL to train on (default: RUN/pairs.jsonl).")
+@click.option(
+    "--pairs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PreferencePair JSONL to train on (default: RUN/pairs.jsonl).",
+)
 @pad_option
 @click_options(RewardTrainConfig)
 @resume_option("reward-model training")
 @quiet_option
-def reward_train(run_dir: Path | None, model: str, pairs: Path | None, pad_token, resume: Path | None, quiet: bool,
-                 **options) -> None:
+def reward_train(
+    run_dir: Path | None, model: str, pairs: Path | None, pad_token, resume: Path | None, quiet: bool, **options
+) -> None:
     """Fit a Bradley-Terry reward model (or ensemble) -> RUN/reward_model."""
     from rlhflab import pipeline
 
@@ -107,18 +132,23 @@ def reward_train(run_dir: Path | None, model: str, pairs: Path | None, pad_token
         run = RunDir(resume)
         recorded = run.stage("reward")
         config = from_dict(RewardTrainConfig, recorded["config"])
-        model, pairs, pad_token = recorded["args"]["model"], Path(recorded["args"]["pairs"]), recorded["args"]["pad_token"]
+        model, pairs, pad_token = (
+            recorded["args"]["model"],
+            Path(recorded["args"]["pairs"]),
+            recorded["args"]["pad_token"],
+        )
     else:
         run = RunDir(_need_run_dir(run_dir))
         config = config_from_options(RewardTrainConfig, options)
         pairs = pairs or run / "pairs.jsonl"
-    result = pipeline.reward_train(run, model, pairs, config, pad_token, resume=resume is not None,
-                                   progress=not quiet)
+    result = pipeline.reward_train(run, model, pairs, config, pad_token, resume=resume is not None, progress=not quiet)
     acc, gold_acc = result.get("val_accuracy"), result.get("val_gold_accuracy")
-    say(f"wrote {run / 'reward_model'}"
+    say(
+        f"wrote {run / 'reward_model'}"
         + (f" (held-out pair accuracy {acc:.3f} on {result['val_pairs']} pairs" if acc is not None else "")
         + (f"; agrees with the gold order on {gold_acc:.1%} of those with unequal gold scores" if gold_acc else "")
-        + (")" if acc is not None else ""))
+        + (")" if acc is not None else "")
+    )
 
 
 # ------------------------------------------------------------------ optimize
@@ -132,15 +162,27 @@ def optimize() -> None:
 @optimize.command("ppo")
 @run_dir_option(required=False)
 @model_option
-@click.option("--reward", "reward_name", default=None,
-              help="Reward-model folder (default: RUN/reward_model) or 'gold' for the task's gold scorer.")
+@click.option(
+    "--reward",
+    "reward_name",
+    default=None,
+    help="Reward-model folder (default: RUN/reward_model) or 'gold' for the task's gold scorer.",
+)
 @task_option
 @pad_option
 @click_options(PPOConfig)
 @resume_option("PPO run")
 @quiet_option
-def optimize_ppo(run_dir: Path | None, model: str, reward_name: str | None, task: str, pad_token,
-                 resume: Path | None, quiet: bool, **options) -> None:
+def optimize_ppo(
+    run_dir: Path | None,
+    model: str,
+    reward_name: str | None,
+    task: str,
+    pad_token,
+    resume: Path | None,
+    quiet: bool,
+    **options,
+) -> None:
     """PPO against a reward with a per-token KL penalty to the base policy -> RUN/policy."""
     from rlhflab import pipeline
 
@@ -154,11 +196,14 @@ def optimize_ppo(run_dir: Path | None, model: str, reward_name: str | None, task
         run = RunDir(_need_run_dir(run_dir))
         config = config_from_options(PPOConfig, options)
         reward_name = reward_name or str(run / "reward_model")
-    result = pipeline.optimize_ppo(run, model, reward_name, task, config, pad_token, resume=resume is not None,
-                                   progress=not quiet)
+    result = pipeline.optimize_ppo(
+        run, model, reward_name, task, config, pad_token, resume=resume is not None, progress=not quiet
+    )
     final = result["final"]
-    say(f"wrote {run / 'policy'} after {result['steps']} steps (last step: proxy "
-               f"{final['objective/score']:.3f}, KL {final['objective/kl']:.2f} nats)")
+    say(
+        f"wrote {run / 'policy'} after {result['steps']} steps (last step: proxy "
+        f"{final['objective/score']:.3f}, KL {final['objective/kl']:.2f} nats)"
+    )
 
 
 # ------------------------------------------------------------------ evaluate
@@ -168,14 +213,26 @@ def optimize_ppo(run_dir: Path | None, model: str, reward_name: str | None, task
 @run_dir_option()
 @click.option("--policy", default=None, help="Tuned policy (default: RUN/policy).")
 @click.option("--base", default=None, help="Base policy (default: the model the run's PPO started from).")
-@click.option("--reward", "reward_name", default=None,
-              help="Reward model for the proxy column (default: RUN/reward_model if present; 'none' to skip).")
+@click.option(
+    "--reward",
+    "reward_name",
+    default=None,
+    help="Reward model for the proxy column (default: RUN/reward_model if present; 'none' to skip).",
+)
 @task_option
 @pad_option
 @click_options(EvalConfig)
 @quiet_option
-def evaluate_cmd(run_dir: Path, policy: str | None, base: str | None, reward_name: str | None, task: str,
-                 pad_token, quiet: bool, **options) -> None:
+def evaluate_cmd(
+    run_dir: Path,
+    policy: str | None,
+    base: str | None,
+    reward_name: str | None,
+    task: str,
+    pad_token,
+    quiet: bool,
+    **options,
+) -> None:
     """Compare the tuned policy with its base on held-out prompts -> RUN/summary.json, RUN/samples.jsonl."""
     from rlhflab import pipeline
 
@@ -195,8 +252,13 @@ def evaluate_cmd(run_dir: Path, policy: str | None, base: str | None, reward_nam
 
 
 @cli.command("demo")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
-              show_default=True, help="Where to write the run.")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Where to write the run.",
+)
 @model_option
 @task_option
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
@@ -239,8 +301,11 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted; the run directory is consistent: finished files are whole, and training stages "
-                   "continue with --resume RUN_DIR", err=True)
+        click.echo(
+            "interrupted; the run directory is consistent: finished files are whole, and training stages "
+            "continue with --resume RUN_DIR",
+            err=True,
+        )
         sys.exit(130)
     except TrainingDiverged as e:
         if debug:

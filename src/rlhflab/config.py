@@ -48,10 +48,6 @@ def check(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
 def from_dict(cls: type, values: dict[str, Any]) -> Any:
     """Build ``cls`` from a dict, ignoring keys it does not have (e.g. from an older manifest)."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -88,13 +84,27 @@ def click_options(cls: type, skip: tuple[str, ...] = (), prefix: str = "") -> Ca
                 optional = len(args) < len(get_args(tp))
                 tp = args[0]
             if tp is bool:
-                option = click.option(f"{flag}/--no-{flag[2:]}", dest, default=default, show_default=True, help=help_text)
+                option = click.option(
+                    f"{flag}/--no-{flag[2:]}", dest, default=default, show_default=True, help=help_text
+                )
             elif get_origin(tp) is Literal:
-                option = click.option(flag, dest, type=click.Choice([str(a) for a in get_args(tp)]),
-                                      default=default, show_default=True, help=help_text)
+                option = click.option(
+                    flag,
+                    dest,
+                    type=click.Choice([str(a) for a in get_args(tp)]),
+                    default=default,
+                    show_default=True,
+                    help=help_text,
+                )
             elif tp in (int, float, str):
-                option = click.option(flag, dest, type=tp, default=default, show_default=default is not None,
-                                      help=help_text + (" (optional)" if optional and default is None else ""))
+                option = click.option(
+                    flag,
+                    dest,
+                    type=tp,
+                    default=default,
+                    show_default=default is not None,
+                    help=help_text + (" (optional)" if optional and default is None else ""),
+                )
             else:
                 raise TypeError(f"{cls.__name__}.{f.name}: no command-line form for type {tp}")
             fn = option(fn)
@@ -106,4 +116,6 @@ def click_options(cls: type, skip: tuple[str, ...] = (), prefix: str = "") -> Ca
 def config_from_options(cls: type, options: dict[str, Any], prefix: str = "") -> Any:
     """Build ``cls`` from the options ``click_options(cls, prefix=prefix)`` added."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix) and k[len(prefix):] in names})
+    return cls(
+        **{k[len(prefix) :]: v for k, v in options.items() if k.startswith(prefix) and k[len(prefix) :] in names}
+    )

@@ -37,8 +37,9 @@ def preset(seed: int, quick: bool) -> DemoPreset:
         return DemoPreset(
             feedback=SimulateConfig(pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
             reward=RewardTrainConfig(epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed),
-            ppo=PPOConfig(steps=3, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=8,
-                          checkpoint_every=2, seed=seed),
+            ppo=PPOConfig(
+                steps=3, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=8, checkpoint_every=2, seed=seed
+            ),
             evaluate=EvalConfig(prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
         )
     return DemoPreset(  # the configs' defaults: the stage-by-stage commands reproduce the demo
@@ -49,29 +50,40 @@ def preset(seed: int, quick: bool) -> DemoPreset:
     )
 
 
-def run_demo(run_dir: Path, model: str = EMBEDDED, seed: int = 0, quick: bool = False, task: str = "sentiment",
-             progress: bool = True) -> dict:
+def run_demo(
+    run_dir: Path,
+    model: str = EMBEDDED,
+    seed: int = 0,
+    quick: bool = False,
+    task: str = "sentiment",
+    progress: bool = True,
+) -> dict:
     run = RunDir(run_dir)
     p = preset(seed, quick)
     t0 = time.time()
     say = print
 
-    say(f"[1/4] feedback: {p.feedback.pairs} pairs from the base policy, simulated rater "
-        f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)")
+    say(
+        f"[1/4] feedback: {p.feedback.pairs} pairs from the base policy, simulated rater "
+        f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)"
+    )
     fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, progress=progress)
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
     say(f"[2/4] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
     rm = pipeline.reward_train(run, model, run / "pairs.jsonl", p.reward, progress=progress)
     gold_acc = rm.get("val_gold_accuracy")
-    say(f"      held-out pair accuracy {rm['val_accuracy']:.3f} on {rm['val_pairs']} pairs (the rater's labels)"
-        + (f"; orders {gold_acc:.1%} of the pairs with unequal gold scores as gold does" if gold_acc else ""))
+    say(
+        f"      held-out pair accuracy {rm['val_accuracy']:.3f} on {rm['val_pairs']} pairs (the rater's labels)"
+        + (f"; orders {gold_acc:.1%} of the pairs with unequal gold scores as gold does" if gold_acc else "")
+    )
 
     say(f"[3/4] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, KL coefficient {p.ppo.kl_coef}")
     pipeline.optimize_ppo(run, model, str(run / "reward_model"), task, p.ppo, progress=progress)
 
     say(f"[4/4] evaluate on {p.evaluate.prompts} held-out prompts")
-    summary = pipeline.evaluate_run(run, str(run / "policy"), model, task, str(run / "reward_model"), p.evaluate,
-                                    progress=progress)
+    summary = pipeline.evaluate_run(
+        run, str(run / "policy"), model, task, str(run / "reward_model"), p.evaluate, progress=progress
+    )
     say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}")
     return summary

@@ -9,7 +9,7 @@ estimator, mean over the tuned policy's own samples of sum_t log pi(y_t | .) / p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -50,8 +50,9 @@ def _samples(model, tokenizer, prompts, config: EvalConfig, base=None, desc: str
     for start in tqdm(range(0, len(prompts), config.batch_size), desc=desc, unit="batch", disable=not progress):
         batch = prompts[start : start + config.batch_size]
         seed = int(torch.randint(0, 2**62, (1,), generator=g))
-        r = sample(model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed,
-                   temperature=config.temperature)
+        r = sample(
+            model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed, temperature=config.temperature
+        )
         texts.extend(r.responses)
         if base is not None:
             logp, _ = token_logprobs(model, r.input_ids, r.attention_mask, r.prompt_length, config.temperature)
@@ -72,8 +73,15 @@ def _describe(prompts, texts, gold: Callable, proxy: Callable | None) -> tuple[d
     return out, g, p
 
 
-def evaluate(policy_name: str, base_name: str, task: Task, config: EvalConfig, proxy: Callable | None = None,
-             pad_token: str | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
+def evaluate(
+    policy_name: str,
+    base_name: str,
+    task: Task,
+    config: EvalConfig,
+    proxy: Callable | None = None,
+    pad_token: str | None = None,
+    progress: bool = True,
+) -> tuple[dict, list[dict]]:
     """Compare ``policy_name`` with ``base_name`` on the task's evaluation prompts.
 
     Returns (summary, samples): summary has a "base" and a "policy" entry; samples hold one
@@ -86,19 +94,33 @@ def evaluate(policy_name: str, base_name: str, task: Task, config: EvalConfig, p
     base.eval()
     policy.eval()
     base_texts, _ = _samples(base, tokenizer, prompts, config, desc="evaluate: base", progress=progress)
-    policy_texts, kls = _samples(policy, tokenizer, prompts, config, base=base, desc="evaluate: policy",
-                                 progress=progress)
+    policy_texts, kls = _samples(
+        policy, tokenizer, prompts, config, base=base, desc="evaluate: policy", progress=progress
+    )
     base_stats, base_gold, base_proxy = _describe(prompts, base_texts, task.gold, proxy)
     pol_stats, pol_gold, pol_proxy = _describe(prompts, policy_texts, task.gold, proxy)
     base_stats["kl"], base_stats["kl_stderr"] = 0.0, 0.0
     pol_stats["kl"], pol_stats["kl_stderr"] = mean_and_stderr(kls)
-    summary = {"task": task.name, "prompts": len(prompts), "kl_estimator": KL_ESTIMATOR,
-               "base_model": base_name, "policy_model": policy_name, "base": base_stats, "policy": pol_stats,
-               "gold_gain": pol_stats["gold"] - base_stats["gold"]}
+    summary = {
+        "task": task.name,
+        "prompts": len(prompts),
+        "kl_estimator": KL_ESTIMATOR,
+        "base_model": base_name,
+        "policy_model": policy_name,
+        "base": base_stats,
+        "policy": pol_stats,
+        "gold_gain": pol_stats["gold"] - base_stats["gold"],
+    }
     rows = []
     for i, prompt in enumerate(prompts):
-        row = {"prompt": prompt, "base": base_texts[i], "policy": policy_texts[i],
-               "gold_base": base_gold[i], "gold_policy": pol_gold[i], "kl_policy": kls[i]}
+        row = {
+            "prompt": prompt,
+            "base": base_texts[i],
+            "policy": policy_texts[i],
+            "gold_base": base_gold[i],
+            "gold_policy": pol_gold[i],
+            "kl_policy": kls[i],
+        }
         if proxy is not None:
             row["proxy_base"], row["proxy_policy"] = base_proxy[i], pol_proxy[i]
         rows.append(row)
@@ -107,8 +129,14 @@ def evaluate(policy_name: str, base_name: str, task: Task, config: EvalConfig, p
 
 def format_table(summary: dict) -> str:
     """A short plain-text table of the summary."""
-    cols = [("gold", "gold"), ("proxy", "proxy"), ("kl", "KL"), ("distinct_1", "dist-1"),
-            ("distinct_2", "dist-2"), ("words", "words")]
+    cols = [
+        ("gold", "gold"),
+        ("proxy", "proxy"),
+        ("kl", "KL"),
+        ("distinct_1", "dist-1"),
+        ("distinct_2", "dist-2"),
+        ("words", "words"),
+    ]
     cols = [(k, h) for k, h in cols if k in summary["base"]]
     lines = [f"{'':8}" + "".join(f"{h:>16}" for _, h in cols)]
     for name in ("base", "policy"):
@@ -118,11 +146,8 @@ def format_table(summary: dict) -> str:
             se = s.get(f"{k}_stderr")
             cells.append(f"{s[k]:>9.3f} ±{se:<5.3f}" if se is not None else f"{s[k]:>16.3f}")
         lines.append(f"{name:8}" + "".join(f"{c:>16}" for c in cells))
-    lines.append(f"(mean ± standard error over {summary['prompts']} held-out prompts; KL in nats, "
-                 f"estimator k1 on the policy's samples)")
+    lines.append(
+        f"(mean ± standard error over {summary['prompts']} held-out prompts; KL in nats, "
+        f"estimator k1 on the policy's samples)"
+    )
     return "\n".join(lines)
-
-
-def best_prompts(rows: Sequence[dict], k: int = 3) -> list[dict]:
-    """The rows where the tuned policy gained the most gold reward, for a quick look."""
-    return sorted(rows, key=lambda r: r["gold_policy"] - r["gold_base"], reverse=True)[:k]

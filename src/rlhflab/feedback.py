@@ -24,7 +24,7 @@ from rlhflab.tasks import Task
 @dataclass(frozen=True)
 class SimulatedRater:
     temperature: float = 0.1
-    """Bradley-Terry temperature on gold-score differences: P(a > b) = sigmoid((g_a - g_b) / T); 0 = always the better one."""
+    """Bradley-Terry temperature on gold differences: P(a > b) = sigmoid((g_a - g_b) / T); 0 picks the better one."""
     random_rate: float = 0.1
     """Share of answers given uniformly at random (Christiano et al. 2017 assume 0.1)."""
     length_bias: float = 0.0
@@ -39,8 +39,12 @@ class SimulatedRater:
     def __post_init__(self) -> None:
         check(self.temperature >= 0, "rater_temperature", self.temperature, ">= 0")
         check(0 <= self.random_rate <= 1, "rater_random_rate", self.random_rate, "in [0, 1]")
-        check(self.keyword_bias == 0 or bool(self.keyword.strip()), "rater_keyword", self.keyword,
-              "a word when --keyword-bias is not 0")
+        check(
+            self.keyword_bias == 0 or bool(self.keyword.strip()),
+            "rater_keyword",
+            self.keyword,
+            "a word when --keyword-bias is not 0",
+        )
 
     def perceived(self, gold: float, text: str) -> float:
         """The score the rater acts on: gold plus its biases."""
@@ -58,17 +62,30 @@ class SimulatedRater:
             p = 1.0 / (1.0 + math.exp(-max(min(diff / self.temperature, 60.0), -60.0)))
         return self.random_rate * 0.5 + (1 - self.random_rate) * p
 
-    def compare(self, prompt: str, a: str, b: str, gold_a: float, gold_b: float,
-                generator: torch.Generator) -> PreferencePair:
+    def compare(
+        self, prompt: str, a: str, b: str, gold_a: float, gold_b: float, generator: torch.Generator
+    ) -> PreferencePair:
         p = self.prob_first(gold_a, gold_b, a, b)
         if self.temperature == 0 and self.random_rate == 0 and p == 0.5:  # an exact tie, stated as one
-            return PreferencePair(prompt, a, b, 0.5, f"simulated:{self.name}",
-                                  {"gold_chosen": gold_a, "gold_rejected": gold_b, "p_chosen": 0.5})
+            return PreferencePair(
+                prompt,
+                a,
+                b,
+                0.5,
+                f"simulated:{self.name}",
+                {"gold_chosen": gold_a, "gold_rejected": gold_b, "p_chosen": 0.5},
+            )
         first = bool(torch.rand((), generator=generator) < p)
         chosen, rejected = (a, b) if first else (b, a)
         g_c, g_r = (gold_a, gold_b) if first else (gold_b, gold_a)
-        return PreferencePair(prompt, chosen, rejected, 1.0, f"simulated:{self.name}",
-                              {"gold_chosen": g_c, "gold_rejected": g_r, "p_chosen": p if first else 1 - p})
+        return PreferencePair(
+            prompt,
+            chosen,
+            rejected,
+            1.0,
+            f"simulated:{self.name}",
+            {"gold_chosen": g_c, "gold_rejected": g_r, "p_chosen": p if first else 1 - p},
+        )
 
 
 @dataclass(frozen=True)
@@ -100,8 +117,9 @@ def prompt_stream(prompts: Sequence[str], n: int, generator: torch.Generator) ->
     return out[:n]
 
 
-def simulate_feedback(model, tokenizer, task: Task, rater: SimulatedRater, config: SimulateConfig,
-                      progress: bool = True) -> tuple[list[PreferencePair], dict[str, float]]:
+def simulate_feedback(
+    model, tokenizer, task: Task, rater: SimulatedRater, config: SimulateConfig, progress: bool = True
+) -> tuple[list[PreferencePair], dict[str, float]]:
     """Sample two continuations per training prompt from ``model`` and have the rater compare them.
 
     Pairs whose two continuations are identical carry no information, and a continuation the
@@ -117,10 +135,12 @@ def simulate_feedback(model, tokenizer, task: Task, rater: SimulatedRater, confi
     for start in range(0, len(prompts), config.batch_size):
         batch = prompts[start : start + config.batch_size]
         seed_a, seed_b = torch.randint(0, 2**62, (2,), generator=g).tolist()
-        a = sample(model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_a,
-                   temperature=config.temperature).responses
-        b = sample(model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_b,
-                   temperature=config.temperature).responses
+        a = sample(
+            model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_a, temperature=config.temperature
+        ).responses
+        b = sample(
+            model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_b, temperature=config.temperature
+        ).responses
         gold_a, gold_b = task.gold(batch, a), task.gold(batch, b)
         for prompt, ta, tb, ga, gb in zip(batch, a, b, gold_a, gold_b):
             if not ta.strip() or not tb.strip():
@@ -132,8 +152,15 @@ def simulate_feedback(model, tokenizer, task: Task, rater: SimulatedRater, confi
             pairs.append(rater.compare(prompt, ta, tb, ga, gb, g))
         bar.update(len(batch))
     bar.close()
-    agree = [p.scores["gold_chosen"] > p.scores["gold_rejected"] for p in pairs
-             if p.label == 1.0 and p.scores["gold_chosen"] != p.scores["gold_rejected"]]
-    stats = {"pairs": len(pairs), "dropped_identical": identical, "dropped_empty": empty,
-             "agreement_with_gold": sum(agree) / max(len(agree), 1)}
+    agree = [
+        p.scores["gold_chosen"] > p.scores["gold_rejected"]
+        for p in pairs
+        if p.label == 1.0 and p.scores["gold_chosen"] != p.scores["gold_rejected"]
+    ]
+    stats = {
+        "pairs": len(pairs),
+        "dropped_identical": identical,
+        "dropped_empty": empty,
+        "agreement_with_gold": sum(agree) / max(len(agree), 1),
+    }
     return pairs, stats

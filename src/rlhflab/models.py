@@ -31,11 +31,15 @@ def resolve_model(name: str | Path) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise RlhflabError(f"model '{name}': directory has no config.json (expected a Hugging Face model "
-                               "folder saved with save_pretrained, or 'embedded')")
+            raise RlhflabError(
+                f"model '{name}': directory has no config.json (expected a Hugging Face model "
+                "folder saved with save_pretrained, or 'embedded')"
+            )
         return str(path)
     if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1 or os.sep + os.sep in str(name):
-        raise RlhflabError(f"model '{name}': no such directory (pass a Hugging Face model folder, a hub id, or 'embedded')")
+        raise RlhflabError(
+            f"model '{name}': no such directory (pass a Hugging Face model folder, a hub id, or 'embedded')"
+        )
     return str(name)
 
 
@@ -54,8 +58,10 @@ def _quiet_transformers():
 
 def _load_error(name: str, err: Exception) -> RlhflabError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return RlhflabError(f"model '{name}': could not load it ({first}); pass a local Hugging Face model folder or "
-                        "'embedded' (the hub is only reached if HF_HUB_OFFLINE is unset and the network is up)")
+    return RlhflabError(
+        f"model '{name}': could not load it ({first}); pass a local Hugging Face model folder or "
+        "'embedded' (the hub is only reached if HF_HUB_OFFLINE is unset and the network is up)"
+    )
 
 
 def load_tokenizer(name: str | Path, pad_token: str | None = None):
@@ -68,9 +74,14 @@ def load_tokenizer(name: str | Path, pad_token: str | None = None):
     except (OSError, ValueError) as e:
         raise _load_error(str(name), e) from None
     if pad_token is not None:
-        if tokenizer.convert_tokens_to_ids(pad_token) in (None, tokenizer.unk_token_id) and pad_token != tokenizer.unk_token:
-            raise ConfigError(f"--pad-token {pad_token!r} is not a token of the tokenizer of '{name}'; "
-                              f"name an existing token, e.g. its eos token {tokenizer.eos_token!r}")
+        if (
+            tokenizer.convert_tokens_to_ids(pad_token) in (None, tokenizer.unk_token_id)
+            and pad_token != tokenizer.unk_token
+        ):
+            raise ConfigError(
+                f"--pad-token {pad_token!r} is not a token of the tokenizer of '{name}'; "
+                f"name an existing token, e.g. its eos token {tokenizer.eos_token!r}"
+            )
         tokenizer.pad_token = pad_token
     if tokenizer.pad_token is None:
         hint = f" (e.g. --pad-token '{tokenizer.eos_token}')" if tokenizer.eos_token else ""
@@ -198,13 +209,20 @@ def sample(
     device = next(inner.parameters()).device
     enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
     config = GenerationConfig(
-        do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
     was_training = inner.training
     inner.eval()
-    with torch.random.fork_rng(devices=_rng_devices(device), device_type=device.type if device.type != "cpu" else "cuda"):
+    with torch.random.fork_rng(
+        devices=_rng_devices(device), device_type=device.type if device.type != "cpu" else "cuda"
+    ):
         torch.manual_seed(seed)
         out = inner.generate(**enc, generation_config=config)
     inner.train(was_training)
@@ -267,8 +285,10 @@ class ScalarHeadModel(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         if not isinstance(getattr(model, "score", None), nn.Module):
-            raise RlhflabError(f"{type(model).__name__} has no 'score' head; rlhflab's reward and value models need a "
-                               "sequence-classification class with a linear 'score' layer (GPT-2, Llama, Qwen, ...)")
+            raise RlhflabError(
+                f"{type(model).__name__} has no 'score' head; rlhflab's reward and value models need a "
+                "sequence-classification class with a linear 'score' layer (GPT-2, Llama, Qwen, ...)"
+            )
         self.model = model
 
     @property

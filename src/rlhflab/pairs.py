@@ -50,7 +50,9 @@ def _parse(obj: object, path: Path, line: int) -> PreferencePair:
             raise DataError(path, "is empty", line, name)
     label = obj.get("label", 1.0)
     if isinstance(label, bool) or not isinstance(label, (int, float)) or not 0.0 <= label <= 1.0:
-        raise DataError(path, f"expected a number in [0, 1] (1 = chosen preferred, 0.5 = tie), got {label!r}", line, "label")
+        raise DataError(
+            path, f"expected a number in [0, 1] (1 = chosen preferred, 0.5 = tie), got {label!r}", line, "label"
+        )
     source = obj.get("source", "unknown")
     if not isinstance(source, str):
         raise DataError(path, f"expected a string, got {type(source).__name__}", line, "source")
@@ -59,8 +61,9 @@ def _parse(obj: object, path: Path, line: int) -> PreferencePair:
         isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in scores.items()
     ):
         raise DataError(path, "expected an object of name: number", line, "scores")
-    return PreferencePair(obj["prompt"], obj["chosen"], obj["rejected"], float(label), source,
-                          {k: float(v) for k, v in scores.items()})
+    return PreferencePair(
+        obj["prompt"], obj["chosen"], obj["rejected"], float(label), source, {k: float(v) for k, v in scores.items()}
+    )
 
 
 def read_pairs(path: str | Path) -> list[PreferencePair]:

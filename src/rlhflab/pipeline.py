@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlhflab.errors import RlhflabError
-from rlhflab.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from rlhflab.rundir import RunDir, atomic_write_json, atomic_write_text
 
 
 def _is_main() -> bool:
@@ -24,8 +24,9 @@ def _is_main() -> bool:
 
 
 @contextlib.contextmanager
-def stage(run: RunDir, name: str, config: Any, args: dict[str, Any], inputs: dict[str, Path] | None = None
-          ) -> Iterator[dict]:
+def stage(
+    run: RunDir, name: str, config: Any, args: dict[str, Any], inputs: dict[str, Path] | None = None
+) -> Iterator[dict]:
     """Record the stage in the manifest around its work; yields a dict for the stage's results."""
     main = _is_main()
     if main:
@@ -45,8 +46,9 @@ def stage(run: RunDir, name: str, config: Any, args: dict[str, Any], inputs: dic
         run.end_stage(name, "done", results=results)
 
 
-def feedback_simulate(run: RunDir, model: str, task_name: str, config, rater, pad_token: str | None = None,
-                      progress: bool = True) -> dict:
+def feedback_simulate(
+    run: RunDir, model: str, task_name: str, config, rater, pad_token: str | None = None, progress: bool = True
+) -> dict:
     from rlhflab.feedback import simulate_feedback
     from rlhflab.models import load_policy
     from rlhflab.pairs import write_pairs
@@ -55,25 +57,36 @@ def feedback_simulate(run: RunDir, model: str, task_name: str, config, rater, pa
     task = load_task(task_name)
     policy, tokenizer = load_policy(model, pad_token)
     policy.eval()
-    with stage(run, "feedback", config, {"model": model, "task": task_name, "pad_token": pad_token,
-                                         "rater": asdict(rater)}) as results:
+    with stage(
+        run, "feedback", config, {"model": model, "task": task_name, "pad_token": pad_token, "rater": asdict(rater)}
+    ) as results:
         pairs, stats = simulate_feedback(policy, tokenizer, task, rater, config, progress=progress)
         if not pairs:
-            raise RlhflabError("every sampled pair had two identical continuations; nothing to label "
-                               "(raise --temperature or --max-new-tokens)")
+            raise RlhflabError(
+                "every sampled pair had two identical continuations; nothing to label "
+                "(raise --temperature or --max-new-tokens)"
+            )
         write_pairs(run / "pairs.jsonl", pairs)
         results.update(stats)
     return results
 
 
-def reward_train(run: RunDir, model: str, pairs_path: Path, config, pad_token: str | None = None,
-                 resume: bool = False, progress: bool = True) -> dict:
+def reward_train(
+    run: RunDir,
+    model: str,
+    pairs_path: Path,
+    config,
+    pad_token: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
     from rlhflab.pairs import read_pairs
     from rlhflab.reward_model import train_reward_model
 
     pairs = read_pairs(pairs_path)
-    with stage(run, "reward", config, {"model": model, "pairs": str(pairs_path), "pad_token": pad_token},
-               {"pairs": pairs_path}) as results:
+    with stage(
+        run, "reward", config, {"model": model, "pairs": str(pairs_path), "pad_token": pad_token}, {"pairs": pairs_path}
+    ) as results:
         results.update(train_reward_model(model, pairs, run, config, pad_token, resume=resume, progress=progress))
     return results
 
@@ -85,35 +98,66 @@ def _reward_fn(reward: str, task, device):
     from rlhflab.reward_model import RewardModel
 
     if reward == "gold":
+
         def gold(prompts, completions):
             return torch.tensor(task.gold(prompts, completions), dtype=torch.float32)
 
         return gold, None
     path = Path(reward)
     if not path.is_dir():
-        raise RlhflabError(f"--reward {reward!r}: no such reward-model folder (train one with 'rlhflab reward train', "
-                           "or pass 'gold')")
+        raise RlhflabError(
+            f"--reward {reward!r}: no such reward-model folder (train one with 'rlhflab reward train', or pass 'gold')"
+        )
     rm = RewardModel.load(path, device=device)
     return rm, str(path)
 
 
-def optimize_ppo(run: RunDir, model: str, reward: str, task_name: str, config, pad_token: str | None = None,
-                 resume: bool = False, progress: bool = True) -> dict:
+def optimize_ppo(
+    run: RunDir,
+    model: str,
+    reward: str,
+    task_name: str,
+    config,
+    pad_token: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
     from rlhflab import distributed
     from rlhflab.methods.ppo import train_ppo
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)
     reward_fn, value_init = _reward_fn(reward, task, distributed.state().device)
-    with stage(run, "ppo", config, {"model": model, "reward": reward, "task": task_name, "pad_token": pad_token}
-               ) as results:
-        results.update(train_ppo(model, reward_fn, task.train_prompts, run, config, value_model_name=value_init,
-                                 gold=task.gold, pad_token=pad_token, resume=resume, progress=progress))
+    with stage(
+        run, "ppo", config, {"model": model, "reward": reward, "task": task_name, "pad_token": pad_token}
+    ) as results:
+        results.update(
+            train_ppo(
+                model,
+                reward_fn,
+                task.train_prompts,
+                run,
+                config,
+                value_model_name=value_init,
+                gold=task.gold,
+                pad_token=pad_token,
+                resume=resume,
+                progress=progress,
+            )
+        )
     return results
 
 
-def evaluate_run(run: RunDir, policy: str, base: str, task_name: str, reward: str | None, config,
-                 pad_token: str | None = None, progress: bool = True) -> dict:
+def evaluate_run(
+    run: RunDir,
+    policy: str,
+    base: str,
+    task_name: str,
+    reward: str | None,
+    config,
+    pad_token: str | None = None,
+    progress: bool = True,
+) -> dict:
     import json
 
     from rlhflab.evaluate import evaluate, format_table
@@ -123,13 +167,22 @@ def evaluate_run(run: RunDir, policy: str, base: str, task_name: str, reward: st
     proxy = None
     if reward not in (None, "", "none"):
         proxy, _ = _reward_fn(reward, task, "cpu")
-    with stage(run, "evaluate", config, {"policy": policy, "base": base, "task": task_name, "reward": reward,
-                                         "pad_token": pad_token}) as results:
+    with stage(
+        run,
+        "evaluate",
+        config,
+        {"policy": policy, "base": base, "task": task_name, "reward": reward, "pad_token": pad_token},
+    ) as results:
         summary, rows = evaluate(policy, base, task, config, proxy=proxy, pad_token=pad_token, progress=progress)
         atomic_write_text(run / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         atomic_write_json(run / "summary.json", summary)
-        results.update({"gold_base": summary["base"]["gold"], "gold_policy": summary["policy"]["gold"],
-                        "kl": summary["policy"]["kl"]})
+        results.update(
+            {
+                "gold_base": summary["base"]["gold"],
+                "gold_policy": summary["policy"]["gold"],
+                "kl": summary["policy"]["kl"],
+            }
+        )
     if _is_main():
         print(format_table(summary))
     return summary
@@ -141,7 +194,3 @@ def default_from_manifest(run: RunDir, stage_name: str, key: str) -> Any:
         return run.stage(stage_name)["args"].get(key)
     except RlhflabError:
         return None
-
-
-def metrics(run: RunDir) -> list[dict]:
-    return read_jsonl(run / "metrics.jsonl")

@@ -24,13 +24,20 @@ from typing import Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from rlhflab import distributed
+from rlhflab.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from rlhflab.config import check
 from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
 from rlhflab.losses import bradley_terry_loss, masked_mean
-from rlhflab.models import (ScalarHeadModel, disable_dropout, last_token_values, load_scalar_model, load_tokenizer,
-                            position_ids, unwrap)
+from rlhflab.models import (
+    ScalarHeadModel,
+    disable_dropout,
+    last_token_values,
+    load_scalar_model,
+    load_tokenizer,
+    position_ids,
+    unwrap,
+)
 from rlhflab.pairs import PreferencePair
 from rlhflab.rundir import RunDir, append_jsonl, atomic_write_json, replace_dir, truncate_jsonl
 
@@ -89,9 +96,16 @@ class RewardTrainConfig:
 class RewardModel:
     """Scores (prompt, completion) texts with a normalised single model or ensemble."""
 
-    def __init__(self, members: list[ScalarHeadModel], tokenizer, norms: list[tuple[float, float]],
-                 aggregate: Aggregate = "mean", std_coef: float = 1.0, max_length: int = 128,
-                 pooling: Pooling = "last"):
+    def __init__(
+        self,
+        members: list[ScalarHeadModel],
+        tokenizer,
+        norms: list[tuple[float, float]],
+        aggregate: Aggregate = "mean",
+        std_coef: float = 1.0,
+        max_length: int = 128,
+        pooling: Pooling = "last",
+    ):
         self.members, self.tokenizer, self.norms = members, tokenizer, norms
         self.aggregate, self.std_coef, self.max_length, self.pooling = aggregate, std_coef, max_length, pooling
 
@@ -100,18 +114,29 @@ class RewardModel:
         path = Path(path)
         meta_path = path / META
         if not meta_path.is_file():
-            raise RlhflabError(f"{path}: not an rlhflab reward model (no {META}); train one with 'rlhflab reward train'")
+            raise RlhflabError(
+                f"{path}: not an rlhflab reward model (no {META}); train one with 'rlhflab reward train'"
+            )
         meta = json.loads(meta_path.read_text())
         tokenizer = load_tokenizer(path / meta["members"][0]["path"])
-        members = [load_scalar_model(path / m["path"], tokenizer.pad_token_id).to(device).eval()
-                   for m in meta["members"]]
+        members = [
+            load_scalar_model(path / m["path"], tokenizer.pad_token_id).to(device).eval() for m in meta["members"]
+        ]
         norms = [(m["mean"], m["std"]) for m in meta["members"]]
-        return cls(members, tokenizer, norms, meta["aggregate"], meta["std_coef"], meta["max_length"],
-                   meta.get("pooling", "last"))
+        return cls(
+            members,
+            tokenizer,
+            norms,
+            meta["aggregate"],
+            meta["std_coef"],
+            meta["max_length"],
+            meta.get("pooling", "last"),
+        )
 
     @torch.no_grad()
-    def member_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64,
-                      normalize: bool = True) -> torch.Tensor:
+    def member_scores(
+        self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64, normalize: bool = True
+    ) -> torch.Tensor:
         """[k, B] scores of each member."""
         device = next(self.members[0].parameters()).device
         encoded = encode(self.tokenizer, prompts, completions, self.max_length)
@@ -131,7 +156,9 @@ class RewardModel:
         return aggregate_scores(self.member_scores(prompts, completions), self.aggregate, self.std_coef)
 
 
-def encode(tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int) -> list[tuple[list[int], int]]:
+def encode(
+    tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int
+) -> list[tuple[list[int], int]]:
     """Token ids of each prompt + completion (at most ``max_length``, keeping the end), and the index of
     the completion's first token (the last token when the completion is empty)."""
     if not prompts:
@@ -160,8 +187,9 @@ def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> tu
     return input_ids.to(device), attention_mask.to(device), completion_mask.to(device)
 
 
-def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor,
-                    pooling: Pooling) -> torch.Tensor:
+def sequence_scores(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor, pooling: Pooling
+) -> torch.Tensor:
     """[B] scores: the head's output at the last token, or its mean over the completion's tokens."""
     values = model(input_ids, attention_mask, position_ids(attention_mask))
     if pooling == "last":
@@ -196,8 +224,9 @@ def _encode(pairs: list[PreferencePair], tokenizer, max_length: int):
     prompts = [p.prompt for p in pairs]
     chosen = encode(tokenizer, prompts, [p.chosen for p in pairs], max_length)
     rejected = encode(tokenizer, prompts, [p.rejected for p in pairs], max_length)
-    gold = torch.tensor([p.scores.get("gold_chosen", math.nan) - p.scores.get("gold_rejected", math.nan)
-                         for p in pairs])
+    gold = torch.tensor(
+        [p.scores.get("gold_chosen", math.nan) - p.scores.get("gold_rejected", math.nan) for p in pairs]
+    )
     return chosen, rejected, torch.tensor([p.label for p in pairs]), gold
 
 
@@ -232,8 +261,15 @@ def lr_at(step: int, total: int, peak: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warmup))
 
 
-def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir, config: RewardTrainConfig,
-                       pad_token: str | None = None, resume: bool = False, progress: bool = True) -> dict:
+def train_reward_model(
+    model_name: str,
+    pairs: list[PreferencePair],
+    run: RunDir,
+    config: RewardTrainConfig,
+    pad_token: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
     """Train ``config.ensemble`` reward models on ``pairs``; write ``run/reward_model``. Returns a summary."""
     accelerator = distributed.accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -243,8 +279,10 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
     tokenizer = load_tokenizer(model_name, pad_token)
     train, val = split_pairs(pairs, config.val_fraction, config.seed)
     if len(train) < config.batch_size:
-        raise DataError(run / "pairs.jsonl", f"{len(train)} training pairs after holding out {len(val)}, fewer than "
-                        f"--batch-size {config.batch_size}")
+        raise DataError(
+            run / "pairs.jsonl",
+            f"{len(train)} training pairs after holding out {len(val)}, fewer than --batch-size {config.batch_size}",
+        )
     train_data, val_data = _encode(train, tokenizer, config.max_length), _encode(val, tokenizer, config.max_length)
     steps_per_epoch = len(train) // config.batch_size
     total = max(1, int(config.epochs * steps_per_epoch))
@@ -252,8 +290,13 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
     pad_id = tokenizer.pad_token_id
     metrics_path = run / "reward_metrics.jsonl"
     members_dir = run.checkpoint_root("reward") / "members"
-    summary: dict = {"train_pairs": len(train), "val_pairs": len(val), "steps_per_member": total,
-                     "processes": world, "members": []}
+    summary: dict = {
+        "train_pairs": len(train),
+        "val_pairs": len(val),
+        "steps_per_member": total,
+        "processes": world,
+        "members": [],
+    }
 
     start_member, start_step, state = 0, 0, None
     checkpoint = run.latest_checkpoint("reward") if resume else None
@@ -284,8 +327,13 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             g.set_state(state["generator"])
             step, order = start_step, state["order"]
         model.train()
-        bar = tqdm(total=total, initial=step, desc=f"reward model {member + 1}/{config.ensemble}", unit="step",
-                   disable=not (progress and accelerator.is_main_process))
+        bar = tqdm(
+            total=total,
+            initial=step,
+            desc=f"reward model {member + 1}/{config.ensemble}",
+            unit="step",
+            disable=not (progress and accelerator.is_main_process),
+        )
         while step < total:
             epoch_pos = step % steps_per_epoch
             if epoch_pos == 0:
@@ -307,8 +355,14 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            row = {"member": member, "step": step, "loss": float(global_loss), "accuracy": m["accuracy"],
-                   "margin": m["margin"], "lr": lr_at(step - 1, total, config.lr)}
+            row = {
+                "member": member,
+                "step": step,
+                "loss": float(global_loss),
+                "accuracy": m["accuracy"],
+                "margin": m["margin"],
+                "lr": lr_at(step - 1, total, config.lr),
+            }
             if step % config.eval_every == 0 or step == total:
                 row.update(_evaluate(model, val_data, pad_id, accelerator.device, config.pooling))
                 bar.set_postfix(val_acc=f"{row.get('val/accuracy', float('nan')):.3f}")
@@ -316,9 +370,14 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
                 append_jsonl(metrics_path, row)
             bar.update(1)
             if step % config.checkpoint_every == 0 and step < total:
-                save_checkpoint(accelerator, run, "reward", member * 1_000_000 + step,
-                                {"member": member, "step": step, "generator": g.get_state(), "order": order},
-                                metrics_path)
+                save_checkpoint(
+                    accelerator,
+                    run,
+                    "reward",
+                    member * 1_000_000 + step,
+                    {"member": member, "step": step, "generator": g.get_state(), "order": order},
+                    metrics_path,
+                )
         bar.close()
         final = _evaluate(model, val_data, pad_id, accelerator.device, config.pooling)
         train_scores = _scores(model, train_data, pad_id, accelerator.device, config.pooling)
@@ -332,8 +391,15 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
             atomic_write_json(tmp / "member.json", {"mean": mean, "std": std, **final})
             replace_dir(tmp, out)
         summary["members"].append({"member": member, **final})
-        save_checkpoint(accelerator, run, "reward", (member + 1) * 1_000_000,
-                        {"member": member + 1, "step": 0}, metrics_path, models=False)
+        save_checkpoint(
+            accelerator,
+            run,
+            "reward",
+            (member + 1) * 1_000_000,
+            {"member": member + 1, "step": 0},
+            metrics_path,
+            models=False,
+        )
         accelerator.free_memory()
         state = None
 
@@ -350,8 +416,12 @@ def train_reward_model(model_name: str, pairs: list[PreferencePair], run: RunDir
 def _scores(model, data, pad_id, device, pooling: Pooling, batch_size=64) -> torch.Tensor:
     """Scores of every chosen and rejected text of ``data`` (for the normalisation)."""
     encoded = list(data[0]) + list(data[1])
-    return torch.cat([sequence_scores(model, *collate(encoded[s : s + batch_size], pad_id, device), pooling).cpu()
-                      for s in range(0, len(encoded), batch_size)])
+    return torch.cat(
+        [
+            sequence_scores(model, *collate(encoded[s : s + batch_size], pad_id, device), pooling).cpu()
+            for s in range(0, len(encoded), batch_size)
+        ]
+    )
 
 
 def _assemble(run: RunDir, members_dir: Path, config: RewardTrainConfig, tokenizer) -> None:
@@ -366,9 +436,18 @@ def _assemble(run: RunDir, members_dir: Path, config: RewardTrainConfig, tokeniz
         rel = "." if config.ensemble == 1 else f"member-{i}"
         shutil.copytree(src, tmp / rel, dirs_exist_ok=True)
         (tmp / rel / "member.json").unlink()
-        members.append({"path": rel, "mean": info["mean"], "std": info["std"],
-                        "val_accuracy": info.get("val/accuracy")})
-    atomic_write_json(tmp / META, {"members": members, "aggregate": config.aggregate, "std_coef": config.std_coef,
-                                   "max_length": config.max_length, "pooling": config.pooling,
-                                   "config": asdict(config)})
+        members.append(
+            {"path": rel, "mean": info["mean"], "std": info["std"], "val_accuracy": info.get("val/accuracy")}
+        )
+    atomic_write_json(
+        tmp / META,
+        {
+            "members": members,
+            "aggregate": config.aggregate,
+            "std_coef": config.std_coef,
+            "max_length": config.max_length,
+            "pooling": config.pooling,
+            "config": asdict(config),
+        },
+    )
     replace_dir(tmp, out)

@@ -107,8 +107,12 @@ def git_revision() -> str | None:
         rev = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -157,8 +161,9 @@ class RunDir:
             raise RlhflabError(f"{self.path}: no '{name}' stage in manifest.json (run that stage first)")
         return stage
 
-    def begin_stage(self, name: str, config: dict[str, Any], inputs: dict[str, str | Path] | None = None,
-                    **extra: Any) -> None:
+    def begin_stage(
+        self, name: str, config: dict[str, Any], inputs: dict[str, str | Path] | None = None, **extra: Any
+    ) -> None:
         """Record a stage's resolved config and provenance before it runs."""
         self.path.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest()
@@ -169,8 +174,9 @@ class RunDir:
             "command": sys.argv,
             "git": git_revision(),
             "packages": package_versions(),
-            "inputs": {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in (inputs or {}).items()
-                       if Path(p).is_file()},
+            "inputs": {
+                k: {"path": str(p), "sha256": sha256_file(p)} for k, p in (inputs or {}).items() if Path(p).is_file()
+            },
             "started": now(),
             "status": "running",
             **extra,
@@ -207,8 +213,7 @@ class RunDir:
     def commit_checkpoint(self, stage: str, tmp: Path, final: Path, keep: int = 2) -> None:
         replace_dir(tmp, final)
         atomic_write_text(self.checkpoint_root(stage) / "latest", final.name + "\n")
-        done = sorted(p for p in self.checkpoint_root(stage).glob("step-*") if p.is_dir())
-        for old in done[:-keep]:
+        for old in list(self.iter_checkpoints(stage))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
 
     def iter_checkpoints(self, stage: str) -> Iterator[Path]:

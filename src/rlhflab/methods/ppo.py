@@ -26,16 +26,32 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.checkpoint import load_checkpoint, save_checkpoint
 from rlhflab import distributed
+from rlhflab.checkpoint import load_checkpoint, save_checkpoint
 from rlhflab.config import check
 from rlhflab.errors import RlhflabError, TrainingDiverged
 from rlhflab.feedback import prompt_stream
 from rlhflab.kl_control import AdaptiveKLController, FixedKLController
-from rlhflab.losses import (explained_variance, gae, kl_estimators, kl_penalized_rewards, masked_mean,
-                            ppo_policy_loss, ppo_value_loss, whiten)
-from rlhflab.models import (check_fits, disable_dropout, forward_inputs, load_policy, load_scalar_model, sample,
-                            token_logprobs, unwrap)
+from rlhflab.losses import (
+    explained_variance,
+    gae,
+    kl_estimators,
+    kl_penalized_rewards,
+    masked_mean,
+    ppo_policy_loss,
+    ppo_value_loss,
+    whiten,
+)
+from rlhflab.models import (
+    check_fits,
+    disable_dropout,
+    forward_inputs,
+    load_policy,
+    load_scalar_model,
+    sample,
+    token_logprobs,
+    unwrap,
+)
 from rlhflab.rundir import RunDir, append_jsonl, replace_dir, truncate_jsonl
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor | list]
@@ -87,8 +103,12 @@ class PPOConfig:
     def __post_init__(self) -> None:
         check(self.steps >= 1, "steps", self.steps, ">= 1")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        check(1 <= self.minibatch_size <= self.batch_size and self.batch_size % self.minibatch_size == 0,
-              "minibatch_size", self.minibatch_size, f"a divisor of --batch-size {self.batch_size}")
+        check(
+            1 <= self.minibatch_size <= self.batch_size and self.batch_size % self.minibatch_size == 0,
+            "minibatch_size",
+            self.minibatch_size,
+            f"a divisor of --batch-size {self.batch_size}",
+        )
         check(self.ppo_epochs >= 1, "ppo_epochs", self.ppo_epochs, ">= 1")
         check(self.lr > 0, "lr", self.lr, "> 0")
         check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
@@ -140,8 +160,10 @@ def train_ppo(
     world, rank = accelerator.num_processes, accelerator.process_index
     run.path.mkdir(parents=True, exist_ok=True)
     if config.batch_size % world or config.minibatch_size % world:
-        raise RlhflabError(f"--batch-size {config.batch_size} and --minibatch-size {config.minibatch_size} must be "
-                           f"divisible by the number of processes ({world})")
+        raise RlhflabError(
+            f"--batch-size {config.batch_size} and --minibatch-size {config.minibatch_size} must be "
+            f"divisible by the number of processes ({world})"
+        )
     local_batch, local_mb = config.batch_size // world, config.minibatch_size // world
 
     # ---------------------------------------------------------- models
@@ -157,8 +179,11 @@ def train_ppo(
     params = list(policy.parameters()) + list(value.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
     policy, value, optimizer = accelerator.prepare(policy, value, optimizer)
-    kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.adaptive_kl
-              else FixedKLController(config.kl_coef))
+    kl_ctl = (
+        AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+        if config.adaptive_kl
+        else FixedKLController(config.kl_coef)
+    )
 
     # ---------------------------------------------------------- data and state
     g = torch.Generator().manual_seed(config.seed)
@@ -178,8 +203,13 @@ def train_ppo(
         shutil.rmtree(run.checkpoint_root("ppo"), ignore_errors=True)
     accelerator.wait_for_everyone()
 
-    bar = tqdm(total=config.steps, initial=start, desc="ppo", unit="step",
-               disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        desc="ppo",
+        unit="step",
+        disable=not (progress and accelerator.is_main_process),
+    )
     last: dict = {}
     for step in range(start, config.steps):
         # ------------------------------------------------------ rollout
@@ -187,8 +217,14 @@ def train_ppo(
         global_batch = stream[step * config.batch_size : (step + 1) * config.batch_size]
         batch = global_batch[rank * local_batch : (rank + 1) * local_batch]
         seeds = torch.randint(0, 2**62, (world,), generator=g).tolist()
-        rollout = sample(policy, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seeds[rank],
-                         temperature=config.temperature)
+        rollout = sample(
+            policy,
+            tokenizer,
+            batch,
+            max_new_tokens=config.max_new_tokens,
+            seed=seeds[rank],
+            temperature=config.temperature,
+        )
         score = torch.as_tensor(reward(batch, rollout.responses), dtype=torch.float32).to(accelerator.device)
         ids, attn, mask, P = rollout.input_ids, rollout.attention_mask, rollout.response_mask, rollout.prompt_length
         with torch.no_grad():
@@ -221,8 +257,13 @@ def train_ppo(
                 vf_loss, vf = ppo_value_loss(v, values_old[i], returns[i], mask[i], config.clip_range_value)
                 loss = pg_loss + config.vf_coef * vf_loss
                 if not torch.isfinite(accelerator.gather(loss.detach()[None])).all():  # on every process at once
-                    quantity = ("the policy loss" if not torch.isfinite(pg_loss) else
-                                "the value loss" if not torch.isfinite(vf_loss) else "the loss of another process")
+                    quantity = (
+                        "the policy loss"
+                        if not torch.isfinite(pg_loss)
+                        else "the value loss"
+                        if not torch.isfinite(vf_loss)
+                        else "the loss of another process"
+                    )
                     raise TrainingDiverged("ppo", step, quantity, float(loss.detach()))
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -268,11 +309,20 @@ def train_ppo(
             append_jsonl(metrics_path, row)
         last = row
         bar.update(1)
-        bar.set_postfix(score=f"{row['objective/score']:.2f}", kl=f"{row['objective/kl']:.2f}",
-                        **({"gold": f"{row['objective/gold']:.2f}"} if "objective/gold" in row else {}))
+        bar.set_postfix(
+            score=f"{row['objective/score']:.2f}",
+            kl=f"{row['objective/kl']:.2f}",
+            **({"gold": f"{row['objective/gold']:.2f}"} if "objective/gold" in row else {}),
+        )
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save_checkpoint(accelerator, run, "ppo", step + 1,
-                            {"step": step + 1, "generator": g.get_state(), "kl_ctl": kl_ctl.state_dict()}, metrics_path)
+            save_checkpoint(
+                accelerator,
+                run,
+                "ppo",
+                step + 1,
+                {"step": step + 1, "generator": g.get_state(), "kl_ctl": kl_ctl.state_dict()},
+                metrics_path,
+            )
     bar.close()
 
     # ---------------------------------------------------------- save the policy
