@@ -113,9 +113,20 @@ def planted_task():
         eval_prompts=prompts[100:],
         gold=good_minus_bad,
         description="say 'good', not 'bad'",
+        heldout_text=Path(__file__).parent / "data" / "planted_heldout.txt",
     )
 
 
 @pytest.fixture()
 def task():
     return planted_task()
+
+
+@pytest.fixture(scope="session")
+def micro_run(micro_model, tmp_path_factory):
+    """A whole quick demo (feedback, reward model, PPO, evaluation, diagnostics, report) on the micro model."""
+    from rlhflab.demo import run_demo
+
+    run = tmp_path_factory.mktemp("report") / "run"
+    run_demo(run, model=str(micro_model), quick=True, task="conftest:planted_task", progress=False)
+    return run

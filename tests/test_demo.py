@@ -21,7 +21,7 @@ def check_run(run, out):
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert [stages[s]["status"] for s in ("feedback", "reward", "ppo", "evaluate")] == ["done"] * 4
     assert f"run directory: {run}" in out.stdout
-    assert "[4/4] evaluate" in out.stdout and "policy" in out.stdout
+    assert "[6/6] report" in out.stdout and (run / "report.html").exists() and "policy" in out.stdout
 
 
 def test_quick_demo_on_a_micro_model(micro_model, tmp_path):

@@ -65,6 +65,9 @@ def test_ppo_learns_a_planted_preference(micro_model, task, tmp_path):
     assert expected_keys <= rows[0].keys()
     assert rows[0]["objective/kl"] == 0.0  # the first rollout comes from the reference itself
     assert rows[-1]["objective/kl"] > 0 and result["final"] == rows[-1]
+    logged = read_jsonl(run / "train_samples.jsonl")  # rollouts for the report, every sample_every steps
+    assert sorted({r["step"] for r in logged}) == [1, 3, 6, 9, 12, 15, 18, 21, 24]
+    assert {"prompt", "response", "score", "gold"} <= logged[0].keys()
 
 
 def test_nan_reward_stops_with_the_step_and_quantity(micro_model, task, tmp_path):

@@ -69,6 +69,7 @@ def test_ppo_resume_after_kill_matches_uninterrupted_run(micro_model, tmp_path):
     b = [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(broken / "metrics.jsonl")]
     assert len(b) == 10
     assert a == b
+    assert read_jsonl(whole / "train_samples.jsonl") == read_jsonl(broken / "train_samples.jsonl")
     assert (whole / "policy" / "model.safetensors").read_bytes() == (
         broken / "policy" / "model.safetensors"
     ).read_bytes()

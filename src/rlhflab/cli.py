@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from rlhflab.config import click_options, config_from_options, from_dict
+from rlhflab.diagnose import DiagnoseConfig
 from rlhflab.errors import RlhflabError, TrainingDiverged
 from rlhflab.evaluate import EvalConfig
 from rlhflab.feedback import SimulateConfig, SimulatedRater
@@ -237,15 +238,56 @@ def evaluate_cmd(
     from rlhflab import pipeline
 
     run = RunDir(run_dir)
-    policy = policy or str(run / "policy")
-    if not Path(policy).exists() and policy == str(run / "policy"):
-        raise RlhflabError(f"{run.path}: no policy/ folder (run 'rlhflab optimize ppo' first, or pass --policy)")
+    policy = policy or _run_policy(run)
     base = base or pipeline.default_from_manifest(run, "ppo", "model") or EMBEDDED
     if reward_name is None:
         reward_name = str(run / "reward_model") if (run / "reward_model").is_dir() else None
     config = config_from_options(EvalConfig, options)
     pipeline.evaluate_run(run, policy, base, task, reward_name, config, pad_token, progress=not quiet)
     say(f"wrote {run / 'summary.json'} and {run / 'samples.jsonl'}")
+
+
+# ------------------------------------------------------------------ diagnose and report
+
+
+@cli.command("diagnose")
+@run_dir_option()
+@click.option("--policy", default=None, help="Tuned policy (default: RUN/policy).")
+@click.option("--base", default=None, help="Base policy (default: the model the run's PPO started from).")
+@task_option
+@pad_option
+@click_options(DiagnoseConfig)
+@quiet_option
+def diagnose_cmd(
+    run_dir: Path, policy: str | None, base: str | None, task: str, pad_token, quiet: bool, **options
+) -> None:
+    """Calibration, cost of undoing the alignment, embedding spread -> RUN/diagnostics.json."""
+    from rlhflab import pipeline
+
+    run = RunDir(run_dir)
+    policy = policy or _run_policy(run)
+    base = base or pipeline.default_from_manifest(run, "ppo", "model") or EMBEDDED
+    pipeline.diagnose_run(
+        run, policy, base, task, config_from_options(DiagnoseConfig, options), pad_token, progress=not quiet
+    )
+    say(f"wrote {run / 'diagnostics.json'}")
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the page (default: RUN/report.html for one run, report.html for several).",
+)
+def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+    """One self-contained HTML page (figures inline) on what the optimisation did to each run."""
+    from rlhflab.report import write_report
+
+    out = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else Path("report.html"))
+    write_report([RunDir(r) for r in run_dirs], out)
+    say(f"wrote {out}")
 
 
 # ------------------------------------------------------------------ demo
@@ -269,6 +311,12 @@ def demo_cmd(run_dir: Path, model: str, task: str, seed: int, quick: bool, quiet
     from rlhflab.demo import run_demo
 
     run_demo(run_dir, model=model, seed=seed, quick=quick, task=task, progress=not quiet)
+
+
+def _run_policy(run: RunDir) -> str:
+    if not (run / "policy").is_dir():
+        raise RlhflabError(f"{run.path}: no policy/ folder (run 'rlhflab optimize ppo' first, or pass --policy)")
+    return str(run / "policy")
 
 
 def say(message: str) -> None:

@@ -4,7 +4,9 @@
    simulated rater whose taste is the gold reward (VADER sentiment);
 2. fit a reward model (the proxy) to those labels;
 3. optimise the policy with PPO against the proxy, under a KL penalty to the base policy;
-4. evaluate base and tuned policy on held-out prompts against gold and proxy.
+4. evaluate base and tuned policy on held-out prompts against gold and proxy;
+5. diagnose what the optimisation broke (calibration, cost of undoing it);
+6. write ``report.html``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhflab import pipeline
+from rlhflab.diagnose import DiagnoseConfig
 from rlhflab.evaluate import EvalConfig
 from rlhflab.feedback import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
@@ -29,6 +32,7 @@ class DemoPreset:
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
 
 
 def preset(seed: int, quick: bool) -> DemoPreset:
@@ -41,12 +45,21 @@ def preset(seed: int, quick: bool) -> DemoPreset:
                 steps=3, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=8, checkpoint_every=2, seed=seed
             ),
             evaluate=EvalConfig(prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
+            diagnose=DiagnoseConfig(
+                heldout_sentences=32,
+                remisalign_steps=4,
+                remisalign_every=2,
+                remisalign_prompts=8,
+                max_new_tokens=8,
+                seed=seed,
+            ),
         )
     return DemoPreset(  # the configs' defaults: the stage-by-stage commands reproduce the demo
         feedback=SimulateConfig(seed=seed),
         reward=RewardTrainConfig(seed=seed),
         ppo=PPOConfig(seed=seed),
         evaluate=EvalConfig(seed=seed + 1),
+        diagnose=DiagnoseConfig(seed=seed),
     )
 
 
@@ -64,13 +77,13 @@ def run_demo(
     say = print
 
     say(
-        f"[1/4] feedback: {p.feedback.pairs} pairs from the base policy, simulated rater "
+        f"[1/6] feedback: {p.feedback.pairs} pairs from the base policy, simulated rater "
         f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)"
     )
     fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, progress=progress)
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
-    say(f"[2/4] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
+    say(f"[2/6] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
     rm = pipeline.reward_train(run, model, run / "pairs.jsonl", p.reward, progress=progress)
     gold_acc = rm.get("val_gold_accuracy")
     say(
@@ -78,12 +91,19 @@ def run_demo(
         + (f"; orders {gold_acc:.1%} of the pairs with unequal gold scores as gold does" if gold_acc else "")
     )
 
-    say(f"[3/4] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, KL coefficient {p.ppo.kl_coef}")
+    say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, KL coefficient {p.ppo.kl_coef}")
     pipeline.optimize_ppo(run, model, str(run / "reward_model"), task, p.ppo, progress=progress)
 
-    say(f"[4/4] evaluate on {p.evaluate.prompts} held-out prompts")
+    say(f"[4/6] evaluate on {p.evaluate.prompts} held-out prompts")
     summary = pipeline.evaluate_run(
         run, str(run / "policy"), model, task, str(run / "reward_model"), p.evaluate, progress=progress
     )
-    say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}")
+    say("[5/6] diagnose: calibration on held-out text, cost of undoing the alignment")
+    pipeline.diagnose_run(run, str(run / "policy"), model, task, p.diagnose, progress=progress)
+
+    say("[6/6] report")
+    from rlhflab.report import write_report
+
+    report = write_report([run], run / "report.html")
+    say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}; open {report}")
     return summary

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from rlhflab.config import check
 from rlhflab.diagnostics import distinct_n, mean_and_stderr
+from rlhflab.losses import masked_mean
 from rlhflab.models import check_fits, load_policy, sample, token_logprobs
 from rlhflab.tasks import Task
 
@@ -44,8 +45,9 @@ class EvalConfig:
 
 @torch.no_grad()
 def _samples(model, tokenizer, prompts, config: EvalConfig, base=None, desc: str = "", progress: bool = True):
-    """Continuations of ``prompts``, and per-sequence k1 KL to ``base`` if given."""
-    texts, kls = [], []
+    """Continuations of ``prompts``, the mean per-token entropy of ``model`` along each, and the
+    per-sequence k1 KL to ``base`` if given."""
+    texts, entropies, kls = [], [], []
     g = torch.Generator().manual_seed(config.seed)
     for start in tqdm(range(0, len(prompts), config.batch_size), desc=desc, unit="batch", disable=not progress):
         batch = prompts[start : start + config.batch_size]
@@ -54,11 +56,14 @@ def _samples(model, tokenizer, prompts, config: EvalConfig, base=None, desc: str
             model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed, temperature=config.temperature
         )
         texts.extend(r.responses)
+        logp, entropy = token_logprobs(
+            model, r.input_ids, r.attention_mask, r.prompt_length, config.temperature, with_entropy=True
+        )
+        entropies.extend(masked_mean(entropy, r.response_mask, dim=1).tolist())
         if base is not None:
-            logp, _ = token_logprobs(model, r.input_ids, r.attention_mask, r.prompt_length, config.temperature)
             logp_base, _ = token_logprobs(base, r.input_ids, r.attention_mask, r.prompt_length, config.temperature)
             kls.extend(((logp - logp_base) * r.response_mask).sum(1).tolist())
-    return texts, kls
+    return texts, entropies, kls
 
 
 def _describe(prompts, texts, gold: Callable, proxy: Callable | None) -> tuple[dict, list[float], list[float]]:
@@ -93,12 +98,14 @@ def evaluate(
     check_fits(policy, tokenizer, prompts, config.max_new_tokens)
     base.eval()
     policy.eval()
-    base_texts, _ = _samples(base, tokenizer, prompts, config, desc="evaluate: base", progress=progress)
-    policy_texts, kls = _samples(
+    base_texts, base_entropy, _ = _samples(base, tokenizer, prompts, config, desc="evaluate: base", progress=progress)
+    policy_texts, policy_entropy, kls = _samples(
         policy, tokenizer, prompts, config, base=base, desc="evaluate: policy", progress=progress
     )
     base_stats, base_gold, base_proxy = _describe(prompts, base_texts, task.gold, proxy)
     pol_stats, pol_gold, pol_proxy = _describe(prompts, policy_texts, task.gold, proxy)
+    base_stats["entropy"], base_stats["entropy_stderr"] = mean_and_stderr(base_entropy)
+    pol_stats["entropy"], pol_stats["entropy_stderr"] = mean_and_stderr(policy_entropy)
     base_stats["kl"], base_stats["kl_stderr"] = 0.0, 0.0
     pol_stats["kl"], pol_stats["kl_stderr"] = mean_and_stderr(kls)
     summary = {

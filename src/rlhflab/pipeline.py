@@ -194,3 +194,36 @@ def default_from_manifest(run: RunDir, stage_name: str, key: str) -> Any:
         return run.stage(stage_name)["args"].get(key)
     except RlhflabError:
         return None
+
+
+def diagnose_run(
+    run: RunDir, policy: str, base: str, task_name: str, config, pad_token: str | None = None, progress: bool = True
+) -> dict:
+    """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
+    from rlhflab.diagnose import diagnose
+    from rlhflab.pairs import read_pairs
+    from rlhflab.rundir import read_jsonl
+    from rlhflab.tasks import load_task
+
+    task = load_task(task_name)
+    if not (run / "samples.jsonl").is_file():
+        raise RlhflabError(f"{run.path}: no samples.jsonl (run 'rlhflab evaluate' first)")
+    samples = read_jsonl(run / "samples.jsonl")
+    pairs = read_pairs(run / "pairs.jsonl") if (run / "pairs.jsonl").is_file() else []
+    with stage(
+        run,
+        "diagnose",
+        config,
+        {"policy": policy, "base": base, "task": task_name, "pad_token": pad_token},
+        {"samples": run / "samples.jsonl"},
+    ) as results:
+        out = diagnose(
+            policy, base, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config, pad_token, progress
+        )
+        atomic_write_json(run / "diagnostics.json", out)
+        cal = out["calibration"]
+        if "base" in cal:
+            results.update(ece_base=cal["base"]["ece"], ece_policy=cal["policy"]["ece"])
+        if "steps" in out["remisalignment"]:
+            results["remisalignment_steps"] = out["remisalignment"]["steps"]
+    return out

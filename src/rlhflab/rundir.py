@@ -92,6 +92,14 @@ def truncate_jsonl(path: str | Path, keep: int) -> None:
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def keep_until_step(path: str | Path, step: int) -> None:
+    """Keep the rows whose "step" is at most ``step`` (used on resume)."""
+    path = Path(path)
+    if path.exists():
+        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with Path(path).open("rb") as f:

@@ -52,7 +52,7 @@ from rlhflab.models import (
     token_logprobs,
     unwrap,
 )
-from rlhflab.rundir import RunDir, append_jsonl, replace_dir, truncate_jsonl
+from rlhflab.rundir import RunDir, append_jsonl, keep_until_step, replace_dir, truncate_jsonl
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor | list]
 
@@ -97,6 +97,8 @@ class PPOConfig:
     """Initialise the value function from the reward model ('reward', when it is one) or the policy ('policy')."""
     checkpoint_every: int = 20
     """Save a checkpoint for --resume every this many steps."""
+    sample_every: int = 3
+    """Write a few rollouts to train_samples.jsonl every this many steps (the report animates them)."""
     seed: int = 0
     """Seed of prompt order and sampling."""
 
@@ -124,6 +126,7 @@ class PPOConfig:
         check(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "> 0")
         check(self.value_init in ("reward", "policy"), "value_init", self.value_init, "'reward' or 'policy'")
         check(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
+        check(self.sample_every >= 1, "sample_every", self.sample_every, ">= 1")
 
 
 def kl_negative_beyond_noise(kl_per_sequence: torch.Tensor, z: float = 4.0, tol: float = 1e-3) -> bool:
@@ -188,7 +191,7 @@ def train_ppo(
     # ---------------------------------------------------------- data and state
     g = torch.Generator().manual_seed(config.seed)
     stream = prompt_stream(list(prompts), config.steps * config.batch_size, torch.Generator().manual_seed(config.seed))
-    metrics_path = run / "metrics.jsonl"
+    metrics_path, samples_path = run / "metrics.jsonl", run / "train_samples.jsonl"
     start = 0
     checkpoint = run.latest_checkpoint("ppo") if resume else None
     if checkpoint is not None:
@@ -198,8 +201,10 @@ def train_ppo(
         kl_ctl.load_state_dict(state["kl_ctl"])
         if accelerator.is_main_process:
             truncate_jsonl(metrics_path, state["metrics_rows"])
+            keep_until_step(samples_path, start)
     elif accelerator.is_main_process:
         metrics_path.unlink(missing_ok=True)
+        samples_path.unlink(missing_ok=True)
         shutil.rmtree(run.checkpoint_root("ppo"), ignore_errors=True)
     accelerator.wait_for_everyone()
 
@@ -302,11 +307,24 @@ def train_ppo(
             "tokens": int(n_tokens.sum()),
             "tokens_padded": int(accelerator.gather(torch.tensor([ids.numel()], device=ids.device)).sum()),
         }
+        gold_local = gold(batch, rollout.responses) if gold is not None else []
         if gold is not None:
-            gold_local = torch.tensor(gold(batch, rollout.responses), dtype=torch.float32, device=accelerator.device)
-            row["objective/gold"] = float(accelerator.gather(gold_local).mean())
+            gathered = accelerator.gather(torch.tensor(gold_local, dtype=torch.float32, device=accelerator.device))
+            row["objective/gold"] = float(gathered.mean())
         if accelerator.is_main_process:
             append_jsonl(metrics_path, row)
+            if step == 0 or (step + 1) % config.sample_every == 0:
+                for i in range(min(3, len(batch))):
+                    append_jsonl(
+                        samples_path,
+                        {
+                            "step": step + 1,
+                            "prompt": batch[i],
+                            "response": rollout.responses[i],
+                            "score": float(score[i]),
+                            **({"gold": gold_local[i]} if gold is not None else {}),
+                        },
+                    )
         last = row
         bar.update(1)
         bar.set_postfix(
