@@ -55,6 +55,31 @@ def main() -> None:
             f"| {b['proxy']:.2f} | {t['proxy']:.2f} | {t['kl']:.1f} ± {t['kl_stderr']:.1f} "
             f"| {b['distinct_2']:.2f} / {t['distinct_2']:.2f} | {acc:.2f} / {gold_acc:.2f} | {wall} s |"
         )
+    broken_table(args.runs, args.seeds)
+
+
+def broken_table(runs: Path, seeds: list[int]) -> None:
+    """What the optimisation broke, per seed, from the same files the report reads."""
+    from rlhflab.report.measures import load_run, measure
+    from rlhflab.rundir import RunDir
+
+    print()
+    print(
+        "| seed | self-BLEU base / tuned | entropy base / tuned | top 3-gram: share base / tuned | ECE base / tuned "
+        "| NLL base / tuned | steps to undo 90% |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for seed in seeds:
+        m = measure(load_run(RunDir(runs / f"demo-seed-{seed}")))
+        d, a, cal, rm = m["diversity"], m["attractor"], m["calibration"], m["remisalignment"]
+        steps = rm["steps"] if rm["steps"] is not None else f"> {rm['max_steps']}"
+        print(
+            f"| {seed} | {d['base']['self_bleu']:.2f} / {d['policy']['self_bleu']:.2f} "
+            f"| {d['base']['entropy']:.2f} / {d['policy']['entropy']:.2f} "
+            f'| {a["base_share"]:.2f} / {a["share"]:.2f} ("{a["phrase"]}") '
+            f"| {cal['base']['ece']:.3f} / {cal['policy']['ece']:.3f} "
+            f"| {cal['base']['nll']:.2f} / {cal['policy']['nll']:.2f} | {steps} |"
+        )
 
 
 if __name__ == "__main__":

@@ -99,3 +99,13 @@ def test_report_command(micro_run, tmp_path):
     assert "wrote" in out.stdout and (tmp_path / "page.html").stat().st_size > 10_000
     bad = rlhflab("report", tmp_path / "nothing")
     assert bad.returncode == 2 and "no such run directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_biased_rater_gets_its_exploitation_row(micro_run, tmp_path):
+    run = tmp_path / "biased"
+    shutil.copytree(micro_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stages"]["feedback"]["args"]["rater"].update(length_bias=0.1, keyword="good", keyword_bias=1.0)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    page = write_report([RunDir(run)], run / "report.html").read_text()
+    assert "length (biased rater)" in page and "keyword &#x27;good&#x27; (biased rater)" in page

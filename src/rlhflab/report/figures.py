@@ -197,7 +197,7 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
     first = {}
     for s in samples:
         first.setdefault(s["step"], s)
-    fig, (ax, tx) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [1.1, 1]})
+    fig, (ax, tx) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.1]})
     ax.set_xlim(0, max(steps) + 1)
     finite = [g for g in gold if not math.isnan(g)] + proxy
     ax.set_ylim(min(finite) - 0.1, max(finite) + 0.1)
@@ -206,7 +206,8 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
     (lp,) = ax.plot([], [], color=COLORS["proxy"], label="proxy")
     ax.legend(fontsize=8, loc="upper left")
     tx.axis("off")
-    text = tx.text(0, 1, "", va="top", ha="left", fontsize=9, family="monospace", wrap=True)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.95)
+    text = tx.text(0, 1, "", va="top", ha="left", fontsize=10, family="monospace")
 
     def frame(i):
         step = logged[i]
@@ -214,7 +215,7 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
         lg.set_data(steps[:k], gold[:k])
         lp.set_data(steps[:k], proxy[:k])
         s = first[step]
-        body = textwrap.fill(s["prompt"] + " ▸" + s["response"], 44)
+        body = textwrap.fill(s["prompt"] + " ▸" + s["response"], 52)
         gold_txt = f", gold {s['gold']:.2f}" if "gold" in s else ""
         text.set_text(f"step {step}: proxy {s['score']:.2f}{gold_txt}\n\n{body}")
         return lg, lp, text
@@ -222,6 +223,6 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
     anim = FuncAnimation(fig, frame, frames=len(logged), blit=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "training.gif"
-        anim.save(path, writer=PillowWriter(fps=2), dpi=60)
+        anim.save(path, writer=PillowWriter(fps=2), dpi=72)
         plt.close(fig)
         return path.read_bytes()
