@@ -130,3 +130,17 @@ def micro_run(micro_model, tmp_path_factory):
     run = tmp_path_factory.mktemp("report") / "run"
     run_demo(run, model=str(micro_model), quick=True, task="conftest:planted_task", progress=False)
     return run
+
+
+def copy_run_with_policy_text(run: Path, dest: Path, text: str) -> Path:
+    """A copy of ``run`` whose first evaluation sample of the tuned policy reads ``text``."""
+    import json
+    import shutil
+
+    from rlhflab.rundir import read_jsonl
+
+    shutil.copytree(run, dest)
+    rows = read_jsonl(dest / "samples.jsonl")
+    rows[0]["policy"] = text
+    (dest / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dest

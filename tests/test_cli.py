@@ -142,43 +142,22 @@ def test_unknown_model_path(tmp_path):
     assert out.returncode == 2 and "no such directory" in no_traceback(out)
 
 
+def ppo_with_gold(run_dir, model, *extra):
+    return rlhflab("optimize", "ppo", "--run-dir", run_dir, "--model", model, "--reward", "gold", *extra)
+
+
 def test_config_value_out_of_range(tmp_path, micro_model):
-    out = rlhflab(
-        "optimize", "ppo", "--run-dir", tmp_path, "--model", micro_model, "--reward", "gold", *TASK, "--kl-coef", "-1"
-    )
+    out = ppo_with_gold(tmp_path, micro_model, *TASK, "--kl-coef", "-1")
     assert out.returncode == 2 and "--kl-coef must be >= 0, got -1.0" in no_traceback(out)
 
 
 def test_prompts_longer_than_the_context(tmp_path, micro_model):
-    out = rlhflab(
-        "optimize",
-        "ppo",
-        "--run-dir",
-        tmp_path,
-        "--model",
-        micro_model,
-        "--reward",
-        "gold",
-        *TASK,
-        "--max-new-tokens",
-        "500",
-    )
+    out = ppo_with_gold(tmp_path, micro_model, *TASK, "--max-new-tokens", "500")
     assert out.returncode == 2 and "exceeds the model's context of 64 tokens" in no_traceback(out)
 
 
 def test_empty_prompt_set(tmp_path, micro_model):
-    out = rlhflab(
-        "optimize",
-        "ppo",
-        "--run-dir",
-        tmp_path,
-        "--model",
-        micro_model,
-        "--reward",
-        "gold",
-        "--task",
-        "emptytask:empty",
-    )
+    out = ppo_with_gold(tmp_path, micro_model, "--task", "emptytask:empty")
     assert out.returncode == 2 and "has no training prompts" in no_traceback(out)
 
 

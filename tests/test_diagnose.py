@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import good_minus_bad, synthetic_sentences
+
 from rlhflab.diagnose import DiagnoseConfig, calibration, next_token_predictions, remisalignment_cost
 from rlhflab.models import load_policy
 from rlhflab.pairs import PreferencePair

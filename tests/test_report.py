@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 from clirun import rlhflab
+from conftest import copy_run_with_policy_text
 
 from rlhflab.errors import DataError, RlhflabError
 from rlhflab.report import write_report
-from rlhflab.rundir import RunDir, read_jsonl
+from rlhflab.rundir import RunDir
 
 SECTIONS = [
     "summary",
@@ -47,11 +48,7 @@ def test_demo_writes_a_report_with_every_section(micro_run):
 
 
 def test_model_text_is_escaped_never_rendered(micro_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(micro_run, run)
-    rows = read_jsonl(run / "samples.jsonl")
-    rows[0]["policy"] = ' <script>alert("pwned")</script> <b>bold</b> & more'
-    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = copy_run_with_policy_text(micro_run, tmp_path / "run", ' <script>alert("pwned")</script> <b>bold</b> & more')
     page = write_report([RunDir(run)], run / "report.html").read_text()
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &lt;b&gt;bold&lt;/b&gt; &amp; more" in page
     assert "<script" not in page and "<b>bold</b>" not in page

@@ -4,14 +4,14 @@ Needs Debian's chromium (/usr/bin/chromium) and the playwright package (the dev 
 without them. ``.ci/run`` installs both.
 """
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import copy_run_with_policy_text
 
 from rlhflab.report import write_report
-from rlhflab.rundir import RunDir, read_jsonl
+from rlhflab.rundir import RunDir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -29,11 +29,8 @@ FLAGS = [
 
 
 def test_report_renders_in_chromium(micro_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(micro_run, run)
-    rows = read_jsonl(run / "samples.jsonl")
-    rows[0]["policy"] = ' <script>document.title = "pwned"</script><img src=x onerror="alert(1)">'
-    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = ' <script>document.title = "pwned"</script><img src=x onerror="alert(1)">'
+    run = copy_run_with_policy_text(micro_run, tmp_path / "run", text)
     page_path = write_report([RunDir(run)], run / "report.html")
 
     with sync_api.sync_playwright() as p:
