@@ -92,7 +92,7 @@ def test_optimize_ppo(pipeline_run):
     run, outs = pipeline_run
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
     assert (run / "policy" / "config.json").exists() and (run / "policy" / "tokenizer.json").exists()
-    assert "after 2 steps" in outs["ppo"].stdout
+    assert f"wrote {run / 'policy'}" in outs["ppo"].stdout
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(run / "policy")

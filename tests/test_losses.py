@@ -7,14 +7,20 @@ import torch
 
 from rlhflab.losses import (
     bradley_terry_loss,
+    clipped_pg_loss,
+    conservative_dpo_loss,
+    dpo_loss,
     entropy_from_logits,
     explained_variance,
     gae,
+    grpo_advantages,
+    ipo_loss,
     kl_estimators,
     kl_penalized_rewards,
     masked_mean,
     ppo_policy_loss,
     ppo_value_loss,
+    rloo_advantages,
     whiten,
 )
 
@@ -167,3 +173,70 @@ def test_explained_variance_and_entropy():
     assert explained_variance(torch.full_like(target, 2.5), target, mask) == pytest.approx(0.0, abs=1e-6)
     assert entropy_from_logits(torch.zeros(2, 4)).allclose(torch.full((2,), math.log(4)))
     assert entropy_from_logits(torch.tensor([[0.0, -1e9]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------- DPO, IPO, critic-free
+
+
+def test_dpo_hand_values():
+    args = torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5])
+    loss, m = dpo_loss(*args, beta=0.1)  # h = 0.5 - (-0.5) = 1
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.1)), abs=1e-7)
+    assert m == {"accuracy": 1.0, "margin": pytest.approx(0.1)}
+    same = torch.tensor([-3.0, -0.2])
+    assert dpo_loss(same, same, same, same, beta=5.0)[0].item() == pytest.approx(LN2)  # policy = reference
+    # swapping chosen and rejected with label 0 is the same likelihood
+    c, r = torch.tensor([-1.0, -4.0]), torch.tensor([-2.0, -1.0])
+    a, _ = dpo_loss(c, r, r, c, beta=0.3)
+    b, _ = dpo_loss(r, c, c, r, beta=0.3, label=torch.zeros(2))
+    assert a.item() == pytest.approx(b.item())
+
+
+def test_conservative_dpo_hand_value():
+    loss, _ = conservative_dpo_loss(
+        torch.tensor([1.0]),
+        torch.tensor([0.0]),
+        torch.tensor([0.0]),
+        torch.tensor([0.0]),
+        beta=1.0,
+        label_smoothing=0.1,
+    )
+    assert loss.item() == pytest.approx(0.9 * math.log(1 + math.exp(-1)) + 0.1 * math.log(1 + math.exp(1)), abs=1e-7)
+
+
+def test_ipo_hand_values():
+    h_one = torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0])
+    assert ipo_loss(*h_one, beta=0.5)[0].item() == pytest.approx(0.0)  # target 1 / (2 * 0.5)
+    assert ipo_loss(*h_one, beta=1.0)[0].item() == pytest.approx(0.25)
+    assert ipo_loss(*h_one, beta=1.0, label=torch.tensor([0.5]))[0].item() == pytest.approx(1.0)  # a tie wants h = 0
+
+
+def test_dpo_and_ipo_gradcheck():
+    x = [torch.randn(3, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    assert torch.autograd.gradcheck(lambda a, b, c, d: dpo_loss(a, b, c, d, 0.3)[0], x)
+    assert torch.autograd.gradcheck(lambda a, b, c, d: ipo_loss(a, b, c, d, 0.3)[0], x)
+
+
+def test_rloo_and_grpo_advantages_hand_values():
+    r = torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+    assert torch.allclose(rloo_advantages(r), torch.tensor([[-1.5, 0.0, 1.5], [0.0, 0.0, 0.0]]))
+    assert torch.allclose(grpo_advantages(r, eps=0.0)[0], torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.equal(grpo_advantages(r)[1], torch.zeros(3))  # a group with one reward teaches nothing
+    with pytest.raises(ValueError):
+        rloo_advantages(torch.ones(4, 1))
+
+
+def test_clipped_pg_loss_is_reinforce_at_ratio_one_and_adds_k3():
+    adv = torch.tensor([2.0, -1.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    logp = torch.zeros(2, 2, requires_grad=True)
+    loss, m = clipped_pg_loss(logp, torch.zeros(2, 2), adv, mask, 0.2)
+    loss.backward()
+    assert torch.allclose(logp.grad, -adv[:, None] * mask / 3)  # each counted token: -A / (counted tokens)
+    ref = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    pol = torch.log(torch.tensor([[0.25, 0.5], [0.5, 0.9]]))
+    loss_kl, m = clipped_pg_loss(pol, pol, torch.zeros(2), mask, 0.2, logp_ref=ref, kl_coef=1.0)
+    k3_first = (2.0 - 1) - math.log(2.0)  # r = 0.5 / 0.25
+    assert m["kl_k3"] == pytest.approx(k3_first / 3, abs=1e-6) and loss_kl.item() == pytest.approx(
+        k3_first / 3, abs=1e-6
+    )

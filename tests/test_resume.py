@@ -63,7 +63,7 @@ def test_ppo_resume_after_kill_matches_uninterrupted_run(micro_model, tmp_path):
     assert manifest["stages"]["ppo"]["status"] == "running"  # a SIGKILL leaves no chance to say otherwise
 
     out = rlhflab("optimize", "ppo", "--resume", broken, "--quiet", check=True)
-    assert "after 10 steps" in out.stdout
+    assert "wrote" in out.stdout and "policy" in out.stdout
     drop = ("time/rollout", "time/update")
     a = [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(whole / "metrics.jsonl")]
     b = [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(broken / "metrics.jsonl")]

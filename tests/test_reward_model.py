@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import WORDS
 
+from rlhflab.batching import lr_at
 from rlhflab.pairs import PreferencePair
 from rlhflab.reward_model import (
     RewardModel,
     RewardTrainConfig,
     aggregate_scores,
-    lr_at,
     split_pairs,
     train_reward_model,
 )

@@ -54,3 +54,48 @@ def load_checkpoint(accelerator, checkpoint: Path) -> dict[str, Any]:
     if (checkpoint / "accelerate").is_dir():
         accelerator.load_state(str(checkpoint / "accelerate"))
     return read_trainer_state(checkpoint, accelerator.process_index)
+
+
+def resume_or_start(accelerator, run: RunDir, stage: str, resume: bool, logs: tuple[Path, ...]) -> dict | None:
+    """Restore the last checkpoint of ``stage`` (and cut ``logs[0]``, its metrics, back to it) when
+    resuming; otherwise clear the stage's old logs and checkpoints. Returns the trainer state or None."""
+    from rlhflab.rundir import keep_until_step, truncate_jsonl
+
+    checkpoint = run.latest_checkpoint(stage) if resume else None
+    state = None
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        if accelerator.is_main_process:
+            truncate_jsonl(logs[0], state["metrics_rows"])
+            for log in logs[1:]:
+                keep_until_step(log, state["step"])
+    elif accelerator.is_main_process:
+        import shutil
+
+        for log in logs:
+            log.unlink(missing_ok=True)
+        shutil.rmtree(run.checkpoint_root(stage), ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return state
+
+
+def save_policy(accelerator, run: RunDir, policy, tokenizer, extra: dict[str, dict] | None = None) -> None:
+    """Write the trained policy to ``run/policy`` (Hugging Face format) at once, from the main process.
+
+    ``extra`` maps file names to JSON objects stored beside the weights.
+    """
+    import shutil
+
+    from rlhflab.models import unwrap
+    from rlhflab.rundir import atomic_write_json, replace_dir
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp = run.path / ".tmp-policy"
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrap(policy).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name, obj in (extra or {}).items():
+            atomic_write_json(tmp / name, obj)
+        replace_dir(tmp, run / "policy")
+    accelerator.wait_for_everyone()

@@ -23,7 +23,12 @@ from rlhflab.diagnose import DiagnoseConfig
 from rlhflab.errors import RlhflabError, TrainingDiverged
 from rlhflab.evaluate import EvalConfig
 from rlhflab.feedback import SimulateConfig, SimulatedRater
+from rlhflab.methods.best_of_n import BestOfNConfig
+from rlhflab.methods.conditional import ConditionalConfig
+from rlhflab.methods.critic_free import CriticFreeConfig
+from rlhflab.methods.dpo import DPOConfig
 from rlhflab.methods.ppo import PPOConfig
+from rlhflab.methods.ranked_sft import RankedSFTConfig
 from rlhflab.models import EMBEDDED
 from rlhflab.reward_model import RewardTrainConfig
 from rlhflab.rundir import RunDir
@@ -160,51 +165,85 @@ def optimize() -> None:
     """Optimise a policy."""
 
 
-@optimize.command("ppo")
-@run_dir_option(required=False)
-@model_option
-@click.option(
-    "--reward",
-    "reward_name",
-    default=None,
-    help="Reward-model folder (default: RUN/reward_model) or 'gold' for the task's gold scorer.",
-)
-@task_option
-@pad_option
-@click_options(PPOConfig)
-@resume_option("PPO run")
-@quiet_option
-def optimize_ppo(
-    run_dir: Path | None,
-    model: str,
-    reward_name: str | None,
-    task: str,
-    pad_token,
-    resume: Path | None,
-    quiet: bool,
-    **options,
-) -> None:
-    """PPO against a reward with a per-token KL penalty to the base policy -> RUN/policy."""
-    from rlhflab import pipeline
+METHOD_CONFIGS = {
+    "ppo": (PPOConfig, "PPO against a reward with a per-token KL penalty to the base policy -> RUN/policy."),
+    "dpo": (DPOConfig, "DPO (or IPO, conservative DPO) on preference pairs, no reward model -> RUN/policy."),
+    "best-of-n": (BestOfNConfig, "Best-of-n sampling against a reward, no training -> RUN/sampler.json."),
+    "ranked-sft": (RankedSFTConfig, "Reward-ranked fine-tuning: sample, keep the best, imitate -> RUN/policy."),
+    "conditional": (ConditionalConfig, "Conditional training with good/bad control tokens -> RUN/policy."),
+    "rloo": (CriticFreeConfig, "RLOO: REINFORCE with a leave-one-out baseline -> RUN/policy."),
+    "grpo": (CriticFreeConfig, "GRPO: group-standardised advantages, clipped, per-token KL -> RUN/policy."),
+}
 
-    if resume is not None:
-        run = RunDir(resume)
-        recorded = run.stage("ppo")
-        config = from_dict(PPOConfig, recorded["config"])
-        args = recorded["args"]
-        model, reward_name, task, pad_token = args["model"], args["reward"], args["task"], args["pad_token"]
+
+def _method_command(method: str) -> None:
+    """Register ``rlhflab optimize METHOD`` with the method's config as options."""
+    config_cls, doc = METHOD_CONFIGS[method]
+
+    def command(run_dir, model, task, pad_token, resume, quiet, reward_name=None, pairs=None, **options):
+        from rlhflab import pipeline
+
+        if resume is not None:
+            run = RunDir(resume)
+            recorded = run.stage(method)
+            config = from_dict(config_cls, recorded["config"])
+            args = recorded["args"]
+            model, task, pad_token = args["model"], args["task"], args["pad_token"]
+            reward_name, pairs = args.get("reward"), Path(args["pairs"]) if args.get("pairs") else None
+        else:
+            run = RunDir(_need_run_dir(run_dir))
+            config = config_from_options(config_cls, options)
+            reward_name = reward_name or str(run / "reward_model")
+            pairs = pairs or run / "pairs.jsonl"
+        result = pipeline.optimize(
+            run,
+            method,
+            model,
+            task,
+            config,
+            reward=reward_name,
+            pairs=pairs,
+            pad_token=pad_token,
+            resume=resume is not None,
+            progress=not quiet,
+        )
+        final = result.get("final") or {}
+        detail = ", ".join(
+            f"{label} {final[key]:.3f}"
+            for key, label in (("objective/score", "last reward"), ("objective/kl", "KL"), ("loss", "last loss"))
+            if key in final
+        )
+        out = run.path / "sampler.json" if method == "best-of-n" else run / "policy"
+        say(f"wrote {out}" + (f" ({detail})" if detail else ""))
+
+    command.__doc__ = doc
+    decorators = [optimize.command(method), run_dir_option(required=False), model_option]
+    if method == "dpo":
+        decorators.append(
+            click.option(
+                "--pairs",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=None,
+                help="PreferencePair JSONL (default: RUN/pairs.jsonl).",
+            )
+        )
     else:
-        run = RunDir(_need_run_dir(run_dir))
-        config = config_from_options(PPOConfig, options)
-        reward_name = reward_name or str(run / "reward_model")
-    result = pipeline.optimize_ppo(
-        run, model, reward_name, task, config, pad_token, resume=resume is not None, progress=not quiet
-    )
-    final = result["final"]
-    say(
-        f"wrote {run / 'policy'} after {result['steps']} steps (last step: proxy "
-        f"{final['objective/score']:.3f}, KL {final['objective/kl']:.2f} nats)"
-    )
+        decorators.append(
+            click.option(
+                "--reward",
+                "reward_name",
+                default=None,
+                help="Reward-model folder (default: RUN/reward_model), 'gold' for the task's "
+                "gold scorer, or a rule 'module:function'.",
+            )
+        )
+    decorators += [task_option, pad_option, click_options(config_cls), resume_option(method), quiet_option]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+
+
+for _method in METHOD_CONFIGS:
+    _method_command(_method)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -239,7 +278,7 @@ def evaluate_cmd(
 
     run = RunDir(run_dir)
     policy = policy or _run_policy(run)
-    base = base or pipeline.default_from_manifest(run, "ppo", "model") or EMBEDDED
+    base = base or pipeline.base_model_of(run) or EMBEDDED
     if reward_name is None:
         reward_name = str(run / "reward_model") if (run / "reward_model").is_dir() else None
     config = config_from_options(EvalConfig, options)
@@ -266,7 +305,7 @@ def diagnose_cmd(
 
     run = RunDir(run_dir)
     policy = policy or _run_policy(run)
-    base = base or pipeline.default_from_manifest(run, "ppo", "model") or EMBEDDED
+    base = base or pipeline.base_model_of(run) or EMBEDDED
     pipeline.diagnose_run(
         run, policy, base, task, config_from_options(DiagnoseConfig, options), pad_token, progress=not quiet
     )
@@ -314,8 +353,13 @@ def demo_cmd(run_dir: Path, model: str, task: str, seed: int, quick: bool, quiet
 
 
 def _run_policy(run: RunDir) -> str:
+    """The run's output: its policy/ folder, or the run folder itself when it holds a sampler (best-of-n)."""
+    from rlhflab.samplers import SAMPLER_FILE
+
+    if (run / SAMPLER_FILE).is_file():
+        return str(run.path)
     if not (run / "policy").is_dir():
-        raise RlhflabError(f"{run.path}: no policy/ folder (run 'rlhflab optimize ppo' first, or pass --policy)")
+        raise RlhflabError(f"{run.path}: no policy/ folder (run 'rlhflab optimize METHOD' first, or pass --policy)")
     return str(run / "policy")
 
 

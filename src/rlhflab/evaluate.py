@@ -16,11 +16,15 @@ from tqdm.auto import tqdm
 
 from rlhflab.config import check
 from rlhflab.diagnostics import distinct_n, mean_and_stderr
-from rlhflab.losses import masked_mean
-from rlhflab.models import check_fits, load_policy, sample, token_logprobs
+from rlhflab.models import check_fits, load_policy
+from rlhflab.samplers import PolicySampler, load_sampler
 from rlhflab.tasks import Task
 
 KL_ESTIMATOR = "k1: mean over the policy's samples of sum_t log pi(y_t|x,y<t) - log pi_base(y_t|x,y<t) (unbiased)"
+BON_KL_ESTIMATOR = (
+    "best-of-n: mean of log n + (n-1) log F(r) over the selected samples, F the empirical reward CDF of all "
+    "candidates (kl_bound: the analytic log n - (n-1)/n)"
+)
 
 
 @dataclass(frozen=True)
@@ -44,26 +48,22 @@ class EvalConfig:
 
 
 @torch.no_grad()
-def _samples(model, tokenizer, prompts, config: EvalConfig, base=None, desc: str = "", progress: bool = True):
-    """Continuations of ``prompts``, the mean per-token entropy of ``model`` along each, and the
-    per-sequence k1 KL to ``base`` if given."""
+def _samples(sampler, prompts, config: EvalConfig, desc: str = "", progress: bool = True):
+    """Continuations of ``prompts`` from ``sampler``, with its per-sample entropy and KL (or Nones)."""
     texts, entropies, kls = [], [], []
     g = torch.Generator().manual_seed(config.seed)
     for start in tqdm(range(0, len(prompts), config.batch_size), desc=desc, unit="batch", disable=not progress):
         batch = prompts[start : start + config.batch_size]
         seed = int(torch.randint(0, 2**62, (1,), generator=g))
-        r = sample(
-            model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed, temperature=config.temperature
-        )
-        texts.extend(r.responses)
-        logp, entropy = token_logprobs(
-            model, r.input_ids, r.attention_mask, r.prompt_length, config.temperature, with_entropy=True
-        )
-        entropies.extend(masked_mean(entropy, r.response_mask, dim=1).tolist())
-        if base is not None:
-            logp_base, _ = token_logprobs(base, r.input_ids, r.attention_mask, r.prompt_length, config.temperature)
-            kls.extend(((logp - logp_base) * r.response_mask).sum(1).tolist())
-    return texts, entropies, kls
+        out = sampler.sample(batch, max_new_tokens=config.max_new_tokens, seed=seed, temperature=config.temperature)
+        texts.extend(out.texts)
+        entropies.extend(out.entropy or [])
+        kls.extend(out.kl or [])
+    return texts, entropies or None, kls or None
+
+
+def _stats(values: list[float] | None) -> tuple[float | None, float | None]:
+    return mean_and_stderr(values) if values else (None, None)
 
 
 def _describe(prompts, texts, gold: Callable, proxy: Callable | None) -> tuple[dict, list[float], list[float]]:
@@ -86,34 +86,37 @@ def evaluate(
     proxy: Callable | None = None,
     pad_token: str | None = None,
     progress: bool = True,
+    reward_loader: Callable[[str], Callable] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Compare ``policy_name`` with ``base_name`` on the task's evaluation prompts.
+    """Compare ``policy_name`` (a policy folder, or a sampler such as best-of-n) with ``base_name``
+    on the task's evaluation prompts.
 
     Returns (summary, samples): summary has a "base" and a "policy" entry; samples hold one
-    row per prompt with both continuations and their scores.
+    row per prompt with both continuations and their scores. ``reward_loader`` turns a
+    best-of-n sampler's reward name into a function.
     """
     prompts = task.eval_prompts[: config.prompts] if config.prompts else list(task.eval_prompts)
     base, tokenizer = load_policy(base_name, pad_token)
-    policy, _ = load_policy(policy_name, pad_token)
-    check_fits(policy, tokenizer, prompts, config.max_new_tokens)
-    base.eval()
-    policy.eval()
-    base_texts, base_entropy, _ = _samples(base, tokenizer, prompts, config, desc="evaluate: base", progress=progress)
-    policy_texts, policy_entropy, kls = _samples(
-        policy, tokenizer, prompts, config, base=base, desc="evaluate: policy", progress=progress
-    )
+    check_fits(base, tokenizer, prompts, config.max_new_tokens)
+    loader = reward_loader or (lambda name: proxy)
+    sampler, info = load_sampler(policy_name, base_name, loader, pad_token)
+    base_texts, base_entropy, _ = _samples(PolicySampler(base, tokenizer), prompts, config, "evaluate: base", progress)
+    policy_texts, policy_entropy, kls = _samples(sampler, prompts, config, "evaluate: policy", progress)
     base_stats, base_gold, base_proxy = _describe(prompts, base_texts, task.gold, proxy)
     pol_stats, pol_gold, pol_proxy = _describe(prompts, policy_texts, task.gold, proxy)
-    base_stats["entropy"], base_stats["entropy_stderr"] = mean_and_stderr(base_entropy)
-    pol_stats["entropy"], pol_stats["entropy_stderr"] = mean_and_stderr(policy_entropy)
+    base_stats["entropy"], base_stats["entropy_stderr"] = _stats(base_entropy)
+    pol_stats["entropy"], pol_stats["entropy_stderr"] = _stats(policy_entropy)
     base_stats["kl"], base_stats["kl_stderr"] = 0.0, 0.0
-    pol_stats["kl"], pol_stats["kl_stderr"] = mean_and_stderr(kls)
+    pol_stats["kl"], pol_stats["kl_stderr"] = _stats(kls)
+    if info["type"] == "best_of_n":
+        pol_stats["kl_bound"] = info["kl_bound"]
     summary = {
         "task": task.name,
         "prompts": len(prompts),
-        "kl_estimator": KL_ESTIMATOR,
+        "kl_estimator": KL_ESTIMATOR if info["type"] == "policy" else BON_KL_ESTIMATOR,
         "base_model": base_name,
-        "policy_model": policy_name,
+        "policy_model": str(policy_name),
+        "sampler": info,
         "base": base_stats,
         "policy": pol_stats,
         "gold_gain": pol_stats["gold"] - base_stats["gold"],
@@ -126,7 +129,7 @@ def evaluate(
             "policy": policy_texts[i],
             "gold_base": base_gold[i],
             "gold_policy": pol_gold[i],
-            "kl_policy": kls[i],
+            "kl_policy": kls[i] if kls else None,
         }
         if proxy is not None:
             row["proxy_base"], row["proxy_policy"] = base_proxy[i], pol_proxy[i]
@@ -151,7 +154,10 @@ def format_table(summary: dict) -> str:
         cells = []
         for k, _ in cols:
             se = s.get(f"{k}_stderr")
-            cells.append(f"{s[k]:>9.3f} ±{se:<5.3f}" if se is not None else f"{s[k]:>16.3f}")
+            if s[k] is None:
+                cells.append(f"{'—':>16}")
+            else:
+                cells.append(f"{s[k]:>9.3f} ±{se:<5.3f}" if se is not None else f"{s[k]:>16.3f}")
         lines.append(f"{name:8}" + "".join(f"{c:>16}" for c in cells))
     lines.append(
         f"(mean ± standard error over {summary['prompts']} held-out prompts; KL in nats, "

@@ -220,3 +220,131 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the categorical distribution at each position: [..., V] -> [...]."""
     logp = torch.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+# ---------------------------------------------------------------- direct preference optimisation
+
+
+def _log_ratio_margin(pi_chosen, pi_rejected, ref_chosen, ref_rejected):
+    return (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected)
+
+
+def dpo_loss(
+    pi_chosen: torch.Tensor,
+    pi_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    label: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """DPO (Rafailov et al. 2023, eq. 7): -log sigmoid(beta * h), with the implicit reward margin
+    h = log pi(y_w)/pi_ref(y_w) - log pi(y_l)/pi_ref(y_l).
+
+    Args:
+        pi_chosen, pi_rejected: [B] summed log-probabilities of the completions under the policy.
+        ref_chosen, ref_rejected: [B] the same under the reference policy.
+        beta: the KL strength beta > 0.
+        label: [B] probability that chosen is preferred (soft targets, as Bradley-Terry); ones if None.
+    Returns:
+        loss, and metrics ``accuracy`` (share with h > 0) and ``margin`` (mean beta * h).
+    """
+    h = _log_ratio_margin(pi_chosen, pi_rejected, ref_chosen, ref_rejected)
+    if label is None:
+        label = torch.ones_like(h)
+    loss = -(label * F.logsigmoid(beta * h) + (1 - label) * F.logsigmoid(-beta * h)).mean()
+    return loss, {"accuracy": float((h > 0).float().mean()), "margin": float(beta * h.detach().mean())}
+
+
+def conservative_dpo_loss(
+    pi_chosen: torch.Tensor,
+    pi_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, Metrics]:
+    """Conservative DPO (Mitchell 2023): labels are flipped with probability epsilon, so the target is
+    1 - epsilon: -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h). Shapes as ``dpo_loss``."""
+    return dpo_loss(
+        pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta, torch.full_like(pi_chosen, 1.0 - label_smoothing)
+    )
+
+
+def ipo_loss(
+    pi_chosen: torch.Tensor,
+    pi_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    label: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Metrics]:
+    """IPO (Azar et al. 2023, eq. 17): (h - (2p - 1) / (2 beta))^2, which for p = 1 is (h - 1/(2 beta))^2
+    and for a tie (p = 0.5) pulls h to 0.
+
+    The inputs are per-token means of the completions' log-probabilities (IPO's authors normalise
+    by length, as TRL does), shapes [B]. ``beta`` is IPO's tau.
+    """
+    h = _log_ratio_margin(pi_chosen, pi_rejected, ref_chosen, ref_rejected)
+    if label is None:
+        label = torch.ones_like(h)
+    loss = ((h - (2 * label - 1) / (2 * beta)) ** 2).mean()
+    return loss, {"accuracy": float((h > 0).float().mean()), "margin": float(h.detach().mean())}
+
+
+# ---------------------------------------------------------------- critic-free policy gradients
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): each sample's reward minus
+    the mean reward of the other samples of the same prompt.
+
+    Args:
+        rewards: [P, k] rewards of k >= 2 samples for each of P prompts.
+    Returns:
+        [P, k] advantages r_i - mean_{j != i} r_j = k / (k - 1) (r_i - mean_j r_j).
+    """
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError("RLOO needs at least 2 samples per prompt")
+    return (rewards - rewards.mean(1, keepdim=True)) * k / (k - 1)
+
+
+def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024): rewards standardised within each prompt's group, (r - mean) / (std + eps).
+
+    Args:
+        rewards: [P, k], k >= 2.
+    """
+    if rewards.shape[1] < 2:
+        raise ValueError("GRPO needs at least 2 samples per prompt")
+    return (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + eps)
+
+
+def clipped_pg_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+    logp_ref: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, Metrics]:
+    """Critic-free policy-gradient loss: the PPO clipped surrogate with one advantage per sequence,
+    plus GRPO's per-token KL penalty kl_coef * k3(pi, pi_ref) when ``logp_ref`` is given.
+
+    With one update per rollout (logp = logp_old numerically) it is REINFORCE with the given baseline.
+
+    Args:
+        logp, logp_old: [B, T] log-probabilities of the sampled tokens now and at sampling time.
+        advantages: [B] one advantage per sequence (RLOO or GRPO).
+        mask: [B, T].
+        logp_ref: [B, T] under the reference policy, or None for no KL term.
+    """
+    loss, metrics = ppo_policy_loss(logp, logp_old, advantages[:, None].expand_as(logp), mask, clip_range)
+    if logp_ref is not None and kl_coef > 0:
+        log_ratio = logp_ref - logp
+        k3 = torch.expm1(log_ratio) - log_ratio
+        kl = masked_mean(k3, mask)
+        loss = loss + kl_coef * kl
+        metrics["kl_k3"] = float(kl.detach())
+    return loss, metrics

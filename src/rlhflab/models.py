@@ -8,11 +8,13 @@ position ids are derived from the attention mask for every forward pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -180,6 +182,9 @@ class Rollout:
     prompt_length: int
     """P: the padded prompt length; responses start there."""
 
+    ended: list[bool] = dataclasses.field(default_factory=list)
+    """Whether each continuation ended with the end-of-sequence token (not cut at the length limit)."""
+
     @property
     def response_ids(self) -> torch.Tensor:
         return self.input_ids[:, self.prompt_length :]
@@ -198,6 +203,7 @@ def sample(
     max_new_tokens: int,
     seed: int,
     temperature: float = 1.0,
+    suppress_tokens: Sequence[int] = (),
 ) -> Rollout:
     """Sample one continuation per prompt from the model's full distribution (no top-k/top-p).
 
@@ -217,6 +223,7 @@ def sample(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        suppress_tokens=list(suppress_tokens) or None,
     )
     was_training = inner.training
     inner.eval()
@@ -241,6 +248,7 @@ def sample(
         attention_mask=torch.cat([enc["attention_mask"], response_mask.long()], 1),
         response_mask=response_mask.float(),
         prompt_length=prompt_length,
+        ended=(response == tokenizer.eos_token_id).any(1).tolist() if tokenizer.eos_token_id is not None else [],
     )
 
 
@@ -260,14 +268,32 @@ def token_logprobs(
     prompt_length: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities [B, R] of the response tokens (and, optionally, the entropy [B, R])."""
+    """Log-probabilities [B, R] of the response tokens (and, optionally, the entropy [B, R]).
+
+    ``vocab_size`` renormalises over the first ``vocab_size`` tokens (a model with added control
+    tokens, sampled with those suppressed).
+    """
     logits = model(**forward_inputs(model, input_ids, attention_mask)).logits
-    logits = logits[:, prompt_length - 1 : -1].float() / temperature
+    logits = logits[:, prompt_length - 1 : -1, :vocab_size].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = torch.gather(logp_all, 2, input_ids[:, prompt_length:, None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
     return logp, entropy
+
+
+def completion_logprobs(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+) -> torch.Tensor:
+    """[B, T - 1] log-probability of each next token that belongs to the completion, 0 elsewhere.
+
+    For batches whose prompts have different lengths (the completion starts at a different
+    column in each row); sum over dim 1 for a completion's log-probability.
+    """
+    logits = model(**forward_inputs(model, input_ids, attention_mask)).logits[:, :-1].float()
+    logp = torch.gather(torch.log_softmax(logits, -1), 2, input_ids[:, 1:, None]).squeeze(-1)
+    return logp * completion_mask[:, 1:]
 
 
 # ---------------------------------------------------------------- scalar heads

@@ -92,7 +92,8 @@ def reward_train(
 
 
 def _reward_fn(reward: str, task, device):
-    """``gold`` (the task's gold scorer) or a reward-model folder."""
+    """A reward function and, for a reward model, its folder: ``gold`` (the task's gold scorer), a
+    reward-model folder, or ``package.module:function`` (a rule: (prompts, completions) -> scores)."""
     import torch
 
     from rlhflab.reward_model import RewardModel
@@ -104,12 +105,107 @@ def _reward_fn(reward: str, task, device):
 
         return gold, None
     path = Path(reward)
-    if not path.is_dir():
-        raise RlhflabError(
-            f"--reward {reward!r}: no such reward-model folder (train one with 'rlhflab reward train', or pass 'gold')"
-        )
-    rm = RewardModel.load(path, device=device)
-    return rm, str(path)
+    if path.is_dir():
+        return RewardModel.load(path, device=device), str(path)
+    if ":" in reward and not path.exists():
+        import importlib
+
+        module_name, fn_name = reward.split(":", 1)
+        try:
+            rule = getattr(importlib.import_module(module_name), fn_name)
+        except (ImportError, AttributeError) as e:
+            raise RlhflabError(f"--reward {reward!r}: could not import the rule ({e})") from None
+
+        def scored(prompts, completions):
+            return torch.tensor([float(x) for x in rule(prompts, completions)], dtype=torch.float32)
+
+        return scored, None
+    raise RlhflabError(
+        f"--reward {reward!r}: no such reward-model folder (train one with 'rlhflab reward train'), and not "
+        "'gold' or a rule 'module:function'"
+    )
+
+
+METHODS = ("ppo", "dpo", "best-of-n", "ranked-sft", "conditional", "rloo", "grpo")
+"""Every optimisation method, by its command-line name (also its stage name in the manifest)."""
+
+
+def optimize(
+    run: RunDir,
+    method: str,
+    model: str,
+    task_name: str,
+    config,
+    reward: str | None = None,
+    pairs: Path | None = None,
+    pad_token: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run one optimisation method; record it as the stage ``method`` of the run's manifest.
+
+    Methods that learn from a reward (PPO, best-of-n, ranked fine-tuning, conditional training,
+    RLOO, GRPO) take ``reward``; DPO takes ``pairs``.
+    """
+    from rlhflab import distributed
+    from rlhflab.tasks import load_task
+
+    if method not in METHODS:
+        raise RlhflabError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    task = load_task(task_name)
+    args = {
+        "model": model,
+        "task": task_name,
+        "pad_token": pad_token,
+        "reward": reward,
+        "pairs": str(pairs) if pairs else None,
+    }
+    common = {"pad_token": pad_token, "resume": resume, "progress": progress}
+    if method == "dpo":
+        from rlhflab.methods.dpo import train_dpo
+        from rlhflab.pairs import read_pairs
+
+        data = read_pairs(pairs)
+        with stage(run, method, config, args, {"pairs": pairs}) as results:
+            results.update(train_dpo(model, data, run, config, **common))
+        return results
+    if method == "best-of-n":
+        from rlhflab.methods.best_of_n import make_best_of_n
+
+        _reward_fn(reward, task, "cpu")  # fail now, not at evaluation, if the reward cannot be loaded
+        with stage(run, method, config, args) as results:
+            results.update(make_best_of_n(model, reward, run, config))
+        return results
+    reward_fn, reward_model = _reward_fn(reward, task, distributed.state().device)
+    with stage(run, method, config, args) as results:
+        if method == "ppo":
+            from rlhflab.methods.ppo import train_ppo
+
+            out = train_ppo(
+                model,
+                reward_fn,
+                task.train_prompts,
+                run,
+                config,
+                value_model_name=reward_model,
+                gold=task.gold,
+                **common,
+            )
+        else:
+            from rlhflab.methods.conditional import train_conditional
+            from rlhflab.methods.grpo import train_grpo
+            from rlhflab.methods.ranked_sft import train_ranked_sft
+            from rlhflab.methods.rloo import train_rloo
+
+            train = {
+                "ranked-sft": train_ranked_sft,
+                "conditional": train_conditional,
+                "rloo": train_rloo,
+                "grpo": train_grpo,
+            }[method]
+            out = train(model, reward_fn, task.train_prompts, run, config, gold=task.gold, **common)
+        results.update(out)
+    return results
 
 
 def optimize_ppo(
@@ -122,30 +218,9 @@ def optimize_ppo(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    from rlhflab import distributed
-    from rlhflab.methods.ppo import train_ppo
-    from rlhflab.tasks import load_task
-
-    task = load_task(task_name)
-    reward_fn, value_init = _reward_fn(reward, task, distributed.state().device)
-    with stage(
-        run, "ppo", config, {"model": model, "reward": reward, "task": task_name, "pad_token": pad_token}
-    ) as results:
-        results.update(
-            train_ppo(
-                model,
-                reward_fn,
-                task.train_prompts,
-                run,
-                config,
-                value_model_name=value_init,
-                gold=task.gold,
-                pad_token=pad_token,
-                resume=resume,
-                progress=progress,
-            )
-        )
-    return results
+    return optimize(
+        run, "ppo", model, task_name, config, reward=reward, pad_token=pad_token, resume=resume, progress=progress
+    )
 
 
 def evaluate_run(
@@ -167,13 +242,19 @@ def evaluate_run(
     proxy = None
     if reward not in (None, "", "none"):
         proxy, _ = _reward_fn(reward, task, "cpu")
+
+    def reward_loader(name: str):  # the reward a best-of-n sampler selects with
+        return proxy if name == reward and proxy is not None else _reward_fn(name, task, "cpu")[0]
+
     with stage(
         run,
         "evaluate",
         config,
         {"policy": policy, "base": base, "task": task_name, "reward": reward, "pad_token": pad_token},
     ) as results:
-        summary, rows = evaluate(policy, base, task, config, proxy=proxy, pad_token=pad_token, progress=progress)
+        summary, rows = evaluate(
+            policy, base, task, config, proxy=proxy, pad_token=pad_token, progress=progress, reward_loader=reward_loader
+        )
         atomic_write_text(run / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         atomic_write_json(run / "summary.json", summary)
         results.update(
@@ -194,6 +275,15 @@ def default_from_manifest(run: RunDir, stage_name: str, key: str) -> Any:
         return run.stage(stage_name)["args"].get(key)
     except RlhflabError:
         return None
+
+
+def base_model_of(run: RunDir) -> str | None:
+    """The model the run's optimisation started from (the last method stage that finished)."""
+    stages = run.manifest().get("stages", {})
+    done = [(s.get("finished", ""), name) for name, s in stages.items() if name in METHODS]
+    if not done:
+        return None
+    return stages[max(done)[1]].get("args", {}).get("model")
 
 
 def diagnose_run(

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab import distributed
+from rlhflab.batching import ShardedEpochs, collate, encode, lr_at
 from rlhflab.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from rlhflab.config import check
 from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
@@ -156,37 +157,6 @@ class RewardModel:
         return aggregate_scores(self.member_scores(prompts, completions), self.aggregate, self.std_coef)
 
 
-def encode(
-    tokenizer, prompts: Sequence[str], completions: Sequence[str], max_length: int
-) -> list[tuple[list[int], int]]:
-    """Token ids of each prompt + completion (at most ``max_length``, keeping the end), and the index of
-    the completion's first token (the last token when the completion is empty)."""
-    if not prompts:
-        return []
-    full = tokenizer([p + c for p, c in zip(prompts, completions)])["input_ids"]
-    prompt_lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
-    out = []
-    for ids, n_prompt in zip(full, prompt_lengths):
-        cut = max(0, len(ids) - max_length)
-        ids = ids[cut:]
-        out.append((ids, min(max(0, n_prompt - cut), len(ids) - 1)))
-    return out
-
-
-def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    """Left-padded (input_ids, attention_mask, completion_mask), each [B, T]."""
-    width = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    completion_mask = torch.zeros((len(encoded), width))
-    for r, (ids, start) in enumerate(encoded):
-        pad = width - len(ids)
-        input_ids[r, pad:] = torch.tensor(ids)
-        attention_mask[r, pad:] = 1
-        completion_mask[r, pad + start :] = 1
-    return input_ids.to(device), attention_mask.to(device), completion_mask.to(device)
-
-
 def sequence_scores(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor, pooling: Pooling
 ) -> torch.Tensor:
@@ -254,13 +224,6 @@ def _evaluate(model, data, pad_id, device, pooling: Pooling, batch_size=64) -> d
     return out
 
 
-def lr_at(step: int, total: int, peak: float) -> float:
-    warmup = max(1, total // 20)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * max(0.0, (total - step) / max(1, total - warmup))
-
-
 def train_reward_model(
     model_name: str,
     pairs: list[PreferencePair],
@@ -286,7 +249,6 @@ def train_reward_model(
     train_data, val_data = _encode(train, tokenizer, config.max_length), _encode(val, tokenizer, config.max_length)
     steps_per_epoch = len(train) // config.batch_size
     total = max(1, int(config.epochs * steps_per_epoch))
-    local = config.batch_size // world
     pad_id = tokenizer.pad_token_id
     metrics_path = run / "reward_metrics.jsonl"
     members_dir = run.checkpoint_root("reward") / "members"
@@ -319,13 +281,12 @@ def train_reward_model(
         disable_dropout(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         model, optimizer = accelerator.prepare(model, optimizer)
-        g = torch.Generator().manual_seed(seed)
+        batches = ShardedEpochs(len(train), config.batch_size, world, rank, seed)
         step = 0
-        order: list[int] = []
         if state is not None and member == start_member and start_step > 0:
             load_checkpoint(accelerator, checkpoint)
-            g.set_state(state["generator"])
-            step, order = start_step, state["order"]
+            batches.load_state_dict(state["batches"])
+            step = start_step
         model.train()
         bar = tqdm(
             total=total,
@@ -335,11 +296,7 @@ def train_reward_model(
             disable=not (progress and accelerator.is_main_process),
         )
         while step < total:
-            epoch_pos = step % steps_per_epoch
-            if epoch_pos == 0:
-                order = torch.randperm(len(train), generator=g).tolist()
-            global_idx = order[epoch_pos * config.batch_size : (epoch_pos + 1) * config.batch_size]
-            idx = global_idx[rank * local : (rank + 1) * local]
+            idx = batches.local_batch(step)
             chosen = [train_data[0][i] for i in idx]
             rejected = [train_data[1][i] for i in idx]
             rc, rr = _pair_rewards(model, chosen, rejected, pad_id, accelerator.device, config.pooling)
@@ -375,7 +332,7 @@ def train_reward_model(
                     run,
                     "reward",
                     member * 1_000_000 + step,
-                    {"member": member, "step": step, "generator": g.get_state(), "order": order},
+                    {"member": member, "step": step, "batches": batches.state_dict()},
                     metrics_path,
                 )
         bar.close()

@@ -18,7 +18,6 @@ run stopped.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -27,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab import distributed
-from rlhflab.checkpoint import load_checkpoint, save_checkpoint
+from rlhflab.checkpoint import resume_or_start, save_checkpoint, save_policy
 from rlhflab.config import check
 from rlhflab.errors import RlhflabError, TrainingDiverged
 from rlhflab.feedback import prompt_stream
@@ -50,9 +49,8 @@ from rlhflab.models import (
     load_scalar_model,
     sample,
     token_logprobs,
-    unwrap,
 )
-from rlhflab.rundir import RunDir, append_jsonl, keep_until_step, replace_dir, truncate_jsonl
+from rlhflab.rundir import RunDir, append_jsonl
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor | list]
 
@@ -193,20 +191,11 @@ def train_ppo(
     stream = prompt_stream(list(prompts), config.steps * config.batch_size, torch.Generator().manual_seed(config.seed))
     metrics_path, samples_path = run / "metrics.jsonl", run / "train_samples.jsonl"
     start = 0
-    checkpoint = run.latest_checkpoint("ppo") if resume else None
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
+    state = resume_or_start(accelerator, run, "ppo", resume, (metrics_path, samples_path))
+    if state is not None:
         start = state["step"]
         g.set_state(state["generator"])
         kl_ctl.load_state_dict(state["kl_ctl"])
-        if accelerator.is_main_process:
-            truncate_jsonl(metrics_path, state["metrics_rows"])
-            keep_until_step(samples_path, start)
-    elif accelerator.is_main_process:
-        metrics_path.unlink(missing_ok=True)
-        samples_path.unlink(missing_ok=True)
-        shutil.rmtree(run.checkpoint_root("ppo"), ignore_errors=True)
-    accelerator.wait_for_everyone()
 
     bar = tqdm(
         total=config.steps,
@@ -344,12 +333,5 @@ def train_ppo(
     bar.close()
 
     # ---------------------------------------------------------- save the policy
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tmp = run.path / ".tmp-policy"
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrap(policy).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, run / "policy")
-    accelerator.wait_for_everyone()
+    save_policy(accelerator, run, policy, tokenizer)
     return {"steps": config.steps, "final": last, "kl_coef": kl_ctl.value, "processes": world}

@@ -1,0 +1,96 @@
+"""Shuffled passes over a dataset in global batches, split among processes, resumable.
+
+Every process draws the same permutation from the same generator, takes the same global
+batch of ``batch_size`` indices, and keeps its own ``batch_size / world`` slice of it; so
+``world`` processes together see exactly what one process with the whole batch would.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class ShardedEpochs:
+    def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0):
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
+        if n < batch_size:
+            raise ValueError(f"{n} examples are fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
+        self.steps_per_epoch = n // batch_size  # the last incomplete batch of a pass is dropped
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def local_batch(self, step: int) -> list[int]:
+        """This process's indices for global step ``step`` (0-based), drawing a new order at each pass."""
+        position = step % self.steps_per_epoch
+        if position == 0 or not self.order:
+            self.order = torch.randperm(self.n, generator=self.generator).tolist()
+        batch = self.order[position * self.batch_size : (position + 1) * self.batch_size]
+        local = self.batch_size // self.world
+        return batch[self.rank * local : (self.rank + 1) * local]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = list(state["order"])
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    """Learning rate at ``step`` of ``total``: linear warm-up over the first 5%, then linear decay to 0.
+
+    A pure function of the step, so a resumed run needs no scheduler state.
+    """
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+# ---------------------------------------------------------------- prompt + completion batches
+
+
+def encode(
+    tokenizer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    max_length: int,
+    ended: Sequence[bool] | None = None,
+) -> list[tuple[list[int], int]]:
+    """Token ids of each prompt + completion (at most ``max_length``, keeping the end), and the index of
+    the completion's first token (the last token when the completion is empty).
+
+    ``ended[i]`` appends the end-of-sequence token to completion i: a sample that stopped by itself
+    (fine-tuning on it teaches the model where to stop, not only what to say).
+    """
+    if not prompts:
+        return []
+    full = tokenizer([p + c for p, c in zip(prompts, completions)])["input_ids"]
+    prompt_lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    ended = ended if ended is not None else [False] * len(full)
+    out = []
+    for ids, n_prompt, stop in zip(full, prompt_lengths, ended):
+        if stop and tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
+        cut = max(0, len(ids) - max_length)
+        ids = ids[cut:]
+        out.append((ids, min(max(0, n_prompt - cut), len(ids) - 1)))
+    return out
+
+
+def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Left-padded (input_ids, attention_mask, completion_mask), each [B, T]."""
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(encoded), width))
+    for r, (ids, start) in enumerate(encoded):
+        pad = width - len(ids)
+        input_ids[r, pad:] = torch.tensor(ids)
+        attention_mask[r, pad:] = 1
+        completion_mask[r, pad + start :] = 1
+    return input_ids.to(device), attention_mask.to(device), completion_mask.to(device)

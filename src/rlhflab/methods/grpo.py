@@ -1,0 +1,27 @@
+"""GRPO: group-relative policy optimisation (Shao et al. 2024, "DeepSeekMath").
+
+For k samples of a prompt, the advantage of each is its reward standardised within the group,
+(r_i - mean(r)) / std(r); the loss is PPO's clipped surrogate with that advantage on every
+token, plus beta times the per-token k3 estimate of KL(pi || pi_ref). Rule-based rewards
+(a verifier returning 0 or 1) fit it well: only the comparison within the group matters.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhflab.losses import grpo_advantages
+from rlhflab.methods.critic_free import CriticFreeConfig, train_critic_free
+
+GRPOConfig = CriticFreeConfig
+
+
+def advantages(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """[P, k] group-standardised rewards (the KL is paid in the loss, not here)."""
+    return grpo_advantages(scores)
+
+
+def train_grpo(model_name, reward, prompts, run, config: CriticFreeConfig, **kwargs) -> dict:
+    return train_critic_free(
+        model_name, reward, prompts, run, config, stage="grpo", advantages=advantages, kl_in_loss=True, **kwargs
+    )

@@ -1,0 +1,41 @@
+"""DPO learns a planted preference; pairs it cannot use are refused clearly."""
+
+import pytest
+from conftest import good_minus_bad
+from test_reward_model import planted_pairs
+
+from rlhflab.errors import DataError
+from rlhflab.methods.dpo import DPOConfig, train_dpo, usable_pairs
+from rlhflab.models import load_policy, sample
+from rlhflab.pairs import PreferencePair
+from rlhflab.rundir import RunDir, read_jsonl
+
+
+def mean_gold(model_dir, prompts):
+    model, tokenizer = load_policy(model_dir)
+    texts = sample(model.eval(), tokenizer, prompts * 4, max_new_tokens=10, seed=0).responses
+    return sum(good_minus_bad(prompts, texts)) / len(texts)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
+def test_dpo_learns_a_planted_preference(micro_model, task, tmp_path, loss):
+    run = RunDir(tmp_path / loss)
+    config = DPOConfig(loss=loss, beta=0.1 if loss == "sigmoid" else 0.5, epochs=2, batch_size=16, lr=2e-3)
+    result = train_dpo(str(micro_model), planted_pairs(160), run, config, progress=False)
+    before, after = mean_gold(micro_model, task.eval_prompts), mean_gold(run / "policy", task.eval_prompts)
+    assert after - before > 0.1, (before, after)
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert len(rows) == result["steps"] == 20 and rows[-1]["dpo/accuracy"] > 0.8
+
+
+def test_pairs_dpo_cannot_use_are_named():
+    ok = PreferencePair("p", " good", " bad")
+    with pytest.raises(DataError, match="1 pairs have chosen equal to rejected"):
+        usable_pairs([ok, PreferencePair("p", " same", " same")], DPOConfig())
+    with pytest.raises(DataError, match="1 pairs have an empty completion"):
+        usable_pairs([ok, PreferencePair("p", " ", " x")], DPOConfig())
+    tie = PreferencePair("p", " a", " b", label=0.5)
+    with pytest.raises(DataError, match=r"1 pairs are ties \(label 0.5\).*--ties drop.*--loss ipo"):
+        usable_pairs([ok, tie], DPOConfig())
+    assert usable_pairs([ok, tie], DPOConfig(ties="drop")) == [ok]
+    assert usable_pairs([ok, tie], DPOConfig(loss="ipo")) == [ok, tie]
