@@ -329,6 +329,58 @@ def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     say(f"wrote {out}")
 
 
+# ------------------------------------------------------------------ compare
+
+
+@cli.command("compare")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/compare"),
+    show_default=True,
+    help="Where the comparison, its shared data and its points go.",
+)
+@model_option
+@task_option
+@click.option(
+    "--preset",
+    type=click.Choice(["small", "quick"]),
+    default="small",
+    show_default=True,
+    help="small: every method on the embedded model, ~20-30 minutes on 2 CPU cores; quick: seconds.",
+)
+@click.option("--quick", is_flag=True, help="Same as --preset quick.")
+@click.option("--methods", default=None, help="Comma-separated subset of the methods (default: all).")
+@click.option("--budgets", default="1,3,10", show_default=True, help="KL budgets (nats) of the best-gold table.")
+@click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
+@pad_option
+@quiet_option
+def compare_cmd(
+    run_dir: Path,
+    model: str,
+    task: str,
+    preset: str,
+    quick: bool,
+    methods: str | None,
+    budgets: str,
+    seed: int,
+    pad_token,
+    quiet: bool,
+) -> None:
+    """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
+    from rlhflab.compare import preset as make_preset
+    from rlhflab.compare import run_compare
+
+    try:
+        budget_values = tuple(float(b) for b in budgets.split(",") if b.strip())
+    except ValueError:
+        raise click.UsageError(f"--budgets must be comma-separated numbers of nats, got {budgets!r}") from None
+    spec = make_preset("quick" if quick else preset, seed)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    run_compare(run_dir, model, task, spec, chosen, budget_values, pad_token, progress=not quiet, say=say)
+    say(f"wrote {run_dir / 'frontier.png'}, {run_dir / 'frontier.csv'} and {run_dir / 'budgets.csv'}")
+
+
 # ------------------------------------------------------------------ demo
 
 

@@ -66,16 +66,59 @@ def _stats(values: list[float] | None) -> tuple[float | None, float | None]:
     return mean_and_stderr(values) if values else (None, None)
 
 
-def _describe(prompts, texts, gold: Callable, proxy: Callable | None) -> tuple[dict, list[float], list[float]]:
-    g = list(gold(prompts, texts))
+@dataclass
+class Side:
+    """One sampler's evaluation: summary statistics and, per prompt, its text and scores."""
+
+    stats: dict
+    texts: list[str]
+    gold: list[float]
+    proxy: list[float]
+    kl: list[float] | None
+
+
+def evaluate_side(
+    sampler,
+    prompts,
+    task: Task,
+    config: EvalConfig,
+    proxy: Callable | None = None,
+    desc: str = "evaluate",
+    progress: bool = True,
+) -> Side:
+    texts, entropy, kls = _samples(sampler, prompts, config, desc, progress)
+    g = list(task.gold(prompts, texts))
     p = [float(x) for x in proxy(prompts, texts)] if proxy is not None else []
-    out = {}
-    out["gold"], out["gold_stderr"] = mean_and_stderr(g)
+    stats: dict = {}
+    stats["gold"], stats["gold_stderr"] = mean_and_stderr(g)
     if proxy is not None:
-        out["proxy"], out["proxy_stderr"] = mean_and_stderr(p)
-    out["distinct_1"], out["distinct_2"] = distinct_n(texts, 1), distinct_n(texts, 2)
-    out["words"] = sum(len(t.split()) for t in texts) / max(len(texts), 1)
-    return out, g, p
+        stats["proxy"], stats["proxy_stderr"] = mean_and_stderr(p)
+    stats["distinct_1"], stats["distinct_2"] = distinct_n(texts, 1), distinct_n(texts, 2)
+    stats["words"] = sum(len(t.split()) for t in texts) / max(len(texts), 1)
+    stats["entropy"], stats["entropy_stderr"] = _stats(entropy)
+    stats["kl"], stats["kl_stderr"] = _stats(kls)
+    return Side(stats, texts, g, p, kls)
+
+
+def eval_prompts(task: Task, config: EvalConfig) -> list[str]:
+    return task.eval_prompts[: config.prompts] if config.prompts else list(task.eval_prompts)
+
+
+def evaluate_base(
+    base_name: str,
+    task: Task,
+    config: EvalConfig,
+    proxy: Callable | None = None,
+    pad_token: str | None = None,
+    progress: bool = True,
+) -> Side:
+    """The base policy's side of an evaluation (computed once when several policies are compared)."""
+    prompts = eval_prompts(task, config)
+    base, tokenizer = load_policy(base_name, pad_token)
+    check_fits(base, tokenizer, prompts, config.max_new_tokens)
+    side = evaluate_side(PolicySampler(base, tokenizer), prompts, task, config, proxy, "evaluate: base", progress)
+    side.stats["kl"], side.stats["kl_stderr"] = 0.0, 0.0
+    return side
 
 
 def evaluate(
@@ -87,29 +130,22 @@ def evaluate(
     pad_token: str | None = None,
     progress: bool = True,
     reward_loader: Callable[[str], Callable] | None = None,
+    base: Side | None = None,
 ) -> tuple[dict, list[dict]]:
     """Compare ``policy_name`` (a policy folder, or a sampler such as best-of-n) with ``base_name``
     on the task's evaluation prompts.
 
     Returns (summary, samples): summary has a "base" and a "policy" entry; samples hold one
     row per prompt with both continuations and their scores. ``reward_loader`` turns a
-    best-of-n sampler's reward name into a function.
+    best-of-n sampler's reward name into a function; ``base`` reuses a base evaluation.
     """
-    prompts = task.eval_prompts[: config.prompts] if config.prompts else list(task.eval_prompts)
-    base, tokenizer = load_policy(base_name, pad_token)
-    check_fits(base, tokenizer, prompts, config.max_new_tokens)
+    prompts = eval_prompts(task, config)
+    base = base or evaluate_base(base_name, task, config, proxy, pad_token, progress)
     loader = reward_loader or (lambda name: proxy)
     sampler, info = load_sampler(policy_name, base_name, loader, pad_token)
-    base_texts, base_entropy, _ = _samples(PolicySampler(base, tokenizer), prompts, config, "evaluate: base", progress)
-    policy_texts, policy_entropy, kls = _samples(sampler, prompts, config, "evaluate: policy", progress)
-    base_stats, base_gold, base_proxy = _describe(prompts, base_texts, task.gold, proxy)
-    pol_stats, pol_gold, pol_proxy = _describe(prompts, policy_texts, task.gold, proxy)
-    base_stats["entropy"], base_stats["entropy_stderr"] = _stats(base_entropy)
-    pol_stats["entropy"], pol_stats["entropy_stderr"] = _stats(policy_entropy)
-    base_stats["kl"], base_stats["kl_stderr"] = 0.0, 0.0
-    pol_stats["kl"], pol_stats["kl_stderr"] = _stats(kls)
+    policy = evaluate_side(sampler, prompts, task, config, proxy, "evaluate: policy", progress)
     if info["type"] == "best_of_n":
-        pol_stats["kl_bound"] = info["kl_bound"]
+        policy.stats["kl_bound"] = info["kl_bound"]
     summary = {
         "task": task.name,
         "prompts": len(prompts),
@@ -117,22 +153,22 @@ def evaluate(
         "base_model": base_name,
         "policy_model": str(policy_name),
         "sampler": info,
-        "base": base_stats,
-        "policy": pol_stats,
-        "gold_gain": pol_stats["gold"] - base_stats["gold"],
+        "base": base.stats,
+        "policy": policy.stats,
+        "gold_gain": policy.stats["gold"] - base.stats["gold"],
     }
     rows = []
     for i, prompt in enumerate(prompts):
         row = {
             "prompt": prompt,
-            "base": base_texts[i],
-            "policy": policy_texts[i],
-            "gold_base": base_gold[i],
-            "gold_policy": pol_gold[i],
-            "kl_policy": kls[i] if kls else None,
+            "base": base.texts[i],
+            "policy": policy.texts[i],
+            "gold_base": base.gold[i],
+            "gold_policy": policy.gold[i],
+            "kl_policy": policy.kl[i] if policy.kl else None,
         }
         if proxy is not None:
-            row["proxy_base"], row["proxy_policy"] = base_proxy[i], pol_proxy[i]
+            row["proxy_base"], row["proxy_policy"] = base.proxy[i], policy.proxy[i]
         rows.append(row)
     return summary, rows
 
