@@ -117,6 +117,19 @@ def prompt_stream(prompts: Sequence[str], n: int, generator: torch.Generator) ->
     return out[:n]
 
 
+def sample_pair_batches(model, tokenizer, task: Task, prompts, max_new_tokens, temperature, batch_size, generator):
+    """Per batch of ``prompts``: (prompts, continuations a, continuations b, gold of a, gold of b).
+
+    A generator, so that a caller drawing from ``generator`` between batches (a rater's coin
+    flips) gets the same random stream as if everything were one loop."""
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        seed_a, seed_b = torch.randint(0, 2**62, (2,), generator=generator).tolist()
+        a = sample(model, tokenizer, batch, max_new_tokens=max_new_tokens, seed=seed_a, temperature=temperature)
+        b = sample(model, tokenizer, batch, max_new_tokens=max_new_tokens, seed=seed_b, temperature=temperature)
+        yield batch, a.responses, b.responses, task.gold(batch, a.responses), task.gold(batch, b.responses)
+
+
 def simulate_feedback(
     model, tokenizer, task: Task, rater: SimulatedRater, config: SimulateConfig, progress: bool = True
 ) -> tuple[list[PreferencePair], dict[str, float]]:
@@ -132,16 +145,10 @@ def simulate_feedback(
     pairs: list[PreferencePair] = []
     identical = empty = 0
     bar = tqdm(total=config.pairs, desc="feedback: sample and rate", unit="pair", disable=not progress)
-    for start in range(0, len(prompts), config.batch_size):
-        batch = prompts[start : start + config.batch_size]
-        seed_a, seed_b = torch.randint(0, 2**62, (2,), generator=g).tolist()
-        a = sample(
-            model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_a, temperature=config.temperature
-        ).responses
-        b = sample(
-            model, tokenizer, batch, max_new_tokens=config.max_new_tokens, seed=seed_b, temperature=config.temperature
-        ).responses
-        gold_a, gold_b = task.gold(batch, a), task.gold(batch, b)
+    batches = sample_pair_batches(
+        model, tokenizer, task, prompts, config.max_new_tokens, config.temperature, config.batch_size, g
+    )
+    for batch, a, b, gold_a, gold_b in batches:
         for prompt, ta, tb, ga, gb in zip(batch, a, b, gold_a, gold_b):
             if not ta.strip() or not tb.strip():
                 empty += 1

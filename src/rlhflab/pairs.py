@@ -33,6 +33,22 @@ class PreferencePair:
     scores: dict[str, float] = field(default_factory=dict)
     """Optional named scores, e.g. ``{"gold_chosen": 0.6, "gold_rejected": -0.1}``."""
 
+    def swapped(self) -> PreferencePair:
+        """The same comparison written the other way round: completions exchanged, label 1 - label,
+        and score names with ``chosen`` and ``rejected`` exchanged (``gold_chosen`` <-> ``gold_rejected``)."""
+
+        def other(name: str) -> str:
+            return name.replace("chosen", "\0").replace("rejected", "chosen").replace("\0", "rejected")
+
+        return PreferencePair(
+            self.prompt,
+            self.rejected,
+            self.chosen,
+            1.0 - self.label,
+            self.source,
+            {other(k): v for k, v in self.scores.items()},
+        )
+
 
 _REQUIRED = {"prompt": str, "chosen": str, "rejected": str}
 

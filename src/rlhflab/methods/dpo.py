@@ -13,6 +13,7 @@ once, before training.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -172,6 +173,7 @@ def train_dpo(
     )
     last: dict = {}
     while step < total:
+        t0 = time.perf_counter()
         idx = batches.local_batch(step)
         sums, means = _logps(
             policy, [chosen[i] for i in idx] + [rejected[i] for i in idx], tokenizer.pad_token_id, accelerator.device
@@ -189,6 +191,7 @@ def train_dpo(
         accelerator.clip_grad_norm_(policy.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        t_step = time.perf_counter() - t0
         step += 1
         last = {
             "step": step,
@@ -196,6 +199,7 @@ def train_dpo(
             "dpo/accuracy": m["accuracy"],
             "dpo/margin": m["margin"],
             "lr": lr_at(step - 1, total, config.lr),
+            "time/step": t_step,
         }
         if accelerator.is_main_process:
             append_jsonl(metrics_path, last)

@@ -1,0 +1,463 @@
+"""AI feedback (RLAIF): a judge model compares two completions against written principles.
+
+The judge reads one query per order::
+
+    {principles}
+
+    Prompt: {prompt}
+
+    Response A: {a}
+
+    Response B: {b}
+
+    Which response better follows the principles? Answer:
+
+and its preference is read from its next-token distribution: the log-probabilities of the
+first token of ``" A"`` and of ``" B"``, softmaxed over those two, give P(A). Language models
+favour one position (often the first), so every pair is asked in both orders and the two
+probabilities of choosing the same completion are averaged:
+
+    p(first) = (P_AB(first) + P_BA(first)) / 2,   P_AB(first) = P_AB(A),  P_BA(first) = P_BA(B)
+
+which cancels a judge's pure position preference exactly (one that always says A with
+probability q gives q and 1 - q: p = 0.5). What the average cannot show, the summary does:
+the position bias (mean P(choose A) over both orders, minus 0.5) and the consistency (the
+share of pairs on which both orders pick the same completion).
+
+Output pairs are written so that ``chosen`` is the judge's preferred completion and
+``label`` is the judge's probability for it (>= 0.5; exactly 0.5 is a tie, left in its input
+order); ``source`` is ``ai:<judge>``; ``scores`` keeps the input's scores (names with
+``chosen``/``rejected`` swapped along with the completions) and adds ``judge_p_chosen``
+(= label), ``judge_p_chosen_as_a`` and ``judge_p_chosen_as_b`` (the judge's probability of
+picking the chosen completion when it was shown first, and second) and ``judge_answer_mass``
+(the share of the judge's next-token probability on the two answer tokens, averaged over the
+two orders: far below 1 means the judge was not really answering).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhflab.config import check
+from rlhflab.errors import ConfigError, DataError, RlhflabError
+from rlhflab.models import context_length, forward_inputs
+from rlhflab.pairs import PreferencePair
+
+DEFAULT_TEMPLATE = (
+    "{principles}\n\n"
+    "Prompt: {prompt}\n\n"
+    "Response A: {a}\n\n"
+    "Response B: {b}\n\n"
+    "Which response better follows the principles? Answer:"
+)
+"""The judge's query; the answer token is scored right after its last character."""
+PLACEHOLDERS = ("principles", "prompt", "a", "b")
+ELLIPSIS = "..."
+"""Put in front of a prompt or response whose start was cut to fit the judge's context."""
+MIN_PIECE_TOKENS = 8
+"""The least room the prompt and each response must have in the judge's context."""
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+
+
+@dataclass(frozen=True)
+class AIFeedbackConfig:
+    batch_size: int = 16
+    """Judge queries per forward pass (each pair is asked twice, once in each order)."""
+    max_length: int = 0
+    """Longest judge query in tokens; 0 = the judge's context length. Longer queries lose the start of the prompt
+    and of the responses (marked '...'), never the principles or the question."""
+    answer_a: str = " A"
+    """The answer that names the first response shown (default: a space, then A); its first token is scored."""
+    answer_b: str = " B"
+    """The answer that names the second response shown (default: a space, then B); its first token must differ
+    from answer-a's."""
+
+    def __post_init__(self) -> None:
+        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.max_length >= 0, "max_length", self.max_length, ">= 0 (0 = the judge's context length)")
+        check(self.answer_a != "", "answer_a", self.answer_a, "a non-empty string")
+        check(self.answer_b != "", "answer_b", self.answer_b, "a non-empty string")
+
+
+# ---------------------------------------------------------------- the scoring math
+
+
+def choice_probability(logp_a: float, logp_b: float) -> float:
+    """P(A) from the judge's scores of the two answers: softmax over those two only."""
+    return 1.0 / (1.0 + math.exp(max(min(logp_b - logp_a, 700.0), -700.0)))
+
+
+def debiased_preference(p_ab: float, p_ba: float) -> float:
+    """P(first completion better), from P(judge picks it) shown as A (``p_ab``) and shown as B (``p_ba``)."""
+    return (p_ab + p_ba) / 2
+
+
+def position_bias(p_ab: Sequence[float], p_ba: Sequence[float]) -> float:
+    """Mean P(judge answers A) over both orders, minus 0.5 (> 0: favours the first position).
+
+    In order AB, answering A picks the first completion (probability ``p_ab``); in order BA,
+    answering A picks the second (probability ``1 - p_ba``).
+    """
+    if not p_ab:
+        return 0.0
+    return sum((x + 1 - y) / 2 for x, y in zip(p_ab, p_ba)) / len(p_ab) - 0.5
+
+
+def consistency(p_ab: Sequence[float], p_ba: Sequence[float]) -> float:
+    """Share of pairs on which both orders pick the same completion (a probability of exactly 0.5 picks none)."""
+    if not p_ab:
+        return 0.0
+    agree = sum((x > 0.5 and y > 0.5) or (x < 0.5 and y < 0.5) for x, y in zip(p_ab, p_ba))
+    return agree / len(p_ab)
+
+
+def share_budget(lengths: Sequence[int], budget: int) -> int:
+    """The largest cap with sum(min(length, cap)) <= budget: short pieces are kept whole, long ones cut to the cap."""
+    if sum(lengths) <= budget:
+        return max(lengths, default=0)
+    low, high = 0, max(lengths)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+# ---------------------------------------------------------------- principles and template
+
+
+def read_principles(path: str | Path) -> str:
+    """The principles ("constitution"): a UTF-8 text file that is not empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            path, "no such file (--principles needs a UTF-8 text file)" if not path.exists() else "not a file"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not text.strip():
+        raise DataError(path, "is empty; write the principles the judge should apply")
+    return text.strip()
+
+
+def check_template(template: str, source: str = "template") -> str:
+    missing = [p for p in PLACEHOLDERS if "{" + p + "}" not in template]
+    if missing:
+        raise DataError(
+            source,
+            f"the template has no {', '.join('{' + p + '}' for p in missing)} placeholder; a template needs "
+            + ", ".join("{" + p + "}" for p in PLACEHOLDERS),
+        )
+    return template
+
+
+def read_template(path: str | Path | None) -> str:
+    """The default template, or a UTF-8 file holding {principles}, {prompt}, {a} and {b}."""
+    if path is None:
+        return DEFAULT_TEMPLATE
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file" if not path.exists() else "not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return check_template(text.rstrip(), str(path))  # the answer follows the template's last visible character
+
+
+def render(template: str, principles: str, prompt: str, a: str, b: str) -> str:
+    """The template with its placeholders filled in one pass (braces in the values stay as written)."""
+    values = {"principles": principles, "prompt": prompt, "a": a, "b": b}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def answer_token_ids(tokenizer, answer_a: str, answer_b: str) -> tuple[int, int]:
+    """The first token of each answer string; an error if the two are the same token."""
+    ids = []
+    for flag, answer in (("--answer-a", answer_a), ("--answer-b", answer_b)):
+        tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not tokens:
+            raise ConfigError(f"{flag} {answer!r} is no token at all for the judge's tokenizer")
+        ids.append(tokens[0])
+    if ids[0] == ids[1]:
+        raise ConfigError(
+            f"--answer-a {answer_a!r} and --answer-b {answer_b!r} start with the same token "
+            f"({tokenizer.convert_ids_to_tokens(ids[0])!r}) for the judge's tokenizer, so the judge's choice "
+            "cannot be read; pass answers whose first tokens differ (e.g. --answer-a A --answer-b B)"
+        )
+    return ids[0], ids[1]
+
+
+# ---------------------------------------------------------------- judges
+
+
+class Judge(Protocol):
+    name: str
+
+    def answer_logprobs(
+        self, items: Sequence[tuple[str, str, str]], progress: bool = False
+    ) -> list[tuple[float, float]]:
+        """For each (prompt, response A, response B): log P(answer A), log P(answer B) as the next token."""
+        ...
+
+
+class LMJudge:
+    """A causal language model as judge; ``answer_logprobs`` batches its forward passes."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        principles: str,
+        template: str = DEFAULT_TEMPLATE,
+        config: AIFeedbackConfig | None = None,
+        name: str = "judge",
+    ):
+        config = config if config is not None else AIFeedbackConfig()
+        self.model, self.tokenizer, self.config, self.name = model, tokenizer, config, name
+        self.principles, self.template = principles, check_template(template)
+        if tokenizer.padding_side != "left" or tokenizer.pad_token_id is None:
+            raise RlhflabError("the judge's tokenizer must pad, on the left (load it with rlhflab.models.load_policy)")
+        self.answer_ids = answer_token_ids(tokenizer, config.answer_a, config.answer_b)
+        limits = [n for n in (context_length(model), config.max_length) if n]
+        self.limit = min(limits) if limits else None
+        self.truncated = 0
+        """Queries whose prompt or responses were cut to fit (counted over all calls)."""
+        if self.limit is not None:
+            fixed = self._count(render(template, principles, "", "", ""))
+            if self.limit - fixed < 3 * MIN_PIECE_TOKENS:
+                raise RlhflabError(
+                    f"the principles and template take {fixed} tokens of the judge's {self.limit}-token context, "
+                    f"leaving {max(self.limit - fixed, 0)} for the prompt and both responses (at least "
+                    f"{3 * MIN_PIECE_TOKENS} needed); shorten the principles or the template, or use a judge with "
+                    "a longer context"
+                )
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer(text, verbose=False)["input_ids"])
+
+    def query(self, prompt: str, a: str, b: str) -> tuple[str, int, bool]:
+        """(query text, its length in tokens, whether it was cut to fit the context)."""
+        pieces = [prompt.strip(), a.strip(), b.strip()]
+        text = render(self.template, self.principles, *pieces)
+        n = self._count(text)
+        if self.limit is None or n <= self.limit:
+            return text, n, False
+        tokens = [self.tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"] for p in pieces]
+        budget = sum(map(len, tokens)) - (n - self.limit)
+        for _ in range(8):  # cutting text changes how its edges tokenise: a few tokens more may be needed
+            cap = share_budget([len(t) for t in tokens], max(budget, 0))
+            cut = [
+                p
+                if len(t) <= cap
+                else ELLIPSIS
+                + self.tokenizer.decode(
+                    t[len(t) - cap :], skip_special_tokens=False, clean_up_tokenization_spaces=False
+                )
+                for p, t in zip(pieces, tokens)
+            ]
+            text = render(self.template, self.principles, *cut)
+            n = self._count(text)
+            if n <= self.limit:
+                return text, n, True
+            budget -= n - self.limit
+        raise RlhflabError(
+            f"could not fit the judge query for prompt {prompt[:60]!r} into {self.limit} tokens; "
+            "shorten the principles or the template"
+        )
+
+    @torch.no_grad()
+    def answer_logprobs(
+        self, items: Sequence[tuple[str, str, str]], progress: bool = False
+    ) -> list[tuple[float, float]]:
+        queries = [self.query(*item) for item in items]
+        self.truncated += sum(q[2] for q in queries)
+        order = sorted(range(len(queries)), key=lambda i: queries[i][1])  # similar lengths share a batch
+        out: list[tuple[float, float]] = [(0.0, 0.0)] * len(queries)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        ids = list(self.answer_ids)
+        size = self.config.batch_size
+        for start in tqdm(range(0, len(order), size), desc="ai feedback: judge", unit="batch", disable=not progress):
+            batch = order[start : start + size]
+            enc = self.tokenizer([queries[i][0] for i in batch], return_tensors="pt", padding=True).to(device)
+            logits = self.model(**forward_inputs(self.model, enc["input_ids"], enc["attention_mask"])).logits
+            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, ids]
+            for i, (la, lb) in zip(batch, logp.tolist()):
+                out[i] = (la, lb)
+        self.model.train(was_training)
+        return out
+
+
+# ---------------------------------------------------------------- pairs
+
+
+def judge_pairs(
+    pairs: Sequence[PreferencePair], judge: Judge, progress: bool = False
+) -> tuple[list[PreferencePair], dict]:
+    """Relabel ``pairs`` with the judge's debiased preference; returns (pairs, summary).
+
+    Every pair is asked twice: (chosen as A, rejected as B) and (rejected as A, chosen as B);
+    the input's label and order do not matter. See the module docstring for the output.
+    """
+    items = []
+    for p in pairs:
+        items += [(p.prompt, p.chosen, p.rejected), (p.prompt, p.rejected, p.chosen)]
+    logps = judge.answer_logprobs(items, progress=progress)
+    if len(logps) != len(items):
+        raise RlhflabError(f"the judge answered {len(logps)} of {len(items)} queries")
+    out: list[PreferencePair] = []
+    p_abs, p_bas, masses = [], [], []
+    for i, pair in enumerate(pairs):
+        (la1, lb1), (la2, lb2) = logps[2 * i], logps[2 * i + 1]
+        p_ab = choice_probability(la1, lb1)  # first completion shown as A, judge says A
+        p_ba = choice_probability(lb2, la2)  # first completion shown as B, judge says B
+        p = debiased_preference(p_ab, p_ba)
+        mass = (math.exp(la1) + math.exp(lb1) + math.exp(la2) + math.exp(lb2)) / 2
+        p_abs.append(p_ab)
+        p_bas.append(p_ba)
+        masses.append(mass)
+        new = PreferencePair(pair.prompt, pair.chosen, pair.rejected, 1.0, f"ai:{judge.name}", dict(pair.scores))
+        if p < 0.5:
+            new, p, p_ab, p_ba = new.swapped(), 1 - p, 1 - p_ba, 1 - p_ab
+        scores = {
+            **new.scores,
+            "judge_p_chosen": p,
+            "judge_p_chosen_as_a": p_ab,
+            "judge_p_chosen_as_b": p_ba,
+            "judge_answer_mass": mass,
+        }
+        out.append(PreferencePair(new.prompt, new.chosen, new.rejected, p, new.source, scores))
+    n = len(out)
+    gold = [
+        q.scores["gold_chosen"] > q.scores["gold_rejected"]
+        for q in out
+        if q.label != 0.5
+        and "gold_chosen" in q.scores
+        and "gold_rejected" in q.scores
+        and q.scores["gold_chosen"] != q.scores["gold_rejected"]
+    ]
+    summary = {
+        "judge": judge.name,
+        "pairs": n,
+        "position_bias": position_bias(p_abs, p_bas),
+        "consistency": consistency(p_abs, p_bas),
+        "mean_label": sum(q.label for q in out) / max(n, 1),
+        "ties": sum(q.label == 0.5 for q in out),
+        "answer_mass": sum(masses) / max(n, 1),
+        "agreement_with_gold": sum(gold) / len(gold) if gold else None,
+        "gold_pairs": len(gold),
+        "truncated_queries": getattr(judge, "truncated", 0),
+    }
+    return out, summary
+
+
+def format_summary(summary: dict) -> str:
+    """The summary in a few lines for the terminal."""
+    lines = [
+        (
+            f"position bias {summary['position_bias']:+.3f} (mean P(judge answers A) over both orders - 0.5; "
+            "cancelled in the labels)"
+        ),
+        f"consistency {summary['consistency']:.1%} (pairs on which both orders pick the same completion)",
+        f"answer mass {summary['answer_mass']:.3f} (judge's probability on the two answer tokens; near 1 is good)",
+    ]
+    if summary.get("agreement_with_gold") is not None:
+        lines.append(
+            f"agrees with the gold order on {summary['agreement_with_gold']:.1%} of {summary['gold_pairs']} pairs"
+        )
+    if summary.get("truncated_queries"):
+        lines.append(f"{summary['truncated_queries']} queries were cut to fit the judge's context")
+    return "\n".join(lines)
+
+
+def run_ai_feedback(
+    pairs_path: Path,
+    out: Path,
+    judge_name: str,
+    principles_path: Path,
+    template_path: Path | None,
+    config: AIFeedbackConfig,
+    pad_token: str | None = None,
+    run=None,
+    progress: bool = True,
+) -> dict:
+    """Read pairs, judge them, write ``out`` and ``<out stem>.ai_summary.json`` (and a manifest stage with ``run``)."""
+    import contextlib
+
+    from rlhflab import distributed
+    from rlhflab.models import load_policy
+    from rlhflab.pairs import read_pairs, write_pairs
+    from rlhflab.rundir import atomic_write_json, sha256_file
+
+    pairs = read_pairs(pairs_path)
+    principles = read_principles(principles_path)
+    template = read_template(template_path)
+    model, tokenizer = load_policy(judge_name, pad_token)
+    model.to(distributed.state().device)
+    name = judge_display_name(judge_name)
+    judge = LMJudge(model, tokenizer, principles, template, config, name=name)
+    if run is not None:
+        from rlhflab.pipeline import stage
+
+        args = {
+            "judge": judge_name,
+            "pairs": str(pairs_path),
+            "out": str(out),
+            "principles": str(principles_path),
+            "template": str(template_path) if template_path else None,
+            "pad_token": pad_token,
+        }
+        inputs = {"pairs": pairs_path, "principles": principles_path}
+        if template_path:
+            inputs["template"] = template_path
+        recording = stage(run, "feedback_ai", config, args, inputs)
+    else:
+        recording = contextlib.nullcontext({})
+    with recording as results:
+        labelled, summary = judge_pairs(pairs, judge, progress=progress)
+        summary.update(
+            judge_model=judge_name,
+            input=str(pairs_path),
+            output=str(out),
+            principles=str(principles_path),
+            principles_sha256=sha256_file(principles_path),
+            template=str(template_path) if template_path else "default",
+            template_text=template,
+            answers=[config.answer_a, config.answer_b],
+            answer_token_ids=list(judge.answer_ids),
+            context_tokens=judge.limit,
+        )
+        write_pairs(out, labelled)
+        atomic_write_json(summary_path(out), summary)
+        results.update({k: summary[k] for k in ("pairs", "position_bias", "consistency", "answer_mass")})
+    return summary
+
+
+def judge_display_name(judge: str) -> str:
+    """The judge as named in each pair's source: ``embedded``, a model folder's name, or the hub id."""
+    from rlhflab.models import EMBEDDED
+
+    if judge in (EMBEDDED, "", "default"):
+        return EMBEDDED
+    path = Path(judge).expanduser()
+    return path.resolve().name if path.exists() else judge
+
+
+def summary_path(out: str | Path) -> Path:
+    """Where the summary of an AI-feedback output goes: ``pairs.jsonl`` -> ``pairs.ai_summary.json``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".ai_summary.json")

@@ -1,0 +1,1 @@
+"""Human preference labelling: a SQLite-backed query queue, a web app, export and statistics."""

@@ -1,0 +1,89 @@
+"""The labelling page in a real headless Chromium: five pairs labelled by keyboard and by click,
+one undone, and the database holds exactly the four expected answers; model text shown as text.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright package (the dev extra); skipped
+without them. ``.ci/run`` installs both.
+"""
+
+import shutil
+
+import pytest
+from labelserver import Server
+
+from rlhflab.label.store import LabelStore
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"]
+HOSTILE = ' <script>document.title = "pwned"</script><img src=x onerror="alert(1)">'
+
+
+def test_label_five_pairs_by_keyboard_and_click_then_undo_one(tmp_path):
+    run = tmp_path / "run"
+    store = LabelStore(run)
+    store.add_queries(
+        [{"prompt": f"prompt {i}", "a": HOSTILE if i == 0 else f" a{i}", "b": f" b{i}"} for i in range(8)]
+    )
+    token = store.add_labeller("ann")
+    guidelines = tmp_path / "guidelines.md"
+    guidelines.write_text("Prefer the <b>kinder</b> continuation.")
+    server = Server(run, guidelines=guidelines)
+    problems = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+
+            # without a token: the login form; a wrong token is refused with a message
+            page.goto(server.url)
+            page.wait_for_selector("#login:not([hidden])")
+            page.fill("#token", "wrong")
+            page.click("#login button")
+            page.wait_for_selector("body[data-state=login]")
+            assert "valid access token" in page.inner_text("#status")
+            assert problems and all("401" in m for m in problems)  # the browser logs the refused request
+            problems.clear()
+
+            page.goto(server.url + "#token=" + token)
+            page.wait_for_selector("body[data-state=ready]")
+            assert "#token" not in page.url  # the token leaves the address bar at once
+            assert page.is_hidden("#login") and page.is_visible("#btn-a")
+            assert page.inner_text("#text-a") == HOSTILE  # shown as text, not run
+            assert page.title() == "rlhflab · labelling"
+            assert page.inner_text("#guidelines") == "Prefer the <b>kinder</b> continuation."
+            assert page.inner_text("#labeller") == "labeller: ann"
+
+            def act(action, expect_query):
+                before = page.get_attribute("body", "data-query")
+                action()
+                page.wait_for_function(
+                    "([q]) => document.body.dataset.state === 'ready' && document.body.dataset.query === q",
+                    arg=[str(expect_query)],
+                )
+                assert before != page.get_attribute("body", "data-query")
+
+            act(lambda: page.keyboard.press("1"), 2)  # query 1: A
+            act(lambda: page.click("#btn-b"), 3)  # query 2: B
+            act(lambda: page.keyboard.press("3"), 4)  # query 3: tie
+            act(lambda: page.keyboard.press("2"), 5)  # query 4: B
+            act(lambda: page.click("#btn-tie"), 6)  # query 5: tie
+            act(lambda: page.keyboard.press("u"), 5)  # undo query 5: shown again
+            assert page.inner_text("#text-b") == " b4"
+            assert "4 answered by you" in page.inner_text("#progress")
+            page.screenshot(path=str(tmp_path / "label.png"))
+            browser.close()
+    finally:
+        server.stop()
+
+    assert problems == []
+    assert [(a["query_id"], a["choice"], a["labeller"]) for a in store.answers()] == [
+        (1, "a", "ann"),
+        (2, "b", "ann"),
+        (3, "tie", "ann"),
+        (4, "b", "ann"),
+    ]
