@@ -17,9 +17,11 @@ and prints the labels each strategy needs to reach the accuracy random reaches a
 count (linear interpolation between counts; ``>max`` when not reached).
 
     .venv/bin/python bench/bench_query_selection.py [--seeds 0 1 2] [--counts 50 100 200 500 1000]
-        [--out bench/results/query_selection]
+        [--out runs/query_selection]
 
-Takes about an hour on 2 CPU cores with the defaults; ``--quick`` is a minutes-long smoke version.
+Reward models are trained for max(--epochs, --min-steps steps) so that 50 labels get more than
+three optimiser steps. Takes about half an hour on 2 CPU cores with the defaults; ``--quick`` is
+a minutes-long smoke version.
 """
 
 from __future__ import annotations
@@ -137,7 +139,9 @@ def run_seed(seed, args, workdir):
             chosen += new
             labelled += label([pool[i] for i in new], rater, rg)
             t1 = time.time()
-            reward = train(args.model, labelled, replace(config, batch_size=min(16, len(labelled))), workdir)
+            batch = min(16, len(labelled))
+            epochs = max(args.epochs, args.min_steps * batch / len(labelled))  # few labels: more passes
+            reward = train(args.model, labelled, replace(config, batch_size=batch, epochs=epochs), workdir)
             acc = gold_accuracy(reward, heldout)
             bon = best_of_n_gold(reward, eval_prompts, candidates, golds, args.n)
             results[strategy].append({"labels": count, "gold_accuracy": acc, "best_of_n_gold": bon})
@@ -194,26 +198,20 @@ def main() -> None:
     p.add_argument("--model", default=EMBEDDED)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--counts", type=int, nargs="+", default=[50, 100, 200, 500, 1000])
-    p.add_argument("--pool", type=int, default=3000, help="candidate pairs sampled per seed")
+    p.add_argument("--pool", type=int, default=2500, help="candidate pairs sampled per seed")
     p.add_argument("--heldout", type=int, default=400)
     p.add_argument("--ensemble", type=int, default=3)
-    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the labels (at least --min-steps steps)")
+    p.add_argument("--min-steps", type=int, default=30, help="optimiser steps of 16 pairs, at least")
     p.add_argument("--n", type=int, default=8, help="best-of-n")
     p.add_argument("--bon-prompts", type=int, default=200)
     p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--out", type=Path, default=Path("bench/results/query_selection"))
+    p.add_argument("--out", type=Path, default=Path("runs/query_selection"))
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
-        args.seeds, args.counts, args.pool, args.heldout, args.bon_prompts, args.ensemble, args.epochs = (
-            [0],
-            [32, 64],
-            200,
-            64,
-            16,
-            2,
-            1.0,
-        )
+        args.seeds, args.counts, args.pool, args.heldout = [0], [32, 64], 200, 64
+        args.bon_prompts, args.ensemble, args.min_steps = 16, 2, 4
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with tempfile.TemporaryDirectory() as workdir:

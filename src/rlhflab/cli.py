@@ -66,6 +66,16 @@ def run_dir_option(required: bool = True):
     )
 
 
+def default_run_dir_option(default: str, help: str):
+    return click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path(default),
+        show_default=True,
+        help=help,
+    )
+
+
 def resume_option(what: str):
     return click.option(
         "--resume",
@@ -498,13 +508,7 @@ def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 
 
 @cli.command("compare")
-@click.option(
-    "--run-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/compare"),
-    show_default=True,
-    help="Where the comparison, its shared data and its points go.",
-)
+@default_run_dir_option("runs/compare", "Where the comparison, its shared data and its points go.")
 @model_option
 @task_option
 @click.option(
@@ -706,13 +710,7 @@ def label_stats_cmd(run_dir: Path, as_json: bool) -> None:
 
 
 @cli.command("demo")
-@click.option(
-    "--run-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/demo"),
-    show_default=True,
-    help="Where to write the run.",
-)
+@default_run_dir_option("runs/demo", "Where to write the run.")
 @model_option
 @task_option
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
