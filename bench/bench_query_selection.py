@@ -35,27 +35,18 @@ from pathlib import Path
 
 import torch
 
-from rlhflab.feedback import SimulatedRater, prompt_stream, sample_pair_batches
-from rlhflab.label.queries import preference_variance
+from rlhflab.feedback import SimulatedRater
+from rlhflab.label.queries import QueryConfig, candidate_pairs, preference_variance
 from rlhflab.models import EMBEDDED, load_policy, sample
 from rlhflab.reward_model import RewardModel, RewardTrainConfig, train_reward_model
 from rlhflab.rundir import RunDir
 from rlhflab.tasks import load_task
 
 
-def pairs_from_pool(model, tokenizer, task, n, generator, max_new_tokens, batch_size=64):
+def pairs_from_pool(model, tokenizer, task, n, generator, max_new_tokens):
     """Up to ``n`` candidate pairs (empty and identical ones dropped) with their gold scores."""
-    out = []
-    prompts = prompt_stream(task.train_prompts, n, generator)
-    for batch, a, b, ga, gb in sample_pair_batches(
-        model, tokenizer, task, prompts, max_new_tokens, 0.7, batch_size, generator
-    ):
-        out += [
-            dict(prompt=p, a=x, b=y, gold_a=u, gold_b=v)
-            for p, x, y, u, v in zip(batch, a, b, ga, gb)
-            if x.strip() and y.strip() and x != y
-        ]
-    return out
+    config = QueryConfig(count=n, max_new_tokens=max_new_tokens, temperature=0.7)
+    return candidate_pairs(model, tokenizer, task, n, config, generator, progress=False)
 
 
 def label(rows, rater, generator):
@@ -241,7 +232,7 @@ def main() -> None:
     (args.out / "query_selection.json").write_text(json.dumps(summary, indent=2))
     figure(all_results, args.counts, args.n, args.out / "query_selection.png")
     print(
-        f"\nmean held-out gold accuracy by labels: "
+        "\nmean held-out gold accuracy by labels: "
         + "; ".join(
             f"{s}: " + ", ".join(f"{c['labels']}→{c['gold_accuracy']:.3f}" for c in mean_curve[s]) for s in mean_curve
         )

@@ -670,6 +670,15 @@ def _local_addresses() -> list[str]:
     return sorted(names)
 
 
+def _existing_label_store(run_dir: Path):
+    """The run's label store; an error if it has none (opening one would create it)."""
+    from rlhflab.label.store import DB_NAME, LabelStore
+
+    if not (run_dir / DB_NAME).is_file():
+        raise RlhflabError(f"{run_dir / DB_NAME}: no labels yet (rlhflab label queue / serve write it)")
+    return LabelStore(run_dir)
+
+
 @label.command("export")
 @label_run_option
 @click.option(
@@ -680,12 +689,9 @@ def _local_addresses() -> list[str]:
 )
 def label_export(run_dir: Path, out: Path | None) -> None:
     """Write every answer but skips as PreferencePair JSONL (source human:NAME; ties have label 0.5)."""
-    from rlhflab.label.store import DB_NAME, LabelStore
     from rlhflab.pairs import write_pairs
 
-    if not (run_dir / DB_NAME).is_file():
-        raise RlhflabError(f"{run_dir / DB_NAME}: no labels yet (rlhflab label queue / serve write it)")
-    pairs = LabelStore(run_dir).export_pairs()
+    pairs = _existing_label_store(run_dir).export_pairs()
     out = out or run_dir / "human_pairs.jsonl"
     write_pairs(out, pairs)
     say(f"wrote {len(pairs)} pairs to {out}")
@@ -698,11 +704,9 @@ def label_stats_cmd(run_dir: Path, as_json: bool) -> None:
     """Counts, time per label, inter-labeller agreement and agreement with the gold scorer."""
     import json
 
-    from rlhflab.label.store import DB_NAME, LabelStore, format_stats
+    from rlhflab.label.store import format_stats
 
-    if not (run_dir / DB_NAME).is_file():
-        raise RlhflabError(f"{run_dir / DB_NAME}: no labels yet (rlhflab label queue / serve write it)")
-    stats = LabelStore(run_dir).stats()
+    stats = _existing_label_store(run_dir).stats()
     say(json.dumps(stats, indent=2) if as_json else format_stats(stats))
 
 

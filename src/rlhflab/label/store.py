@@ -223,7 +223,7 @@ class LabelStore:
                     "INSERT INTO served (query_id, labeller_id, at) VALUES (?, ?, ?)",
                     (row["id"], labeller.id, time.time()),
                 )
-        return {"query_id": row["id"], "prompt": row["prompt"], "a": row["a"], "b": row["b"]}
+        return _shown(row)
 
     def answer(self, labeller: Labeller, query_id: int, choice: str) -> int:
         """Record an answer; returns its id once it is committed to disk."""
@@ -264,8 +264,7 @@ class LabelStore:
                 "UPDATE served SET at = ? WHERE query_id = ? AND labeller_id = ?",
                 (time.time(), row["query_id"], labeller.id),
             )
-            q = db.execute("SELECT * FROM queries WHERE id = ?", (row["query_id"],)).fetchone()
-        return {"query_id": q["id"], "prompt": q["prompt"], "a": q["a"], "b": q["b"]}
+            return _shown(db.execute("SELECT * FROM queries WHERE id = ?", (row["query_id"],)).fetchone())
 
     def progress(self, labeller: Labeller) -> dict:
         with self._connect() as db:
@@ -316,6 +315,11 @@ class LabelStore:
     def _count(self, table: str) -> int:
         with self._connect() as db:
             return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def _shown(row: sqlite3.Row) -> dict:
+    """A queries row as the page gets it."""
+    return {"query_id": row["id"], "prompt": row["prompt"], "a": row["a"], "b": row["b"]}
 
 
 class _Transaction:
