@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from rlhflab.diagnostics import (
+from rlhflab.evaluation.diagnostics import (
     attractor,
     distinct_n,
     embedding_spread,
@@ -25,8 +25,8 @@ from rlhflab.diagnostics import (
     phrase_growth,
     self_bleu,
 )
-from rlhflab.diagnostics.embeddings import embed, embedding_model_dir
-from rlhflab.models import ASSETS, load_tokenizer
+from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir
+from rlhflab.rollout.models import ASSETS, load_tokenizer
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from labelserver import Server  # noqa: E402
 
-from rlhflab.label.store import LabelStore  # noqa: E402
+from rlhflab.feedback.label.store import LabelStore  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

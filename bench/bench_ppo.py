@@ -67,8 +67,8 @@ def main() -> None:
     args = p.parse_args()
 
     from rlhflab.methods.ppo import train_ppo
-    from rlhflab.models import load_policy, silence_library_logs
-    from rlhflab.rundir import RunDir, read_jsonl
+    from rlhflab.rollout.models import load_policy, silence_library_logs
+    from rlhflab.run.rundir import RunDir, read_jsonl
     from rlhflab.tasks import sentiment
 
     silence_library_logs()

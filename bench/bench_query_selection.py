@@ -8,7 +8,7 @@ train a reward-model ensemble on them:
 - ``random``: the first N pairs of a shuffled pool;
 - ``disagreement``: the first 50 as random, then each next batch is the pool pairs on which the
   ensemble trained at the previous count disagrees most (variance of its members' predicted
-  preference, ``rlhflab.label.queries.preference_variance``).
+  preference, ``rlhflab.feedback.label.queries.preference_variance``).
 
 At every count it records the ensemble's accuracy at ordering held-out pairs as the gold reward
 does (gold ties left out) and the gold reward of best-of-n with that reward model (the
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from rlhflab.feedback import SimulatedRater
-from rlhflab.label.queries import QueryConfig, candidate_pairs, preference_variance
-from rlhflab.models import EMBEDDED, load_policy, sample
-from rlhflab.reward_model import RewardModel, RewardTrainConfig, train_reward_model
-from rlhflab.rundir import RunDir
+from rlhflab.feedback.simulated import SimulatedRater
+from rlhflab.feedback.label.queries import QueryConfig, candidate_pairs, preference_variance
+from rlhflab.rollout.models import EMBEDDED, load_policy, sample
+from rlhflab.reward.model import RewardModel, RewardTrainConfig, train_reward_model
+from rlhflab.run.rundir import RunDir
 from rlhflab.tasks import load_task
 
 

@@ -138,8 +138,8 @@ def make_pairs(model_path: str, prompts: list[str], count: int, tokens: int, see
     """``count`` PreferencePairs: two continuations of ``tokens`` tokens sampled per prompt, the one with
     more vowels chosen; both end with the end-of-sequence token (TRL appends it when missing, so this
     way both sides train on the very same token sequences)."""
-    from rlhflab.models import load_policy, sample
-    from rlhflab.pairs import PreferencePair
+    from rlhflab.rollout.models import load_policy, sample
+    from rlhflab.feedback.pairs import PreferencePair
 
     model, tokenizer = load_policy(model_path)
     model.eval()
@@ -174,7 +174,7 @@ def make_pairs(model_path: str, prompts: list[str], count: int, tokens: int, see
 
 def run_dpo_ours(args, model_path: str, pairs, seed: int) -> list[float]:
     from rlhflab.methods.dpo import DPOConfig, train_dpo
-    from rlhflab.rundir import RunDir, read_jsonl
+    from rlhflab.run.rundir import RunDir, read_jsonl
 
     config = DPOConfig(
         beta=args.beta,
@@ -243,8 +243,8 @@ def run_dpo_trl(args, model_path: str, pairs, seed: int) -> tuple[list[float], d
 
 
 def bench_dpo(args, model_path: str, task) -> dict:
-    from rlhflab.batching import encode
-    from rlhflab.models import load_tokenizer
+    from rlhflab.rollout.batching import encode
+    from rlhflab.rollout.models import load_tokenizer
 
     total = args.warmup + args.steps
     pairs = make_pairs(model_path, task.train_prompts, total * args.batch_size, args.completion_tokens, args.seed)
@@ -288,7 +288,7 @@ def bench_dpo(args, model_path: str, task) -> dict:
 
 def run_rloo_ours(args, model_path: str, prompts: list[str], seed: int):
     from rlhflab.methods.rloo import RLOOConfig, train_rloo
-    from rlhflab.rundir import RunDir, read_jsonl
+    from rlhflab.run.rundir import RunDir, read_jsonl
 
     k, total = args.samples_per_prompt, args.warmup + args.steps
     config = RLOOConfig(
@@ -323,7 +323,7 @@ def run_rloo_trl(args, model_path: str, prompts: list[str], seed: int):
     from trl import RLOOConfig as TRLRLOOConfig
     from trl import RLOOTrainer
 
-    from rlhflab.feedback import prompt_stream
+    from rlhflab.feedback.simulated import prompt_stream
 
     k, total = args.samples_per_prompt, args.warmup + args.steps
     # the prompts rlhflab's trainer draws, in its order: TRL reads them unshuffled, the same prompts at every step
@@ -410,8 +410,8 @@ def bench_rloo(args, model_path: str, task) -> dict:
 def bench_best_of_n(args, model_path: str, task) -> dict:
     from transformers import GenerationConfig
 
-    from rlhflab.models import load_policy
-    from rlhflab.samplers import BestOfNSampler
+    from rlhflab.rollout.models import load_policy
+    from rlhflab.rollout.samplers import BestOfNSampler
 
     model, tokenizer = load_policy(model_path)
     model.eval()
@@ -419,7 +419,7 @@ def bench_best_of_n(args, model_path: str, task) -> dict:
     g = torch.Generator().manual_seed(args.seed)
     prompts = [task.train_prompts[i] for i in torch.randperm(len(task.train_prompts), generator=g)[: args.bon_prompts]]
     repeated = [p for p in prompts for _ in range(args.n)]
-    config = GenerationConfig(  # the sampling rlhflab.models.sample asks for: full distribution, no top-k/top-p
+    config = GenerationConfig(  # the sampling rlhflab.rollout.models.sample asks for: full distribution, no top-k/top-p
         do_sample=True,
         temperature=args.temperature,
         top_k=0,
@@ -524,7 +524,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     import datasets
 
-    from rlhflab.models import resolve_model, silence_library_logs
+    from rlhflab.rollout.models import resolve_model, silence_library_logs
     from rlhflab.tasks import load_task
 
     silence_library_logs()

@@ -61,7 +61,7 @@ def main() -> None:
 def broken_table(runs: Path, seeds: list[int]) -> None:
     """What the optimisation broke, per seed, from the same files the report reads."""
     from rlhflab.report.measures import load_run, measure
-    from rlhflab.rundir import RunDir
+    from rlhflab.run.rundir import RunDir
 
     print()
     print(

@@ -125,7 +125,7 @@ def task():
 @pytest.fixture(scope="session")
 def micro_run(micro_model, tmp_path_factory):
     """A whole quick demo (feedback, reward model, PPO, evaluation, diagnostics, report) on the micro model."""
-    from rlhflab.demo import run_demo
+    from rlhflab.pipeline.demo import run_demo
 
     run = tmp_path_factory.mktemp("report") / "run"
     run_demo(run, model=str(micro_model), quick=True, task="conftest:planted_task", progress=False)
@@ -137,7 +137,7 @@ def copy_run_with_policy_text(run: Path, dest: Path, text: str) -> Path:
     import json
     import shutil
 
-    from rlhflab.rundir import read_jsonl
+    from rlhflab.run.rundir import read_jsonl
 
     shutil.copytree(run, dest)
     rows = read_jsonl(dest / "samples.jsonl")

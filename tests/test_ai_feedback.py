@@ -6,7 +6,7 @@ import math
 import pytest
 from clirun import rlhflab
 
-from rlhflab.ai_feedback import (
+from rlhflab.feedback.ai import (
     ELLIPSIS,
     AIFeedbackConfig,
     LMJudge,
@@ -24,8 +24,8 @@ from rlhflab.ai_feedback import (
     summary_path,
 )
 from rlhflab.errors import ConfigError, DataError, RlhflabError
-from rlhflab.models import load_policy
-from rlhflab.pairs import PreferencePair, read_pairs, write_pairs
+from rlhflab.rollout.models import load_policy
+from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
 
 MICRO_TEMPLATE = "{principles}\n{prompt}\nA:{a}\nB:{b}\n?"
 MICRO = AIFeedbackConfig(answer_a="A", answer_b="B", batch_size=4)

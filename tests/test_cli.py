@@ -5,8 +5,8 @@ import json
 import pytest
 from clirun import rlhflab
 
-from rlhflab.pairs import read_pairs
-from rlhflab.rundir import read_jsonl
+from rlhflab.feedback.pairs import read_pairs
+from rlhflab.run.rundir import read_jsonl
 
 TASK = ["--task", "conftest:planted_task"]
 

@@ -5,7 +5,7 @@ import csv
 import pytest
 from clirun import rlhflab
 
-from rlhflab.compare import budget_table, budget_warnings, point_name, preset
+from rlhflab.pipeline.compare import budget_table, budget_warnings, point_name, preset
 
 
 @pytest.fixture(scope="module")

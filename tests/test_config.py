@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from rlhflab.config import check, click_options, config_from_options, field_docs
 from rlhflab.errors import ConfigError
-from rlhflab.evaluate import EvalConfig
-from rlhflab.feedback import SimulateConfig, SimulatedRater
+from rlhflab.evaluation.evaluate import EvalConfig
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
-from rlhflab.reward_model import RewardTrainConfig
+from rlhflab.reward.model import RewardTrainConfig
 
 
 @dataclass(frozen=True)

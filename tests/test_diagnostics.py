@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhflab.diagnostics import (
+from rlhflab.evaluation.diagnostics import (
     attractor,
     distinct_n,
     embedding_spread,
@@ -140,7 +140,7 @@ def test_embedding_spread_hand_values():
 
 
 def test_embedding_spread_with_the_packaged_model():
-    from rlhflab.diagnostics.embeddings import embed, embedding_model_dir
+    from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir
 
     if embedding_model_dir() is None:
         pytest.skip("the optional embedding model is not installed")

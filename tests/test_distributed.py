@@ -13,9 +13,9 @@ import torch
 from clirun import env, rlhflab
 from test_reward_model import planted_pairs
 
-from rlhflab.pairs import write_pairs
-from rlhflab.reward_model import RewardModel
-from rlhflab.rundir import read_jsonl
+from rlhflab.feedback.pairs import write_pairs
+from rlhflab.reward.model import RewardModel
+from rlhflab.run.rundir import read_jsonl
 
 
 def torchrun(*args, nproc=2):

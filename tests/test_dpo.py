@@ -6,9 +6,9 @@ from test_reward_model import planted_pairs
 
 from rlhflab.errors import DataError
 from rlhflab.methods.dpo import DPOConfig, train_dpo, usable_pairs
-from rlhflab.models import load_policy, sample
-from rlhflab.pairs import PreferencePair
-from rlhflab.rundir import RunDir, read_jsonl
+from rlhflab.rollout.models import load_policy, sample
+from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.run.rundir import RunDir, read_jsonl
 
 
 def mean_gold(model_dir, prompts):

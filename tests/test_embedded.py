@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from rlhflab.models import ASSETS, check_fits, load_policy, sample
+from rlhflab.rollout.models import ASSETS, check_fits, load_policy, sample
 from rlhflab.tasks import load_task
 
 

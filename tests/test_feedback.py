@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from rlhflab.feedback import SimulateConfig, SimulatedRater, prompt_stream, simulate_feedback
-from rlhflab.models import load_policy
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater, prompt_stream, simulate_feedback
+from rlhflab.rollout.models import load_policy
 
 
 def test_bradley_terry_probability_with_noise():
@@ -71,8 +71,8 @@ def test_simulate_feedback_on_a_micro_model(micro_model, task):
 
 def test_empty_continuations_are_dropped_not_written(micro_model, task, monkeypatch, tmp_path):
     """A continuation the model ends at once is not a comparison; the written file stays readable."""
-    import rlhflab.feedback as feedback
-    from rlhflab.pairs import read_pairs, write_pairs
+    import rlhflab.feedback.simulated as feedback
+    from rlhflab.feedback.pairs import read_pairs, write_pairs
 
     real = feedback.sample
 

@@ -6,8 +6,8 @@ import pytest
 from clirun import rlhflab
 
 from rlhflab.errors import DataError
-from rlhflab.formats import export_records, read_foreign, split_hh, write_records
-from rlhflab.pairs import PreferencePair, read_pairs, write_pairs
+from rlhflab.feedback.formats import export_records, read_foreign, split_hh, write_records
+from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
 
 HH_PROMPT = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlhflab.kl_control import AdaptiveKLController, FixedKLController
+from rlhflab.methods.kl_control import AdaptiveKLController, FixedKLController
 
 
 def test_fixed_controller_keeps_beta():

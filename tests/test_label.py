@@ -10,9 +10,9 @@ from clirun import rlhflab
 from labelserver import Server
 
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.label.queries import preference_variance, select_by_disagreement
-from rlhflab.label.store import LabelStore, label_stats
-from rlhflab.pairs import read_pairs
+from rlhflab.feedback.label.queries import preference_variance, select_by_disagreement
+from rlhflab.feedback.label.store import LabelStore, label_stats
+from rlhflab.feedback.pairs import read_pairs
 
 
 def rows(n, gold=True):

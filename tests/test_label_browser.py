@@ -10,7 +10,7 @@ import shutil
 import pytest
 from labelserver import Server
 
-from rlhflab.label.store import LabelStore
+from rlhflab.feedback.label.store import LabelStore
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

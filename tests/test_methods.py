@@ -14,9 +14,9 @@ from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.grpo import train_grpo
 from rlhflab.methods.ranked_sft import RankedSFTConfig, top_per_prompt, train_ranked_sft
 from rlhflab.methods.rloo import train_rloo
-from rlhflab.models import load_policy, sample
-from rlhflab.rundir import RunDir, read_jsonl
-from rlhflab.samplers import best_of_n_kl_bound, best_of_n_kl_estimate, load_sampler
+from rlhflab.rollout.models import load_policy, sample
+from rlhflab.run.rundir import RunDir, read_jsonl
+from rlhflab.rollout.samplers import best_of_n_kl_bound, best_of_n_kl_estimate, load_sampler
 
 
 def gold(prompts, completions):

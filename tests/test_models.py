@@ -8,7 +8,7 @@ import torch
 
 from rlhflab.errors import ConfigError, RlhflabError
 from rlhflab.losses import kl_estimators
-from rlhflab.models import (
+from rlhflab.rollout.models import (
     ScalarHeadModel,
     check_fits,
     last_token_values,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rlhflab.errors import DataError
-from rlhflab.pairs import PreferencePair, read_pairs, write_pairs
+from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
 
 
 def test_round_trip(tmp_path):

@@ -7,8 +7,8 @@ from conftest import good_minus_bad
 import rlhflab.methods.ppo as ppo
 from rlhflab.errors import TrainingDiverged
 from rlhflab.methods.ppo import PPOConfig, kl_negative_beyond_noise, train_ppo
-from rlhflab.models import load_policy, sample
-from rlhflab.rundir import RunDir, read_jsonl
+from rlhflab.rollout.models import load_policy, sample
+from rlhflab.run.rundir import RunDir, read_jsonl
 
 
 def gold_reward(prompts, completions):

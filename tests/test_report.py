@@ -10,7 +10,7 @@ from conftest import copy_run_with_policy_text
 
 from rlhflab.errors import DataError, RlhflabError
 from rlhflab.report import write_report
-from rlhflab.rundir import RunDir
+from rlhflab.run.rundir import RunDir
 
 SECTIONS = [
     "summary",

@@ -11,7 +11,7 @@ import pytest
 from conftest import copy_run_with_policy_text
 
 from rlhflab.report import write_report
-from rlhflab.rundir import RunDir
+from rlhflab.run.rundir import RunDir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

@@ -10,8 +10,8 @@ import time
 from clirun import rlhflab, start
 from test_reward_model import planted_pairs
 
-from rlhflab.pairs import write_pairs
-from rlhflab.rundir import read_jsonl
+from rlhflab.feedback.pairs import write_pairs
+from rlhflab.run.rundir import read_jsonl
 
 
 def kill_after_checkpoint(proc, latest, timeout=300):

@@ -6,16 +6,16 @@ import pytest
 import torch
 from conftest import WORDS
 
-from rlhflab.batching import lr_at
-from rlhflab.pairs import PreferencePair
-from rlhflab.reward_model import (
+from rlhflab.rollout.batching import lr_at
+from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.reward.model import (
     RewardModel,
     RewardTrainConfig,
     aggregate_scores,
     split_pairs,
     train_reward_model,
 )
-from rlhflab.rundir import RunDir, read_jsonl
+from rlhflab.run.rundir import RunDir, read_jsonl
 
 NEUTRAL = [w for w in WORDS if w not in ("good", "bad")]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rlhflab.errors import ConfigError, DataError, RlhflabError
-from rlhflab.models import ASSETS
+from rlhflab.rollout.models import ASSETS
 
 GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 """(prompts, continuations) -> one score per continuation, higher is better."""

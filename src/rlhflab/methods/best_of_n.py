@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhflab.config import check
-from rlhflab.rundir import RunDir
-from rlhflab.samplers import best_of_n_kl_bound, write_best_of_n
+from rlhflab.run.rundir import RunDir
+from rlhflab.rollout.samplers import best_of_n_kl_bound, write_best_of_n
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,16 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab import distributed
-from rlhflab.batching import encode
-from rlhflab.checkpoint import save_policy
+from rlhflab.rollout import distributed
+from rlhflab.rollout.batching import encode
+from rlhflab.run.checkpoint import save_policy
 from rlhflab.config import check
 from rlhflab.errors import ConfigError
-from rlhflab.feedback import prompt_stream
+from rlhflab.feedback.simulated import prompt_stream
 from rlhflab.methods.sft import supervised_pass
-from rlhflab.models import check_fits, disable_dropout, load_policy, sample
-from rlhflab.rundir import RunDir, append_jsonl, atomic_write_text, read_jsonl
-from rlhflab.samplers import SAMPLING_FILE
+from rlhflab.rollout.models import check_fits, disable_dropout, load_policy, sample
+from rlhflab.run.rundir import RunDir, append_jsonl, atomic_write_text, read_jsonl
+from rlhflab.rollout.samplers import SAMPLING_FILE
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,15 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab import distributed
-from rlhflab.checkpoint import resume_or_start, save_checkpoint, save_policy
+from rlhflab.rollout import distributed
+from rlhflab.run.checkpoint import resume_or_start, save_checkpoint, save_policy
 from rlhflab.config import check
 from rlhflab.errors import RlhflabError, TrainingDiverged
-from rlhflab.feedback import prompt_stream
+from rlhflab.feedback.simulated import prompt_stream
 from rlhflab.losses import clipped_pg_loss, kl_estimators, masked_mean
 from rlhflab.methods.ppo import kl_negative_beyond_noise
-from rlhflab.models import check_fits, disable_dropout, load_policy, sample, token_logprobs
-from rlhflab.rundir import RunDir, append_jsonl
+from rlhflab.rollout.models import check_fits, disable_dropout, load_policy, sample, token_logprobs
+from rlhflab.run.rundir import RunDir, append_jsonl
 
 Advantages = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 """(scores [P, k], per-sequence KL [P, k], kl_coef) -> advantages [P, k]."""

@@ -20,15 +20,15 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab import distributed
-from rlhflab.batching import ShardedEpochs, collate, encode, lr_at
-from rlhflab.checkpoint import resume_or_start, save_checkpoint, save_policy
+from rlhflab.rollout import distributed
+from rlhflab.rollout.batching import ShardedEpochs, collate, encode, lr_at
+from rlhflab.run.checkpoint import resume_or_start, save_checkpoint, save_policy
 from rlhflab.config import check
 from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
 from rlhflab.losses import conservative_dpo_loss, dpo_loss, ipo_loss
-from rlhflab.models import completion_logprobs, disable_dropout, load_policy
-from rlhflab.pairs import PreferencePair
-from rlhflab.rundir import RunDir, append_jsonl
+from rlhflab.rollout.models import completion_logprobs, disable_dropout, load_policy
+from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.run.rundir import RunDir, append_jsonl
 
 
 @dataclass(frozen=True)

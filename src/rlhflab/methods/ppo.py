@@ -8,7 +8,7 @@ paid per token: every token costs beta * (log pi - log rho), and the reward r (a
 reward model, an ensemble, the gold scorer or a rule) arrives at the last token. Advantages
 come from GAE over the response tokens with a value function initialised from the reward
 model; the policy and value take a few epochs of clipped PPO minibatch updates on each
-rollout. beta is fixed or adapted to a KL target (``rlhflab.kl_control``).
+rollout. beta is fixed or adapted to a KL target (``rlhflab.methods.kl_control``).
 
 One step = rollout -> rewards and advantages -> update. Everything runs under
 ``accelerate launch`` / ``torchrun`` (each process samples its share of the prompts), and a
@@ -25,12 +25,12 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab import distributed
-from rlhflab.checkpoint import resume_or_start, save_checkpoint, save_policy
+from rlhflab.rollout import distributed
+from rlhflab.run.checkpoint import resume_or_start, save_checkpoint, save_policy
 from rlhflab.config import check
 from rlhflab.errors import RlhflabError, TrainingDiverged
-from rlhflab.feedback import prompt_stream
-from rlhflab.kl_control import AdaptiveKLController, FixedKLController
+from rlhflab.feedback.simulated import prompt_stream
+from rlhflab.methods.kl_control import AdaptiveKLController, FixedKLController
 from rlhflab.losses import (
     explained_variance,
     gae,
@@ -41,7 +41,7 @@ from rlhflab.losses import (
     ppo_value_loss,
     whiten,
 )
-from rlhflab.models import (
+from rlhflab.rollout.models import (
     check_fits,
     disable_dropout,
     forward_inputs,
@@ -50,7 +50,7 @@ from rlhflab.models import (
     sample,
     token_logprobs,
 )
-from rlhflab.rundir import RunDir, append_jsonl
+from rlhflab.run.rundir import RunDir, append_jsonl
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor | list]
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab import distributed
-from rlhflab.batching import encode
-from rlhflab.checkpoint import resume_or_start, save_checkpoint, save_policy
+from rlhflab.rollout import distributed
+from rlhflab.rollout.batching import encode
+from rlhflab.run.checkpoint import resume_or_start, save_checkpoint, save_policy
 from rlhflab.config import check
-from rlhflab.feedback import prompt_stream
+from rlhflab.feedback.simulated import prompt_stream
 from rlhflab.methods.sft import supervised_pass
-from rlhflab.models import check_fits, disable_dropout, load_policy, sample, token_logprobs, unwrap
-from rlhflab.rundir import RunDir, append_jsonl
+from rlhflab.rollout.models import check_fits, disable_dropout, load_policy, sample, token_logprobs, unwrap
+from rlhflab.run.rundir import RunDir, append_jsonl
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from typing import Sequence
 
 import torch
 
-from rlhflab.batching import ShardedEpochs, collate, lr_at
+from rlhflab.rollout.batching import ShardedEpochs, collate, lr_at
 from rlhflab.errors import TrainingDiverged
-from rlhflab.models import completion_logprobs
+from rlhflab.rollout.models import completion_logprobs
 
 
 def completion_nll(policy, encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rlhflab.report import figures
 from rlhflab.report.measures import RunData, compendium, load_run, measure
-from rlhflab.rundir import RunDir, atomic_write_text
+from rlhflab.run.rundir import RunDir, atomic_write_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;

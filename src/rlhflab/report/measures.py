@@ -1,7 +1,7 @@
 """Read a run directory and compute every diagnostic the report shows.
 
 ``load_run`` names the missing file and the command that writes it; ``measure`` turns the
-files into numbers (pure diagnostics from ``rlhflab.diagnostics`` plus the model-based ones
+files into numbers (pure diagnostics from ``rlhflab.evaluation.diagnostics`` plus the model-based ones
 ``rlhflab diagnose`` stored); ``compendium`` states, per problem, the value and whether the
 tuned policy is worse than its base.
 """
@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhflab.diagnostics import attractor, distinct_n, exploitation, gao_fit, gold_peak, phrase_growth, self_bleu
+from rlhflab.evaluation.diagnostics import attractor, distinct_n, exploitation, gao_fit, gold_peak, phrase_growth, self_bleu
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.rundir import RunDir, read_jsonl
+from rlhflab.run.rundir import RunDir, read_jsonl
 
 REQUIRED = {"summary.json": "rlhflab evaluate", "samples.jsonl": "rlhflab evaluate"}
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.pairs import PreferencePair
-from rlhflab.rundir import atomic_write_text
+from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.run.rundir import atomic_write_text
 
 FORMATS = ("trl", "hh")
 """The formats ``export_pairs`` writes; ``import_pairs`` also takes ``auto``."""

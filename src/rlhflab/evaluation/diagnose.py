@@ -13,10 +13,10 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab.config import check
-from rlhflab.diagnostics.calibration import expected_calibration_error, reliability_bins
-from rlhflab.diagnostics.embeddings import embed, embedding_model_dir, embedding_spread
-from rlhflab.models import context_length, disable_dropout, forward_inputs, load_policy, sample
-from rlhflab.pairs import PreferencePair
+from rlhflab.evaluation.diagnostics.calibration import expected_calibration_error, reliability_bins
+from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir, embedding_spread
+from rlhflab.rollout.models import context_length, disable_dropout, forward_inputs, load_policy, sample
+from rlhflab.feedback.pairs import PreferencePair
 
 
 @dataclass(frozen=True)

@@ -24,20 +24,20 @@ from pathlib import Path
 import click
 
 from rlhflab.config import click_options, config_from_options, from_dict
-from rlhflab.diagnose import DiagnoseConfig
+from rlhflab.evaluation.diagnose import DiagnoseConfig
 from rlhflab.errors import RlhflabError, TrainingDiverged
-from rlhflab.evaluate import EvalConfig
-from rlhflab.feedback import SimulateConfig, SimulatedRater
-from rlhflab.label.queries import QueryConfig
+from rlhflab.evaluation.evaluate import EvalConfig
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+from rlhflab.feedback.label.queries import QueryConfig
 from rlhflab.methods.best_of_n import BestOfNConfig
 from rlhflab.methods.conditional import ConditionalConfig
 from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.dpo import DPOConfig
 from rlhflab.methods.ppo import PPOConfig
 from rlhflab.methods.ranked_sft import RankedSFTConfig
-from rlhflab.models import EMBEDDED
-from rlhflab.reward_model import RewardTrainConfig
-from rlhflab.rundir import RunDir
+from rlhflab.rollout.models import EMBEDDED
+from rlhflab.reward.model import RewardTrainConfig
+from rlhflab.run.rundir import RunDir
 
 model_option = click.option(
     "--model",
@@ -112,7 +112,7 @@ def feedback() -> None:
 @quiet_option
 def feedback_simulate(run_dir: Path, model: str, task: str, pad_token, quiet: bool, **options) -> None:
     """Sample two continuations per prompt and label them with a simulated rater -> RUN/pairs.jsonl."""
-    from rlhflab import pipeline
+    from rlhflab.pipeline import stages as pipeline
 
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
@@ -146,8 +146,8 @@ def feedback_import(src: Path, fmt: str, out: Path, skip_identical: bool) -> Non
     hh:  {"chosen", "rejected"}, whole dialogues; the prompt is what they
          share up to their last common "\\n\\nAssistant:"
     """
-    from rlhflab.formats import read_foreign
-    from rlhflab.pairs import write_pairs
+    from rlhflab.feedback.formats import read_foreign
+    from rlhflab.feedback.pairs import write_pairs
 
     pairs, stats = read_foreign(src, fmt, skip_identical=skip_identical)
     write_pairs(out, pairs)
@@ -183,8 +183,8 @@ def feedback_export(pairs: Path, fmt: str, out: Path, ties: str) -> None:
     The preferred completion is written as chosen (pairs labelled below 0.5 are swapped); labels,
     sources and scores are not part of either format. hh needs prompts ending in "\\n\\nAssistant:".
     """
-    from rlhflab.formats import export_records, write_records
-    from rlhflab.pairs import read_pairs
+    from rlhflab.feedback.formats import export_records, write_records
+    from rlhflab.feedback.pairs import read_pairs
 
     records, stats = export_records(read_pairs(pairs), fmt, ties=ties, source=str(pairs))
     write_records(out, records)
@@ -192,7 +192,7 @@ def feedback_export(pairs: Path, fmt: str, out: Path, ties: str) -> None:
     say(f"wrote {stats['written']} {fmt} records to {out}" + (f" ({', '.join(notes)})" if notes else ""))
 
 
-from rlhflab.ai_feedback import AIFeedbackConfig
+from rlhflab.feedback.ai import AIFeedbackConfig
 
 
 @feedback.command("ai")
@@ -259,7 +259,7 @@ def feedback_ai(
     sensible judge: its answers are close to noise. It is there to run the mechanics; use a
     capable instruction-tuned model for real labels.
     """
-    from rlhflab.ai_feedback import format_summary, run_ai_feedback
+    from rlhflab.feedback.ai import format_summary, run_ai_feedback
 
     if pairs_path is None or out is None:
         if run_dir is None:
@@ -307,7 +307,7 @@ def reward_train(
     run_dir: Path | None, model: str, pairs: Path | None, pad_token, resume: Path | None, quiet: bool, **options
 ) -> None:
     """Fit a Bradley-Terry reward model (or ensemble) -> RUN/reward_model."""
-    from rlhflab import pipeline
+    from rlhflab.pipeline import stages as pipeline
 
     if resume is not None:
         run = RunDir(resume)
@@ -356,7 +356,7 @@ def _method_command(method: str) -> None:
     config_cls, doc = METHOD_CONFIGS[method]
 
     def command(run_dir, model, task, pad_token, resume, quiet, reward_name=None, pairs=None, **options):
-        from rlhflab import pipeline
+        from rlhflab.pipeline import stages as pipeline
 
         if resume is not None:
             run = RunDir(resume)
@@ -449,7 +449,7 @@ def evaluate_cmd(
     **options,
 ) -> None:
     """Compare the tuned policy with its base on held-out prompts -> RUN/summary.json, RUN/samples.jsonl."""
-    from rlhflab import pipeline
+    from rlhflab.pipeline import stages as pipeline
 
     run = RunDir(run_dir)
     policy = policy or _run_policy(run)
@@ -476,7 +476,7 @@ def diagnose_cmd(
     run_dir: Path, policy: str | None, base: str | None, task: str, pad_token, quiet: bool, **options
 ) -> None:
     """Calibration, cost of undoing the alignment, embedding spread -> RUN/diagnostics.json."""
-    from rlhflab import pipeline
+    from rlhflab.pipeline import stages as pipeline
 
     run = RunDir(run_dir)
     policy = policy or _run_policy(run)
@@ -537,8 +537,8 @@ def compare_cmd(
     quiet: bool,
 ) -> None:
     """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
-    from rlhflab.compare import preset as make_preset
-    from rlhflab.compare import run_compare
+    from rlhflab.pipeline.compare import preset as make_preset
+    from rlhflab.pipeline.compare import run_compare
 
     try:
         budget_values = tuple(float(b) for b in budgets.split(",") if b.strip())
@@ -581,7 +581,7 @@ def label() -> None:
 @label_run_option
 def label_add(name: str, run_dir: Path) -> None:
     """Create labeller NAME and print their access token (shown only this once; stored hashed)."""
-    from rlhflab.label.store import LabelStore
+    from rlhflab.feedback.label.store import LabelStore
 
     token = LabelStore(run_dir).add_labeller(name)
     say(f"labeller {name!r} added; their access token (keep it secret, it is not shown again):\n{token}")
@@ -611,14 +611,14 @@ def label_queue(
     run_dir: Path, model: str, task: str, pad_token, ensemble: Path | None, from_pairs: Path | None, quiet, **options
 ) -> None:
     """Fill the query queue: pairs of continuations of the same prompt from the current policy."""
-    from rlhflab.label.queries import make_queries
-    from rlhflab.label.store import LabelStore
+    from rlhflab.feedback.label.queries import make_queries
+    from rlhflab.feedback.label.store import LabelStore
     from rlhflab.tasks import load_task
 
     config = config_from_options(QueryConfig, options)
     store = LabelStore(run_dir)
     if from_pairs is not None:
-        from rlhflab.pairs import read_pairs
+        from rlhflab.feedback.pairs import read_pairs
 
         rows = [{"prompt": p.prompt, "a": p.chosen, "b": p.rejected} for p in read_pairs(from_pairs)]
         origin = str(from_pairs)
@@ -643,7 +643,7 @@ def label_serve(run_dir: Path, host: str, port: int, guidelines: Path | None) ->
     """Serve the labelling page; every acknowledged answer is on disk (SQLite, WAL, synced)."""
     import uvicorn
 
-    from rlhflab.label.server import create_app
+    from rlhflab.feedback.label.server import create_app
 
     if guidelines is None and (run_dir / "guidelines.md").is_file():
         guidelines = run_dir / "guidelines.md"
@@ -672,7 +672,7 @@ def _local_addresses() -> list[str]:
 
 def _existing_label_store(run_dir: Path):
     """The run's label store; an error if it has none (opening one would create it)."""
-    from rlhflab.label.store import DB_NAME, LabelStore
+    from rlhflab.feedback.label.store import DB_NAME, LabelStore
 
     if not (run_dir / DB_NAME).is_file():
         raise RlhflabError(f"{run_dir / DB_NAME}: no labels yet (rlhflab label queue / serve write it)")
@@ -689,7 +689,7 @@ def _existing_label_store(run_dir: Path):
 )
 def label_export(run_dir: Path, out: Path | None) -> None:
     """Write every answer but skips as PreferencePair JSONL (source human:NAME; ties have label 0.5)."""
-    from rlhflab.pairs import write_pairs
+    from rlhflab.feedback.pairs import write_pairs
 
     pairs = _existing_label_store(run_dir).export_pairs()
     out = out or run_dir / "human_pairs.jsonl"
@@ -704,7 +704,7 @@ def label_stats_cmd(run_dir: Path, as_json: bool) -> None:
     """Counts, time per label, inter-labeller agreement and agreement with the gold scorer."""
     import json
 
-    from rlhflab.label.store import format_stats
+    from rlhflab.feedback.label.store import format_stats
 
     stats = _existing_label_store(run_dir).stats()
     say(json.dumps(stats, indent=2) if as_json else format_stats(stats))
@@ -722,14 +722,14 @@ def label_stats_cmd(run_dir: Path, as_json: bool) -> None:
 @quiet_option
 def demo_cmd(run_dir: Path, model: str, task: str, seed: int, quick: bool, quiet: bool) -> None:
     """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
-    from rlhflab.demo import run_demo
+    from rlhflab.pipeline.demo import run_demo
 
     run_demo(run_dir, model=model, seed=seed, quick=quick, task=task, progress=not quiet)
 
 
 def _run_policy(run: RunDir) -> str:
     """The run's output: its policy/ folder, or the run folder itself when it holds a sampler (best-of-n)."""
-    from rlhflab.samplers import SAMPLER_FILE
+    from rlhflab.rollout.samplers import SAMPLER_FILE
 
     if (run / SAMPLER_FILE).is_file():
         return str(run.path)
@@ -740,7 +740,7 @@ def _run_policy(run: RunDir) -> str:
 
 def say(message: str) -> None:
     """Print on the main process only (commands may run as several processes)."""
-    from rlhflab import distributed
+    from rlhflab.rollout import distributed
 
     if distributed.state().is_main_process:
         click.echo(message)
@@ -756,7 +756,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("RLHFLAB_DEBUG") == "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from rlhflab.models import silence_library_logs
+    from rlhflab.rollout.models import silence_library_logs
 
     silence_library_logs()
     try:

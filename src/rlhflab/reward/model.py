@@ -24,13 +24,13 @@ from typing import Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab import distributed
-from rlhflab.batching import ShardedEpochs, collate, encode, lr_at
-from rlhflab.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
+from rlhflab.rollout import distributed
+from rlhflab.rollout.batching import ShardedEpochs, collate, encode, lr_at
+from rlhflab.run.checkpoint import load_checkpoint, read_trainer_state, save_checkpoint
 from rlhflab.config import check
 from rlhflab.errors import DataError, RlhflabError, TrainingDiverged
 from rlhflab.losses import bradley_terry_loss, masked_mean
-from rlhflab.models import (
+from rlhflab.rollout.models import (
     ScalarHeadModel,
     disable_dropout,
     last_token_values,
@@ -39,8 +39,8 @@ from rlhflab.models import (
     position_ids,
     unwrap,
 )
-from rlhflab.pairs import PreferencePair
-from rlhflab.rundir import RunDir, append_jsonl, atomic_write_json, replace_dir, truncate_jsonl
+from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.run.rundir import RunDir, append_jsonl, atomic_write_json, replace_dir, truncate_jsonl
 
 META = "rlhflab_reward.json"
 Aggregate = Literal["mean", "min", "mean_minus_std"]

@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab.config import check
-from rlhflab.models import check_fits, sample
-from rlhflab.pairs import PreferencePair
+from rlhflab.rollout.models import check_fits, sample
+from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.tasks import Task
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from rlhflab.rundir import RunDir, read_jsonl
+from rlhflab.run.rundir import RunDir, read_jsonl
 
 
 def save_checkpoint(
@@ -59,7 +59,7 @@ def load_checkpoint(accelerator, checkpoint: Path) -> dict[str, Any]:
 def resume_or_start(accelerator, run: RunDir, stage: str, resume: bool, logs: tuple[Path, ...]) -> dict | None:
     """Restore the last checkpoint of ``stage`` (and cut ``logs[0]``, its metrics, back to it) when
     resuming; otherwise clear the stage's old logs and checkpoints. Returns the trainer state or None."""
-    from rlhflab.rundir import keep_until_step, truncate_jsonl
+    from rlhflab.run.rundir import keep_until_step, truncate_jsonl
 
     checkpoint = run.latest_checkpoint(stage) if resume else None
     state = None
@@ -86,8 +86,8 @@ def save_policy(accelerator, run: RunDir, policy, tokenizer, extra: dict[str, di
     """
     import shutil
 
-    from rlhflab.models import unwrap
-    from rlhflab.rundir import atomic_write_json, replace_dir
+    from rlhflab.rollout.models import unwrap
+    from rlhflab.run.rundir import atomic_write_json, replace_dir
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -17,7 +17,7 @@ import torch
 
 from rlhflab.errors import ConfigError, RlhflabError
 from rlhflab.losses import masked_mean
-from rlhflab.models import load_policy, sample, token_logprobs
+from rlhflab.rollout.models import load_policy, sample, token_logprobs
 
 SAMPLER_FILE = "sampler.json"
 SAMPLING_FILE = "rlhflab_sampling.json"  # inside a policy folder: how to prompt it (control-token prefix)
@@ -126,7 +126,7 @@ class BestOfNSampler:
 
 
 def write_best_of_n(path: Path, base: str, reward: str, n: int) -> None:
-    from rlhflab.rundir import atomic_write_json
+    from rlhflab.run.rundir import atomic_write_json
 
     best_of_n_kl_bound(n)  # validates n
     atomic_write_json(path / SAMPLER_FILE, {"type": "best_of_n", "base": base, "reward": reward, "n": n})

@@ -7,11 +7,11 @@
 - ``embeddings``: spread of sentence embeddings (optional embedding model)
 """
 
-from rlhflab.diagnostics.calibration import expected_calibration_error, reliability_bins
-from rlhflab.diagnostics.embeddings import embedding_spread
-from rlhflab.diagnostics.exploitation import exploitation
-from rlhflab.diagnostics.overoptimization import GaoFit, gao_fit, gold_peak, moving_average
-from rlhflab.diagnostics.text import attractor, distinct_n, mean_and_stderr, phrase_growth, self_bleu, top_phrase, words
+from rlhflab.evaluation.diagnostics.calibration import expected_calibration_error, reliability_bins
+from rlhflab.evaluation.diagnostics.embeddings import embedding_spread
+from rlhflab.evaluation.diagnostics.exploitation import exploitation
+from rlhflab.evaluation.diagnostics.overoptimization import GaoFit, gao_fit, gold_peak, moving_average
+from rlhflab.evaluation.diagnostics.text import attractor, distinct_n, mean_and_stderr, phrase_growth, self_bleu, top_phrase, words
 
 __all__ = [
     "GaoFit",

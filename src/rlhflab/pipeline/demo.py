@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhflab import pipeline
-from rlhflab.diagnose import DiagnoseConfig
-from rlhflab.evaluate import EvalConfig
-from rlhflab.feedback import SimulateConfig, SimulatedRater
+from rlhflab.pipeline import stages as pipeline
+from rlhflab.evaluation.diagnose import DiagnoseConfig
+from rlhflab.evaluation.evaluate import EvalConfig
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
-from rlhflab.models import EMBEDDED
-from rlhflab.reward_model import RewardTrainConfig
-from rlhflab.rundir import RunDir
+from rlhflab.rollout.models import EMBEDDED
+from rlhflab.reward.model import RewardTrainConfig
+from rlhflab.run.rundir import RunDir
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab.config import check
-from rlhflab.diagnostics import distinct_n, mean_and_stderr
-from rlhflab.models import check_fits, load_policy
-from rlhflab.samplers import PolicySampler, load_sampler
+from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
+from rlhflab.rollout.models import check_fits, load_policy
+from rlhflab.rollout.samplers import PolicySampler, load_sampler
 from rlhflab.tasks import Task
 
 KL_ESTIMATOR = "k1: mean over the policy's samples of sum_t log pi(y_t|x,y<t) - log pi_base(y_t|x,y<t) (unbiased)"

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlhflab.errors import RlhflabError
-from rlhflab.rundir import RunDir, atomic_write_json, atomic_write_text
+from rlhflab.run.rundir import RunDir, atomic_write_json, atomic_write_text
 
 
 def _is_main() -> bool:
-    from rlhflab import distributed
+    from rlhflab.rollout import distributed
 
     return distributed.state().is_main_process
 
@@ -49,9 +49,9 @@ def stage(
 def feedback_simulate(
     run: RunDir, model: str, task_name: str, config, rater, pad_token: str | None = None, progress: bool = True
 ) -> dict:
-    from rlhflab.feedback import simulate_feedback
-    from rlhflab.models import load_policy
-    from rlhflab.pairs import write_pairs
+    from rlhflab.feedback.simulated import simulate_feedback
+    from rlhflab.rollout.models import load_policy
+    from rlhflab.feedback.pairs import write_pairs
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)
@@ -80,8 +80,8 @@ def reward_train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    from rlhflab.pairs import read_pairs
-    from rlhflab.reward_model import train_reward_model
+    from rlhflab.feedback.pairs import read_pairs
+    from rlhflab.reward.model import train_reward_model
 
     pairs = read_pairs(pairs_path)
     with stage(
@@ -96,7 +96,7 @@ def _reward_fn(reward: str, task, device):
     reward-model folder, or ``package.module:function`` (a rule: (prompts, completions) -> scores)."""
     import torch
 
-    from rlhflab.reward_model import RewardModel
+    from rlhflab.reward.model import RewardModel
 
     if reward == "gold":
 
@@ -147,7 +147,7 @@ def optimize(
     Methods that learn from a reward (PPO, best-of-n, ranked fine-tuning, conditional training,
     RLOO, GRPO) take ``reward``; DPO takes ``pairs``.
     """
-    from rlhflab import distributed
+    from rlhflab.rollout import distributed
     from rlhflab.tasks import load_task
 
     if method not in METHODS:
@@ -163,7 +163,7 @@ def optimize(
     common = {"pad_token": pad_token, "resume": resume, "progress": progress}
     if method == "dpo":
         from rlhflab.methods.dpo import train_dpo
-        from rlhflab.pairs import read_pairs
+        from rlhflab.feedback.pairs import read_pairs
 
         data = read_pairs(pairs)
         with stage(run, method, config, args, {"pairs": pairs}) as results:
@@ -235,7 +235,7 @@ def evaluate_run(
 ) -> dict:
     import json
 
-    from rlhflab.evaluate import evaluate, format_table
+    from rlhflab.evaluation.evaluate import evaluate, format_table
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)
@@ -290,9 +290,9 @@ def diagnose_run(
     run: RunDir, policy: str, base: str, task_name: str, config, pad_token: str | None = None, progress: bool = True
 ) -> dict:
     """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
-    from rlhflab.diagnose import diagnose
-    from rlhflab.pairs import read_pairs
-    from rlhflab.rundir import read_jsonl
+    from rlhflab.evaluation.diagnose import diagnose
+    from rlhflab.feedback.pairs import read_pairs
+    from rlhflab.run.rundir import read_jsonl
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)

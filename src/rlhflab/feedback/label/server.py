@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlhflab.label.store import LabelError, Labeller, LabelStore
+from rlhflab.feedback.label.store import LabelError, Labeller, LabelStore
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -43,7 +43,7 @@ class AnswerBody(BaseModel):
 
 
 def _asset(name: str) -> str:
-    return resources.files("rlhflab.label").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("rlhflab.feedback.label").joinpath(name).read_text(encoding="utf-8")
 
 
 def create_app(run_dir: str | Path, guidelines: str = "", max_body: int = 16_384) -> FastAPI:

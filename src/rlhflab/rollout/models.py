@@ -21,7 +21,7 @@ from torch import nn
 
 from rlhflab.errors import ConfigError, RlhflabError
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED = "embedded"
 """The name of the embedded base model (``src/rlhflab/assets/base_model``)."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from rlhflab.errors import DataError
-from rlhflab.rundir import atomic_write_text
+from rlhflab.run.rundir import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from itertools import combinations
 from pathlib import Path
 
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.pairs import PreferencePair
+from rlhflab.feedback.pairs import PreferencePair
 
 DB_NAME = "labels.sqlite"
 CHOICES = ("a", "b", "tie", "skip")

@@ -24,19 +24,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rlhflab import pipeline
+from rlhflab.pipeline import stages as pipeline
 from rlhflab.config import check
 from rlhflab.errors import ConfigError
-from rlhflab.evaluate import EvalConfig
-from rlhflab.feedback import SimulateConfig, SimulatedRater
+from rlhflab.evaluation.evaluate import EvalConfig
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.best_of_n import BestOfNConfig
 from rlhflab.methods.conditional import ConditionalConfig
 from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.dpo import DPOConfig
 from rlhflab.methods.ppo import PPOConfig
 from rlhflab.methods.ranked_sft import RankedSFTConfig
-from rlhflab.reward_model import RewardTrainConfig
-from rlhflab.rundir import RunDir, atomic_write_json, atomic_write_text
+from rlhflab.reward.model import RewardTrainConfig
+from rlhflab.run.rundir import RunDir, atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def run_compare(
     progress: bool = True,
     say=print,
 ) -> dict:
-    from rlhflab.evaluate import evaluate, evaluate_base
+    from rlhflab.evaluation.evaluate import evaluate, evaluate_base
     from rlhflab.tasks import load_task
 
     check(all(b > 0 for b in budgets), "budgets", budgets, "positive numbers of nats")
