@@ -21,7 +21,6 @@ import argparse
 import json
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +54,7 @@ def body_parameters(model) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded")
+    from rlhflab.config import build
     from rlhflab.methods.ppo import PPOConfig
 
     d = PPOConfig()  # the demo's settings unless overridden
@@ -62,13 +62,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--minibatch-size", type=int, default=d.minibatch_size)
     p.add_argument("--ppo-epochs", type=int, default=d.ppo_epochs)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--max-new-tokens", type=int, default=d.sampling.max_new_tokens)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
 
+    from rlhflab.methods.api import Hooks
     from rlhflab.methods.ppo import train_ppo
     from rlhflab.rollout.models import load_policy, silence_library_logs
-    from rlhflab.run.rundir import RunDir, read_jsonl
     from rlhflab.tasks import sentiment
 
     silence_library_logs()
@@ -78,7 +78,8 @@ def main() -> None:
         return torch.tensor(task.gold(prompts, completions))
 
     peak_flops = matmul_flops()
-    config = PPOConfig(
+    config = build(
+        PPOConfig,
         steps=args.steps + 1,
         batch_size=args.batch_size,
         minibatch_size=args.minibatch_size,
@@ -87,10 +88,9 @@ def main() -> None:
         value_init="policy",
         checkpoint_every=10**6,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        run = RunDir(tmp)
-        train_ppo(args.model, gold, task.train_prompts, run, config, progress=False)
-        rows = read_jsonl(run / "metrics.jsonl")[1:]  # the first step warms up
+    policy, tokenizer = load_policy(args.model)
+    rows = train_ppo(policy, tokenizer, gold, task.train_prompts, config, hooks=Hooks(progress=False)).history[1:]
+    # (the first step warms up; value function from the policy's backbone, as --value-init policy)
 
     model, _ = load_policy(args.model)
     # multiply-adds per token: the policy's body and LM head (vocab x width), the value model's body and scalar head

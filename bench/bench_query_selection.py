@@ -35,10 +35,12 @@ from pathlib import Path
 
 import torch
 
-from rlhflab.feedback.simulated import SimulatedRater
+from rlhflab.config import build
 from rlhflab.feedback.label.queries import QueryConfig, candidate_pairs, preference_variance
+from rlhflab.feedback.simulated import SimulatedRater
+from rlhflab.reward.model import RewardModel
+from rlhflab.reward.train import RewardTrainConfig, train_reward_model
 from rlhflab.rollout.models import EMBEDDED, load_policy, sample
-from rlhflab.reward.model import RewardModel, RewardTrainConfig, train_reward_model
 from rlhflab.run.rundir import RunDir
 from rlhflab.tasks import load_task
 
@@ -97,7 +99,8 @@ def run_seed(seed, args, workdir):
         f"seed {seed}: pool {len(pool)}, held-out {len(heldout)} pairs, {args.n} x {len(eval_prompts)} best-of-n candidates ({time.time() - t0:.0f} s)"
     )
     rater = SimulatedRater()
-    config = RewardTrainConfig(
+    config = build(
+        RewardTrainConfig,
         ensemble=args.ensemble,
         epochs=args.epochs,
         val_fraction=0.0,

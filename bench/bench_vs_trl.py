@@ -138,8 +138,8 @@ def make_pairs(model_path: str, prompts: list[str], count: int, tokens: int, see
     """``count`` PreferencePairs: two continuations of ``tokens`` tokens sampled per prompt, the one with
     more vowels chosen; both end with the end-of-sequence token (TRL appends it when missing, so this
     way both sides train on the very same token sequences)."""
-    from rlhflab.rollout.models import load_policy, sample
     from rlhflab.feedback.pairs import PreferencePair
+    from rlhflab.rollout.models import load_policy, sample
 
     model, tokenizer = load_policy(model_path)
     model.eval()
@@ -173,10 +173,13 @@ def make_pairs(model_path: str, prompts: list[str], count: int, tokens: int, see
 
 
 def run_dpo_ours(args, model_path: str, pairs, seed: int) -> list[float]:
+    from rlhflab.config import build
+    from rlhflab.methods.api import Hooks
     from rlhflab.methods.dpo import DPOConfig, train_dpo
-    from rlhflab.run.rundir import RunDir, read_jsonl
+    from rlhflab.rollout.models import load_policy
 
-    config = DPOConfig(
+    config = build(
+        DPOConfig,
         beta=args.beta,
         epochs=1.0,
         batch_size=args.batch_size,
@@ -186,10 +189,10 @@ def run_dpo_ours(args, model_path: str, pairs, seed: int) -> list[float]:
         seed=seed,
     )
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = train_dpo(model_path, pairs, RunDir(tmp), config, progress=False)
-        rows = read_jsonl(Path(tmp) / "metrics.jsonl")
-    if result["steps"] != len(rows) or len(rows) != args.warmup + args.steps:
+    policy, tokenizer = load_policy(model_path)
+    result = train_dpo(policy, tokenizer, pairs, config, hooks=Hooks(progress=False))
+    rows = result.history
+    if result.summary["steps"] != len(rows) or len(rows) != args.warmup + args.steps:
         raise RuntimeError(f"rlhflab DPO ran {len(rows)} steps, expected {args.warmup + args.steps}")
     return [r["time/step"] for r in rows]
 
@@ -287,11 +290,14 @@ def bench_dpo(args, model_path: str, task) -> dict:
 
 
 def run_rloo_ours(args, model_path: str, prompts: list[str], seed: int):
+    from rlhflab.config import build
+    from rlhflab.methods.api import Hooks
     from rlhflab.methods.rloo import RLOOConfig, train_rloo
-    from rlhflab.run.rundir import RunDir, read_jsonl
+    from rlhflab.rollout.models import load_policy
 
     k, total = args.samples_per_prompt, args.warmup + args.steps
-    config = RLOOConfig(
+    config = build(
+        RLOOConfig,
         steps=total,
         prompts_per_step=args.prompts_per_step,
         samples_per_prompt=k,
@@ -307,9 +313,8 @@ def run_rloo_ours(args, model_path: str, prompts: list[str], seed: int):
     )
     torch.manual_seed(seed)
     REWARD_CALLS.clear()
-    with tempfile.TemporaryDirectory() as tmp:
-        train_rloo(model_path, vowel_share, prompts, RunDir(tmp), config, progress=False)
-        rows = read_jsonl(Path(tmp) / "metrics.jsonl")
+    policy, tokenizer = load_policy(model_path)
+    rows = train_rloo(policy, tokenizer, vowel_share, prompts, config, hooks=Hooks(progress=False)).history
     if len(rows) != total:
         raise RuntimeError(f"rlhflab RLOO ran {len(rows)} steps, expected {total}")
     calls = check_reward_calls("rlhflab RLOO", total, args.prompts_per_step * k)
@@ -323,7 +328,7 @@ def run_rloo_trl(args, model_path: str, prompts: list[str], seed: int):
     from trl import RLOOConfig as TRLRLOOConfig
     from trl import RLOOTrainer
 
-    from rlhflab.feedback.simulated import prompt_stream
+    from rlhflab.rollout.batching import prompt_stream
 
     k, total = args.samples_per_prompt, args.warmup + args.steps
     # the prompts rlhflab's trainer draws, in its order: TRL reads them unshuffled, the same prompts at every step

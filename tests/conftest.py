@@ -137,10 +137,20 @@ def copy_run_with_policy_text(run: Path, dest: Path, text: str) -> Path:
     import json
     import shutil
 
-    from rlhflab.run.rundir import read_jsonl
+    from rlhflab.files import read_jsonl
 
     shutil.copytree(run, dest)
     rows = read_jsonl(dest / "samples.jsonl")
     rows[0]["policy"] = text
     (dest / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return dest
+
+
+def run_method(method: str, model, run_dir: Path, config, reward: str | None = "gold", pairs: Path | None = None):
+    """Run ``method`` through the pipeline on the planted task, as ``rlhflab optimize`` does; returns its summary."""
+    from rlhflab.pipeline import stages
+    from rlhflab.run.rundir import RunDir
+
+    return stages.optimize(
+        RunDir(run_dir), method, str(model), "conftest:planted_task", config, reward=reward, pairs=pairs, progress=False
+    )

@@ -6,6 +6,7 @@ import math
 import pytest
 from clirun import rlhflab
 
+from rlhflab.errors import ConfigError, DataError, RlhflabError
 from rlhflab.feedback.ai import (
     ELLIPSIS,
     AIFeedbackConfig,
@@ -23,9 +24,8 @@ from rlhflab.feedback.ai import (
     share_budget,
     summary_path,
 )
-from rlhflab.errors import ConfigError, DataError, RlhflabError
-from rlhflab.rollout.models import load_policy
 from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
+from rlhflab.rollout.models import load_policy
 
 MICRO_TEMPLATE = "{principles}\n{prompt}\nA:{a}\nB:{b}\n?"
 MICRO = AIFeedbackConfig(answer_a="A", answer_b="B", batch_size=4)

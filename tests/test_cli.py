@@ -6,7 +6,7 @@ import pytest
 from clirun import rlhflab
 
 from rlhflab.feedback.pairs import read_pairs
-from rlhflab.run.rundir import read_jsonl
+from rlhflab.files import read_jsonl
 
 TASK = ["--task", "conftest:planted_task"]
 

@@ -7,12 +7,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from rlhflab.config import check, click_options, config_from_options, field_docs
+from rlhflab.config import build, check, click_options, config_from_options, field_docs
 from rlhflab.errors import ConfigError
 from rlhflab.evaluation.evaluate import EvalConfig
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
-from rlhflab.reward.model import RewardTrainConfig
+from rlhflab.reward.train import RewardTrainConfig
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def test_check_names_the_option_the_value_and_what_is_allowed():
     with pytest.raises(ConfigError, match=r"^--rate must be in \(0, 1\), got 2$"):
         Example(rate=2)
     with pytest.raises(ConfigError, match=r"--minibatch-size must be a divisor of --batch-size 32, got 5"):
-        PPOConfig(minibatch_size=5)
+        build(PPOConfig, minibatch_size=5)
     with pytest.raises(ConfigError, match=r"--kl-coef must be >= 0, got -0.1"):
-        PPOConfig(kl_coef=-0.1)
+        build(PPOConfig, kl_coef=-0.1)
     with pytest.raises(ConfigError, match=r"--rater-random-rate must be in \[0, 1\]"):
         SimulatedRater(random_rate=1.5)

@@ -14,8 +14,8 @@ from clirun import env, rlhflab
 from test_reward_model import planted_pairs
 
 from rlhflab.feedback.pairs import write_pairs
+from rlhflab.files import read_jsonl
 from rlhflab.reward.model import RewardModel
-from rlhflab.run.rundir import read_jsonl
 
 
 def torchrun(*args, nproc=2):

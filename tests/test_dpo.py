@@ -4,11 +4,13 @@ import pytest
 from conftest import good_minus_bad
 from test_reward_model import planted_pairs
 
+from rlhflab.config import build
 from rlhflab.errors import DataError
+from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.methods.api import Hooks
 from rlhflab.methods.dpo import DPOConfig, train_dpo, usable_pairs
 from rlhflab.rollout.models import load_policy, sample
-from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.run.rundir import RunDir, read_jsonl
+from rlhflab.run.rundir import RunDir
 
 
 def mean_gold(model_dir, prompts):
@@ -20,12 +22,15 @@ def mean_gold(model_dir, prompts):
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
 def test_dpo_learns_a_planted_preference(micro_model, task, tmp_path, loss):
     run = RunDir(tmp_path / loss)
-    config = DPOConfig(loss=loss, beta=0.1 if loss == "sigmoid" else 0.5, epochs=2, batch_size=16, lr=2e-3)
-    result = train_dpo(str(micro_model), planted_pairs(160), run, config, progress=False)
+    config = build(DPOConfig, loss=loss, beta=0.1 if loss == "sigmoid" else 0.5, epochs=2, batch_size=16, lr=2e-3)
+    policy, tokenizer = load_policy(micro_model)
+    result = train_dpo(policy, tokenizer, planted_pairs(160), config, hooks=Hooks(progress=False))
+    result.policy.save_pretrained(run / "policy")
+    tokenizer.save_pretrained(run / "policy")
     before, after = mean_gold(micro_model, task.eval_prompts), mean_gold(run / "policy", task.eval_prompts)
     assert after - before > 0.1, (before, after)
-    rows = read_jsonl(run / "metrics.jsonl")
-    assert len(rows) == result["steps"] == 20 and rows[-1]["dpo/accuracy"] > 0.8
+    rows = result.history
+    assert len(rows) == result.summary["steps"] == 20 and rows[-1]["dpo/accuracy"] > 0.8
 
 
 def test_pairs_dpo_cannot_use_are_named():
@@ -37,5 +42,5 @@ def test_pairs_dpo_cannot_use_are_named():
     tie = PreferencePair("p", " a", " b", label=0.5)
     with pytest.raises(DataError, match=r"1 pairs are ties \(label 0.5\).*--ties drop.*--loss ipo"):
         usable_pairs([ok, tie], DPOConfig())
-    assert usable_pairs([ok, tie], DPOConfig(ties="drop")) == [ok]
-    assert usable_pairs([ok, tie], DPOConfig(loss="ipo")) == [ok, tie]
+    assert usable_pairs([ok, tie], build(DPOConfig, ties="drop")) == [ok]
+    assert usable_pairs([ok, tie], build(DPOConfig, loss="ipo")) == [ok, tie]

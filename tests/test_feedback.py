@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater, prompt_stream, simulate_feedback
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater, simulate_feedback
+from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import load_policy
 
 

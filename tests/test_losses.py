@@ -7,10 +7,10 @@ import torch
 
 from rlhflab.losses import (
     bradley_terry_loss,
+    categorical_entropy,
     clipped_pg_loss,
     conservative_dpo_loss,
     dpo_loss,
-    entropy_from_logits,
     explained_variance,
     gae,
     grpo_advantages,
@@ -171,8 +171,10 @@ def test_explained_variance_and_entropy():
     mask = torch.ones(1, 4)
     assert explained_variance(target, target, mask) == pytest.approx(1.0)
     assert explained_variance(torch.full_like(target, 2.5), target, mask) == pytest.approx(0.0, abs=1e-6)
-    assert entropy_from_logits(torch.zeros(2, 4)).allclose(torch.full((2,), math.log(4)))
-    assert entropy_from_logits(torch.tensor([[0.0, -1e9]])).item() == pytest.approx(0.0, abs=1e-6)
+    assert categorical_entropy(torch.log_softmax(torch.zeros(2, 4), -1)).allclose(torch.full((2,), math.log(4)))
+    assert categorical_entropy(torch.log_softmax(torch.tensor([[0.0, -1e9]]), -1)).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 # ---------------------------------------------------------------- DPO, IPO, critic-free
@@ -240,3 +242,60 @@ def test_clipped_pg_loss_is_reinforce_at_ratio_one_and_adds_k3():
     assert m["kl_k3"] == pytest.approx(k3_first / 3, abs=1e-6) and loss_kl.item() == pytest.approx(
         k3_first / 3, abs=1e-6
     )
+
+
+def test_conservative_dpo_flips_the_given_label_not_a_hard_one():
+    """The review's defect: a soft label 0.6 and a hard label 1.0 gave the same cDPO loss."""
+    args = torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0])  # h = 1, beta = 1
+    eps = 0.1
+
+    def expected(p: float) -> float:
+        target = (1 - eps) * p + eps * (1 - p)
+        return target * math.log(1 + math.exp(-1)) + (1 - target) * math.log(1 + math.exp(1))
+
+    for p in (1.0, 0.6, 0.5, 0.0):
+        loss, _ = conservative_dpo_loss(*args, beta=1.0, label_smoothing=eps, label=torch.tensor([p]))
+        assert loss.item() == pytest.approx(expected(p), abs=1e-7)
+    soft = conservative_dpo_loss(*args, beta=1.0, label_smoothing=eps, label=torch.tensor([0.6]))[0]
+    hard = conservative_dpo_loss(*args, beta=1.0, label_smoothing=eps, label=torch.tensor([1.0]))[0]
+    assert soft.item() != pytest.approx(hard.item())
+    # epsilon 0 is plain DPO with the same labels
+    label = torch.tensor([0.6])
+    assert conservative_dpo_loss(*args, 1.0, 0.0, label)[0].item() == pytest.approx(dpo_loss(*args, 1.0, label)[0].item())
+
+
+@pytest.mark.parametrize("loss_fn", [dpo_loss, ipo_loss])
+def test_preference_accuracy_reads_the_label(loss_fn):
+    """The review's defect: DPO and IPO 'accuracy' counted h > 0 whatever the label said."""
+    c, r, ref = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]), torch.zeros(3)  # h = 1, 1, -1
+    _, m = loss_fn(c, r, ref, ref, 0.5, torch.tensor([1.0, 0.0, 0.0]))
+    assert m["accuracy"].item() == pytest.approx(2 / 3)  # right, wrong (label 0, h > 0), right (label 0, h < 0)
+    _, m = loss_fn(c, r, ref, ref, 0.5, torch.tensor([1.0, 0.5, 0.5]))  # ties do not count
+    assert m["accuracy"].item() == 1.0
+    _, m = conservative_dpo_loss(c, r, ref, ref, 0.5, 0.1, torch.tensor([0.0, 0.0, 0.0]))
+    assert m["accuracy"].item() == pytest.approx(1 / 3)
+
+
+def test_clipped_pg_loss_token_and_sequence_aggregation_hand_values():
+    """'token': one mean over every counted token; 'sequence' (DeepSeekMath eq. 3): mean per sequence, then
+    over sequences. A 1-token sequence with advantage -1 and a 3-token one with advantage 2, at ratio 1:"""
+    adv = torch.tensor([2.0, -1.0])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    zeros = torch.zeros(2, 3)
+    token, _ = clipped_pg_loss(zeros, zeros, adv, mask, 0.2, aggregation="token")
+    sequence, _ = clipped_pg_loss(zeros, zeros, adv, mask, 0.2, aggregation="sequence")
+    assert token.item() == pytest.approx(-(2.0 * 3 - 1.0) / 4)  # -1.25
+    assert sequence.item() == pytest.approx(-(2.0 + -1.0) / 2)  # -0.5
+    # equal lengths: the two agree
+    full = torch.ones(2, 3)
+    a = clipped_pg_loss(zeros, zeros, adv, full, 0.2, aggregation="token")[0]
+    b = clipped_pg_loss(zeros, zeros, adv, full, 0.2, aggregation="sequence")[0]
+    assert a.item() == pytest.approx(b.item())
+    with pytest.raises(ValueError, match="aggregation"):
+        clipped_pg_loss(zeros, zeros, adv, mask, 0.2, aggregation="bogus")
+
+
+def test_metrics_are_tensors_not_host_syncs():
+    _, m = bradley_terry_loss(torch.tensor([1.0]), torch.tensor([0.0]))
+    _, p = ppo_policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), 0.2)
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in [*m.values(), *p.values()])

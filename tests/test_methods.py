@@ -5,18 +5,18 @@ import math
 
 import pytest
 import torch
-from conftest import good_minus_bad
+from conftest import good_minus_bad, run_method
 
+from rlhflab.config import build
 from rlhflab.errors import ConfigError
-from rlhflab.methods.best_of_n import BestOfNConfig, make_best_of_n
-from rlhflab.methods.conditional import ConditionalConfig, add_control_tokens, tag, train_conditional
+from rlhflab.files import read_jsonl
+from rlhflab.methods.best_of_n import BestOfNConfig
+from rlhflab.methods.conditional import ConditionalConfig, add_control_tokens, tag
 from rlhflab.methods.critic_free import CriticFreeConfig
-from rlhflab.methods.grpo import train_grpo
-from rlhflab.methods.ranked_sft import RankedSFTConfig, top_per_prompt, train_ranked_sft
-from rlhflab.methods.rloo import train_rloo
+from rlhflab.methods.ranked_sft import RankedSFTConfig, top_per_prompt
 from rlhflab.rollout.models import load_policy, sample
-from rlhflab.run.rundir import RunDir, read_jsonl
 from rlhflab.rollout.samplers import best_of_n_kl_bound, best_of_n_kl_estimate, load_sampler
+from rlhflab.run.rundir import RunDir
 
 
 def gold(prompts, completions):
@@ -63,9 +63,9 @@ def test_best_of_n_sampled_kl_estimate_is_close_to_the_exact_kl():
 
 
 def test_best_of_n_sampler_prefers_the_reward(micro_model, task, tmp_path):
-    run = RunDir(tmp_path / "bon")
-    assert make_best_of_n(str(micro_model), "gold", run, BestOfNConfig(n=8))["kl_bound"] == best_of_n_kl_bound(8)
-    sampler, info = load_sampler(run.path, str(micro_model), lambda name: gold)
+    run = tmp_path / "bon"
+    assert run_method("best-of-n", micro_model, run, BestOfNConfig(n=8))["kl_bound"] == best_of_n_kl_bound(8)
+    sampler, info = load_sampler(run, str(micro_model), lambda name: gold)
     out = sampler.sample(task.eval_prompts * 4, max_new_tokens=10, seed=0, temperature=0.7)
     assert info == {"type": "best_of_n", "n": 8, "kl_bound": best_of_n_kl_bound(8), "reward": "gold"}
     assert sum(good_minus_bad(None, out.texts)) / len(out.texts) > mean_gold(micro_model, task.eval_prompts) + 0.2
@@ -81,10 +81,8 @@ def test_top_per_prompt():
 
 def test_ranked_sft_learns_a_planted_preference(micro_model, task, tmp_path):
     run = RunDir(tmp_path / "raft")
-    config = RankedSFTConfig(rounds=3, prompts_per_round=32, samples_per_prompt=4, lr=2e-3, max_new_tokens=10)
-    result = train_ranked_sft(
-        str(micro_model), gold, task.train_prompts, run, config, gold=good_minus_bad, progress=False
-    )
+    config = build(RankedSFTConfig, rounds=3, prompts_per_round=32, samples_per_prompt=4, lr=2e-3, max_new_tokens=10)
+    result = run_method("ranked-sft", micro_model, run.path, config)
     assert mean_gold(run / "policy", task.eval_prompts) - mean_gold(micro_model, task.eval_prompts) > 0.05
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3] and result["final"] == rows[-1]
@@ -108,8 +106,8 @@ def test_control_token_already_in_the_vocabulary(micro_model):
 
 def test_conditional_training_learns_the_condition(micro_model, task, tmp_path):
     run = RunDir(tmp_path / "cond")
-    config = ConditionalConfig(prompts=100, samples_per_prompt=4, epochs=8, lr=3e-3, max_new_tokens=10)
-    result = train_conditional(str(micro_model), gold, task.train_prompts, run, config, progress=False)
+    config = build(ConditionalConfig, prompts=100, samples_per_prompt=4, epochs=8, lr=3e-3, max_new_tokens=10)
+    result = run_method("conditional", micro_model, run.path, config)
     assert 0 < result["good_share"] < 0.5 and result["texts"] > 300
     model, tokenizer = load_policy(run / "policy")
     suppress = tokenizer.convert_tokens_to_ids(["<|good|>", "<|bad|>"])
@@ -127,13 +125,20 @@ def test_conditional_training_learns_the_condition(micro_model, task, tmp_path):
 # ---------------------------------------------------------------- RLOO and GRPO
 
 
-@pytest.mark.parametrize("train", [train_rloo, train_grpo])
-def test_critic_free_methods_learn_a_planted_preference(micro_model, task, tmp_path, train):
-    run = RunDir(tmp_path / train.__name__)
-    config = CriticFreeConfig(
-        steps=15, prompts_per_step=8, samples_per_prompt=4, lr=3e-3, max_new_tokens=10, kl_coef=0.01, epochs=2
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_critic_free_methods_learn_a_planted_preference(micro_model, task, tmp_path, method):
+    run = RunDir(tmp_path / method)
+    config = build(
+        CriticFreeConfig,
+        steps=15,
+        prompts_per_step=8,
+        samples_per_prompt=4,
+        lr=3e-3,
+        max_new_tokens=10,
+        kl_coef=0.01,
+        epochs=2,
     )
-    result = train(str(micro_model), gold, task.train_prompts, run, config, gold=good_minus_bad, progress=False)
+    result = run_method(method, micro_model, run.path, config)
     assert mean_gold(run / "policy", task.eval_prompts) - mean_gold(micro_model, task.eval_prompts) > 0.3
     rows = read_jsonl(run / "metrics.jsonl")
     assert len(rows) == 15 and rows[0]["objective/kl"] == 0.0 and result["final"]["objective/gold"] > 0.3
@@ -141,4 +146,4 @@ def test_critic_free_methods_learn_a_planted_preference(micro_model, task, tmp_p
 
 def test_critic_free_needs_two_samples_per_prompt():
     with pytest.raises(ConfigError, match="--samples-per-prompt must be >= 2"):
-        CriticFreeConfig(samples_per_prompt=1)
+        build(CriticFreeConfig, samples_per_prompt=1)

@@ -2,13 +2,17 @@
 
 import pytest
 import torch
-from conftest import good_minus_bad
+from conftest import good_minus_bad, run_method
 
 import rlhflab.methods.ppo as ppo
+from rlhflab.config import build
 from rlhflab.errors import TrainingDiverged
-from rlhflab.methods.ppo import PPOConfig, kl_negative_beyond_noise, train_ppo
+from rlhflab.files import read_jsonl
+from rlhflab.losses import kl_negative_beyond_noise
+from rlhflab.methods.api import Hooks
+from rlhflab.methods.ppo import PPOConfig, train_ppo
 from rlhflab.rollout.models import load_policy, sample
-from rlhflab.run.rundir import RunDir, read_jsonl
+from rlhflab.run.rundir import RunDir
 
 
 def gold_reward(prompts, completions):
@@ -31,7 +35,8 @@ def test_kl_guard_tolerates_noise_but_not_a_real_negative():
 
 def test_ppo_learns_a_planted_preference(micro_model, task, tmp_path):
     run = RunDir(tmp_path / "run")
-    config = PPOConfig(
+    config = build(
+        PPOConfig,
         steps=25,
         batch_size=16,
         minibatch_size=8,
@@ -43,9 +48,7 @@ def test_ppo_learns_a_planted_preference(micro_model, task, tmp_path):
         checkpoint_every=100,
         seed=0,
     )
-    result = train_ppo(
-        str(micro_model), gold_reward, task.train_prompts, run, config, gold=good_minus_bad, progress=False
-    )
+    result = run_method("ppo", micro_model, run.path, config)
     before = mean_gold(micro_model, task.eval_prompts)
     after = mean_gold(run / "policy", task.eval_prompts)
     assert after - before > 0.3, (before, after)
@@ -70,61 +73,37 @@ def test_ppo_learns_a_planted_preference(micro_model, task, tmp_path):
     assert {"prompt", "response", "score", "gold"} <= logged[0].keys()
 
 
-def test_nan_reward_stops_with_the_step_and_quantity(micro_model, task, tmp_path):
-    run = RunDir(tmp_path / "run")
-
+def test_nan_reward_stops_with_the_step_and_quantity(micro_model, task):
     def nan_reward(prompts, completions):
         return torch.full((len(prompts),), float("nan"))
 
+    policy, tokenizer = load_policy(micro_model)
+    config = build(PPOConfig, steps=3, batch_size=4, minibatch_size=4, max_new_tokens=6)
     with pytest.raises(TrainingDiverged, match=r"ppo stopped at step 0: the reward is nan"):
-        train_ppo(
-            str(micro_model),
-            nan_reward,
-            task.train_prompts,
-            run,
-            PPOConfig(steps=3, batch_size=4, minibatch_size=4, max_new_tokens=6),
-            progress=False,
-        )
-    assert not (run / "policy").exists()
+        train_ppo(policy, tokenizer, nan_reward, task.train_prompts, config, hooks=Hooks(progress=False))
 
 
 def test_negative_kl_stops_training(micro_model, task, tmp_path, monkeypatch):
     """Sampling from another model than the policy makes the k1 estimate negative: the guard must fire."""
-    real_load, real_sample = ppo.load_policy, ppo.sample
-    models = []
-
-    def load(name, pad_token=None):
-        model, tokenizer = real_load(name, pad_token)
-        if models:  # the second load is the reference: make it a different model
-            torch.manual_seed(0)
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(0.3 * torch.randn_like(p))
-        models.append(model)
-        return model, tokenizer
-
-    monkeypatch.setattr(ppo, "load_policy", load)
-    monkeypatch.setattr(ppo, "sample", lambda model, *a, **k: real_sample(models[1], *a, **k))
+    real_sample = ppo.sample
+    policy, tokenizer = load_policy(micro_model)
+    other, _ = load_policy(micro_model)  # a different reference, and the rollouts come from it, not from the policy
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    monkeypatch.setattr(ppo, "sample", lambda model, *a, **k: real_sample(other, *a, **k))
+    config = build(PPOConfig, steps=2, batch_size=16, minibatch_size=8, max_new_tokens=8)
     with pytest.raises(TrainingDiverged, match=r"step 0: the KL estimate to the reference \(k1, nats\) is -"):
         train_ppo(
-            str(micro_model),
-            gold_reward,
-            task.train_prompts,
-            RunDir(tmp_path / "run"),
-            PPOConfig(steps=2, batch_size=16, minibatch_size=8, max_new_tokens=8),
-            progress=False,
+            policy, tokenizer, gold_reward, task.train_prompts, config, reference=other, hooks=Hooks(progress=False)
         )
 
 
 def test_divergent_learning_rate_stops_before_writing_a_broken_policy(micro_model, task, tmp_path):
-    run = RunDir(tmp_path / "run")
+    run = tmp_path / "run"
+    config = build(PPOConfig, steps=6, batch_size=8, minibatch_size=4, lr=1e4, max_new_tokens=6, value_init="policy")
     with pytest.raises(TrainingDiverged, match=r"ppo stopped at step \d+: the (policy|value) loss is nan"):
-        train_ppo(
-            str(micro_model),
-            gold_reward,
-            task.train_prompts,
-            run,
-            PPOConfig(steps=6, batch_size=8, minibatch_size=4, lr=1e4, max_new_tokens=6, value_init="policy"),
-            progress=False,
-        )
+        run_method("ppo", micro_model, run, config)
+    assert not (run / "policy").exists()
     assert not (run / "policy").exists()

@@ -11,7 +11,7 @@ from clirun import rlhflab, start
 from test_reward_model import planted_pairs
 
 from rlhflab.feedback.pairs import write_pairs
-from rlhflab.run.rundir import read_jsonl
+from rlhflab.files import read_jsonl
 
 
 def kill_after_checkpoint(proc, latest, timeout=300):
@@ -110,6 +110,10 @@ def test_reward_resume_after_kill_matches_uninterrupted_run(micro_model, tmp_pat
 
 def test_resume_without_checkpoint_says_so(tmp_path):
     out = rlhflab("optimize", "ppo", "--resume", tmp_path / "nothing")
+    assert out.returncode == 2 and "nothing: no such run directory" in out.stderr
+    assert "Traceback" not in out.stderr
+    (tmp_path / "empty").mkdir()
+    out = rlhflab("optimize", "ppo", "--resume", tmp_path / "empty")
     assert out.returncode == 2 and "no 'ppo' stage in manifest.json" in out.stderr
     assert "Traceback" not in out.stderr
 

@@ -6,16 +6,13 @@ import pytest
 import torch
 from conftest import WORDS
 
-from rlhflab.rollout.batching import lr_at
+from rlhflab.config import build
 from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.reward.model import (
-    RewardModel,
-    RewardTrainConfig,
-    aggregate_scores,
-    split_pairs,
-    train_reward_model,
-)
-from rlhflab.run.rundir import RunDir, read_jsonl
+from rlhflab.files import read_jsonl
+from rlhflab.reward.model import RewardModel, aggregate_scores
+from rlhflab.reward.train import RewardTrainConfig, split_pairs, train_reward_model
+from rlhflab.rollout.batching import lr_at
+from rlhflab.run.rundir import RunDir
 
 NEUTRAL = [w for w in WORDS if w not in ("good", "bad")]
 
@@ -50,12 +47,30 @@ def test_split_and_schedule():
     assert lr_at(100, 100, 1.0) == 0.0
 
 
+def train_rm(model, pairs, run, config):
+    """Train through the pipeline, as 'rlhflab reward train' does: pairs file in, RUN/reward_model out."""
+    from rlhflab.feedback.pairs import write_pairs
+    from rlhflab.pipeline import stages
+
+    write_pairs(run.path.parent / f"{run.path.name}-pairs.jsonl", pairs)
+    return stages.reward_train(
+        run, str(model), run.path.parent / f"{run.path.name}-pairs.jsonl", config, progress=False
+    )
+
+
 def test_reward_model_learns_a_planted_preference(micro_model, tmp_path):
     run = RunDir(tmp_path / "run")
-    config = RewardTrainConfig(
-        epochs=5, batch_size=16, lr=3e-3, val_fraction=0.2, eval_every=10, checkpoint_every=1000, seed=0
+    config = build(
+        RewardTrainConfig,
+        epochs=5,
+        batch_size=16,
+        lr=3e-3,
+        val_fraction=0.2,
+        eval_every=10,
+        checkpoint_every=1000,
+        seed=0,
     )
-    summary = train_reward_model(str(micro_model), planted_pairs(200), run, config, progress=False)
+    summary = train_rm(micro_model, planted_pairs(200), run, config)
     assert summary["val_accuracy"] >= 0.9
     rm = RewardModel.load(run / "reward_model")
     fresh = planted_pairs(40, seed=99)
@@ -78,10 +93,17 @@ def test_reward_model_learns_a_planted_preference(micro_model, tmp_path):
 
 def test_ensemble_members_differ_and_aggregate(micro_model, tmp_path):
     run = RunDir(tmp_path / "run")
-    config = RewardTrainConfig(
-        epochs=1, batch_size=16, lr=2e-3, ensemble=2, aggregate="mean_minus_std", std_coef=1.0, checkpoint_every=1000
+    config = build(
+        RewardTrainConfig,
+        epochs=1,
+        batch_size=16,
+        lr=2e-3,
+        ensemble=2,
+        aggregate="mean_minus_std",
+        std_coef=1.0,
+        checkpoint_every=1000,
     )
-    train_reward_model(str(micro_model), planted_pairs(64), run, config, progress=False)
+    train_rm(micro_model, planted_pairs(64), run, config)
     assert (run / "reward_model" / "member-0").is_dir() and (run / "reward_model" / "member-1").is_dir()
     rm = RewardModel.load(run / "reward_model")
     prompts, completions = ["the cat"] * 3, [" good day", " bad day", " it sat"]
@@ -95,21 +117,26 @@ def test_too_few_pairs_for_the_batch(micro_model, tmp_path):
     from rlhflab.errors import DataError
 
     with pytest.raises(DataError, match="fewer than --batch-size 16"):
-        train_reward_model(
-            str(micro_model), planted_pairs(10), RunDir(tmp_path), RewardTrainConfig(batch_size=16), progress=False
-        )
+        train_rm(micro_model, planted_pairs(10), RunDir(tmp_path), build(RewardTrainConfig, batch_size=16))
 
 
 def test_non_finite_loss_stops_training_and_writes_no_model(micro_model, tmp_path):
     from rlhflab.errors import TrainingDiverged
+    from rlhflab.methods.api import Hooks
+    from rlhflab.rollout.models import load_scalar_model, load_tokenizer
 
-    pairs = planted_pairs(40)
+    tokenizer = load_tokenizer(micro_model)
+    pairs = planted_pairs(40)  # a NaN label cannot come from a file (the reader refuses it), but can from Python
     pairs[5] = PreferencePair(pairs[5].prompt, pairs[5].chosen, pairs[5].rejected, float("nan"))
     run = RunDir(tmp_path / "run")
     with pytest.raises(
         TrainingDiverged, match=r"reward-model training stopped at step \d+: the Bradley-Terry loss is nan"
     ):
         train_reward_model(
-            str(micro_model), pairs, run, RewardTrainConfig(batch_size=8, val_fraction=0.0), progress=False
+            lambda: load_scalar_model(micro_model, tokenizer.pad_token_id),
+            tokenizer,
+            pairs,
+            build(RewardTrainConfig, batch_size=8, val_fraction=0.0),
+            hooks=Hooks(progress=False),
         )
     assert not (run / "reward_model").exists()

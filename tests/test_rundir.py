@@ -5,7 +5,8 @@ import json
 import pytest
 
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.run.rundir import RunDir, append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
+from rlhflab.files import append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
+from rlhflab.run.rundir import RunDir
 
 
 def test_jsonl_ignores_a_last_line_cut_short_but_not_a_bad_middle_line(tmp_path):

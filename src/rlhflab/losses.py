@@ -1,7 +1,8 @@
 """Losses and estimators of RLHF as pure functions of tensors.
 
 Each function takes tensors and returns ``(value, metrics)`` or a tensor; none touches a
-model, a config or a logger. Shapes: ``B`` batch, ``T`` response tokens. ``mask`` is 1 on
+model, a config or a logger. Metrics are detached 0-d tensors, not Python floats (a float is a
+host sync on an accelerator); callers reduce and log them. Shapes: ``B`` batch, ``T`` response tokens. ``mask`` is 1 on
 response tokens that count (up to and including the end-of-sequence token) and 0 on padding.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-Metrics = dict[str, float]
+Metrics = dict[str, torch.Tensor]
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -75,10 +76,22 @@ def bradley_terry_loss(
     if label is None:
         label = torch.ones_like(margin)
     loss = -(label * F.logsigmoid(margin) + (1 - label) * F.logsigmoid(-margin)).mean()
+    return loss, {"accuracy": preference_accuracy(margin, label), "margin": margin.detach().mean()}
+
+
+def preference_accuracy(margin: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Share of strict preferences (label != 0.5) whose margin has the label's sign.
+
+    Args:
+        margin: [B] score of chosen minus score of rejected (any implicit or explicit reward).
+        label: [B] probability that chosen is preferred.
+    Returns:
+        0-d tensor; 0 when no label is strict.
+    """
+    margin, label = margin.detach(), label.to(margin.dtype)
     strict = label != 0.5
     correct = ((margin > 0) == (label > 0.5)) & strict
-    accuracy = correct.sum() / strict.sum().clamp(min=1)
-    return loss, {"accuracy": float(accuracy), "margin": float(margin.detach().mean())}
+    return correct.sum() / strict.sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------- KL
@@ -183,9 +196,9 @@ def ppo_policy_loss(
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask).detach()
     approxkl = masked_mean(0.5 * log_ratio.detach() ** 2, mask)
-    return loss, {"clipfrac": float(clipfrac), "approxkl": float(approxkl)}
+    return loss, {"clipfrac": clipfrac, "approxkl": approxkl}
 
 
 def ppo_value_loss(
@@ -206,20 +219,19 @@ def ppo_value_loss(
     loss_unclipped = (values - returns) ** 2
     loss_clipped = (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(loss_unclipped, loss_clipped), mask)
-    clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask)
-    return loss, {"clipfrac": float(clipfrac)}
+    clipfrac = masked_mean((loss_clipped > loss_unclipped).float(), mask).detach()
+    return loss, {"clipfrac": clipfrac}
+
+
+def categorical_entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution at each position, from its log-probabilities: [..., V] -> [...]."""
+    return -(logp.exp() * logp).sum(-1)
 
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
     """1 - Var[target - predicted] / Var[target] over the masked entries (1 is perfect, <= 0 useless)."""
     var_target = masked_var(target, mask)
     return float(1 - masked_var(target - predicted, mask) / var_target.clamp(min=1e-8))
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the categorical distribution at each position: [..., V] -> [...]."""
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 # ---------------------------------------------------------------- direct preference optimisation
@@ -244,15 +256,16 @@ def dpo_loss(
         pi_chosen, pi_rejected: [B] summed log-probabilities of the completions under the policy.
         ref_chosen, ref_rejected: [B] the same under the reference policy.
         beta: the KL strength beta > 0.
-        label: [B] probability that chosen is preferred (soft targets, as Bradley-Terry); ones if None.
+        label: [B] probability that chosen is preferred (a soft Bradley-Terry target); ones if None.
     Returns:
-        loss, and metrics ``accuracy`` (share with h > 0) and ``margin`` (mean beta * h).
+        loss, and metrics ``accuracy`` (share of strict labels whose h has the label's sign) and
+        ``margin`` (mean beta * h).
     """
     h = _log_ratio_margin(pi_chosen, pi_rejected, ref_chosen, ref_rejected)
     if label is None:
         label = torch.ones_like(h)
     loss = -(label * F.logsigmoid(beta * h) + (1 - label) * F.logsigmoid(-beta * h)).mean()
-    return loss, {"accuracy": float((h > 0).float().mean()), "margin": float(beta * h.detach().mean())}
+    return loss, {"accuracy": preference_accuracy(h, label), "margin": beta * h.detach().mean()}
 
 
 def conservative_dpo_loss(
@@ -262,12 +275,17 @@ def conservative_dpo_loss(
     ref_rejected: torch.Tensor,
     beta: float,
     label_smoothing: float,
+    label: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
-    """Conservative DPO (Mitchell 2023): labels are flipped with probability epsilon, so the target is
-    1 - epsilon: -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h). Shapes as ``dpo_loss``."""
-    return dpo_loss(
-        pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta, torch.full_like(pi_chosen, 1.0 - label_smoothing)
-    )
+    """Conservative DPO (Mitchell 2023): each label is flipped with probability epsilon, so a label p
+    becomes the target (1 - eps) p + eps (1 - p): a hard label 1 becomes 1 - eps, a tie stays 0.5,
+    a soft label 0.6 becomes 0.6 - 0.2 eps. Shapes as ``dpo_loss``; ``label`` ones if None."""
+    if label is None:
+        label = torch.ones_like(pi_chosen)
+    target = (1 - label_smoothing) * label + label_smoothing * (1 - label)
+    loss, metrics = dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta, target)
+    h = _log_ratio_margin(pi_chosen, pi_rejected, ref_chosen, ref_rejected)
+    return loss, {**metrics, "accuracy": preference_accuracy(h, label)}
 
 
 def ipo_loss(
@@ -282,13 +300,13 @@ def ipo_loss(
     and for a tie (p = 0.5) pulls h to 0.
 
     The inputs are per-token means of the completions' log-probabilities (IPO's authors normalise
-    by length, as TRL does), shapes [B]. ``beta`` is IPO's tau.
+    by length, as TRL does), shapes [B]. ``beta`` is IPO's tau. ``accuracy`` counts strict labels only.
     """
     h = _log_ratio_margin(pi_chosen, pi_rejected, ref_chosen, ref_rejected)
     if label is None:
         label = torch.ones_like(h)
     loss = ((h - (2 * label - 1) / (2 * beta)) ** 2).mean()
-    return loss, {"accuracy": float((h > 0).float().mean()), "margin": float(h.detach().mean())}
+    return loss, {"accuracy": preference_accuracy(h, label), "margin": h.detach().mean()}
 
 
 # ---------------------------------------------------------------- critic-free policy gradients
@@ -328,9 +346,17 @@ def clipped_pg_loss(
     clip_range: float,
     logp_ref: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    aggregation: str = "token",
 ) -> tuple[torch.Tensor, Metrics]:
     """Critic-free policy-gradient loss: the PPO clipped surrogate with one advantage per sequence,
     plus GRPO's per-token KL penalty kl_coef * k3(pi, pi_ref) when ``logp_ref`` is given.
+
+    ``aggregation`` says how the per-token terms become one number:
+    - ``"sequence"``: mean over each sequence's tokens, then over sequences — DeepSeekMath's GRPO
+      objective (Shao et al. 2024, eq. 3, the 1/|o_i| sum inside the 1/G sum): every sequence
+      weighs the same, so each token of a long one weighs less;
+    - ``"token"``: mean over all tokens of the minibatch — every token weighs the same (what DAPO,
+      Yu et al. 2025, sec. 3.3, argue for, and what TRL calls ``loss_type="bnpo"``-like token means).
 
     With one update per rollout (logp = logp_old numerically) it is REINFORCE with the given baseline.
 
@@ -339,12 +365,40 @@ def clipped_pg_loss(
         advantages: [B] one advantage per sequence (RLOO or GRPO).
         mask: [B, T].
         logp_ref: [B, T] under the reference policy, or None for no KL term.
+        aggregation: "token" or "sequence".
     """
-    loss, metrics = ppo_policy_loss(logp, logp_old, advantages[:, None].expand_as(logp), mask, clip_range)
+    if aggregation not in ("token", "sequence"):
+        raise ValueError(f"aggregation must be 'token' or 'sequence', got {aggregation!r}")
+    log_ratio = logp - logp_old
+    ratio = torch.exp(log_ratio)
+    adv = advantages[:, None].expand_as(logp)
+    per_token = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range))
     if logp_ref is not None and kl_coef > 0:
-        log_ratio = logp_ref - logp
-        k3 = torch.expm1(log_ratio) - log_ratio
-        kl = masked_mean(k3, mask)
-        loss = loss + kl_coef * kl
-        metrics["kl_k3"] = float(kl.detach())
-    return loss, metrics
+        ref_ratio = logp_ref - logp
+        per_token = per_token + kl_coef * (torch.expm1(ref_ratio) - ref_ratio)
+
+    def reduce(x: torch.Tensor) -> torch.Tensor:
+        return masked_mean(x, mask) if aggregation == "token" else masked_mean(x, mask, dim=1).mean()
+
+    clipped = (-adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)) > (-adv * ratio)
+    metrics = {"clipfrac": masked_mean(clipped.float(), mask).detach(),
+               "approxkl": masked_mean(0.5 * log_ratio.detach() ** 2, mask)}  # fmt: skip
+    if logp_ref is not None and kl_coef > 0:
+        ref_ratio = (logp_ref - logp).detach()
+        metrics["kl_k3"] = reduce(torch.expm1(ref_ratio) - ref_ratio)
+    return reduce(per_token), metrics
+
+
+def kl_negative_beyond_noise(kl_per_sequence: torch.Tensor, z: float = 4.0, tol: float = 1e-3) -> bool:
+    """True when the k1 estimate (unbiased, its true value >= 0) is below 0 by more than z standard errors.
+
+    That happens when the sampled tokens do not come from the policy whose log-probabilities
+    are used (e.g. a generation setting that truncates the distribution), not by chance.
+
+    Args:
+        kl_per_sequence: [B] per-sequence k1 estimates.
+    """
+    n = kl_per_sequence.numel()
+    mean = kl_per_sequence.mean()
+    stderr = kl_per_sequence.std() / n**0.5 if n > 1 else torch.tensor(0.0)
+    return bool(mean < -(z * stderr + tol))

@@ -8,13 +8,14 @@ the VADER compound score of the continuation, as in the sentiment task of Ziegle
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
 from rlhflab.errors import ConfigError, DataError, RlhflabError
+from rlhflab.files import read_text
+from rlhflab.plugins import import_object
 from rlhflab.rollout.models import ASSETS
 
 GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]
@@ -44,10 +45,7 @@ class Task:
 
 def read_prompts(path: str | Path) -> list[str]:
     """One prompt per line; blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such prompt file")
-    prompts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [line for line in read_text(path, "prompt file").splitlines() if line.strip()]
     if not prompts:
         raise DataError(path, "the prompt file is empty")
     return prompts
@@ -87,12 +85,7 @@ def load_task(name: str) -> Task:
         return BUILTIN[name]()
     if ":" not in name:
         raise ConfigError(f"--task must be one of {sorted(BUILTIN)} or 'module:function', got {name!r}")
-    module_name, fn_name = name.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(module_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise RlhflabError(f"--task {name!r}: could not import it ({e})") from None
-    task = fn()
+    task = import_object(name, "--task")()
     if not isinstance(task, Task):
         raise RlhflabError(f"--task {name!r}: returned {type(task).__name__}, expected rlhflab.tasks.Task")
     return task

@@ -15,8 +15,11 @@ from tqdm.auto import tqdm
 from rlhflab.config import check
 from rlhflab.evaluation.diagnostics.calibration import expected_calibration_error, reliability_bins
 from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir, embedding_spread
-from rlhflab.rollout.models import context_length, disable_dropout, forward_inputs, load_policy, sample
 from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.files import read_text
+from rlhflab.methods.sft import completion_nll
+from rlhflab.rollout.batching import collate
+from rlhflab.rollout.models import context_length, disable_dropout, forward_inputs, load_policy, sample
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,11 @@ def next_token_predictions(model, tokenizer, texts: Sequence[str], batch_size: i
     limit = context_length(model) or 1024
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for s in tqdm(range(0, len(texts), batch_size), desc="calibration", unit="batch", disable=not progress):
-        ids = [tokenizer(t)["input_ids"][: limit - len(eos)] + eos for t in texts[s : s + batch_size]]
-        width = max(map(len, ids))
-        x = torch.full((len(ids), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, row in enumerate(ids):
-            x[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
+        # every token after the first is a target: encoded as a "completion" starting at token 1
+        ids = [(tokenizer(t)["input_ids"][: limit - len(eos)] + eos, 1) for t in texts[s : s + batch_size]]
+        x, mask, targets = collate(ids, tokenizer.pad_token_id, "cpu")
         logp = torch.log_softmax(model(**forward_inputs(model, x, mask)).logits[:, :-1].float(), -1)
-        target, valid = x[:, 1:], mask[:, 1:].bool()
+        target, valid = x[:, 1:], targets[:, 1:].bool()
         top_logp, top = logp.max(-1)
         confidence.append(top_logp.exp()[valid])
         correct.append((top == target)[valid])
@@ -133,7 +132,8 @@ def remisalignment_cost(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.remisalign_lr)
     g = torch.Generator().manual_seed(config.seed)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    texts = [(tokenizer(p.prompt)["input_ids"], tokenizer(p.rejected)["input_ids"] + eos) for p in pairs]
+    encoded = [(tokenizer(p.prompt)["input_ids"], tokenizer(p.rejected)["input_ids"] + eos) for p in pairs]
+    texts = [(prompt + completion, len(prompt)) for prompt, completion in encoded]
     curve = [{"step": 0, "gold": mean_gold(model.eval(), tokenizer, prompts, gold, config)}]
     target = base_gold + (1 - config.remisalign_fraction) * (curve[0]["gold"] - base_gold)
     steps = None
@@ -143,20 +143,7 @@ def remisalignment_cost(
             break
         model.train()
         idx = torch.randint(len(texts), (config.remisalign_batch_size,), generator=g).tolist()
-        batch = [texts[i] for i in idx]
-        width = max(len(p) + len(c) for p, c in batch)
-        x = torch.full((len(batch), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100)
-        for r, (p, c) in enumerate(batch):  # left padding; the loss counts completion tokens only
-            row = p + c
-            x[r, width - len(row) :] = torch.tensor(row)
-            mask[r, width - len(row) :] = 1
-            labels[r, width - len(c) :] = torch.tensor(c)
-        logits = model(**forward_inputs(model, x, mask)).logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-        )
+        loss = completion_nll(model, [texts[i] for i in idx], tokenizer.pad_token_id, "cpu")
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -192,14 +179,19 @@ def diagnose(
     pad_token: str | None = None,
     progress: bool = True,
 ) -> dict:
+    from rlhflab.rollout.samplers import is_sampler
+
     out: dict = {"config": config.__dict__.copy()}
     base, tokenizer = load_policy(base_name, pad_token)
-    policy, _ = load_policy(policy_name, pad_token)
     base.eval()
-    policy.eval()
+    sampler = is_sampler(policy_name)
+    not_applicable = {"skipped": "the run's output is a sampler (best-of-n), with no weights of its own to measure"}
+    policy = None if sampler else load_policy(policy_name, pad_token)[0].eval()
 
-    if heldout is not None and heldout.is_file():
-        lines = [line for line in heldout.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if sampler:
+        out["calibration"] = not_applicable
+    elif heldout is not None and heldout.is_file():
+        lines = [line for line in read_text(heldout, "held-out text").splitlines() if line.strip()]
         lines = lines[: config.heldout_sentences] if config.heldout_sentences else lines
         out["calibration"] = {
             "text": str(heldout),
@@ -222,7 +214,9 @@ def diagnose(
             "policy": embedding_spread(embed([r["policy"] for r in samples], model_dir)),
         }
 
-    if config.remisalign_steps and pairs:
+    if sampler:
+        out["remisalignment"] = not_applicable
+    elif config.remisalign_steps and pairs:
         prompts = list(eval_prompts[: config.remisalign_prompts])
         base_gold = mean_gold(base, tokenizer, prompts, gold, config)
         out["remisalignment"] = remisalignment_cost(

@@ -48,8 +48,8 @@ from tqdm.auto import tqdm
 
 from rlhflab.config import check
 from rlhflab.errors import ConfigError, DataError, RlhflabError
-from rlhflab.rollout.models import context_length, forward_inputs
 from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.rollout.models import context_length, forward_inputs
 
 DEFAULT_TEMPLATE = (
     "{principles}\n\n"
@@ -229,7 +229,9 @@ class LMJudge:
         self.model, self.tokenizer, self.config, self.name = model, tokenizer, config, name
         self.principles, self.template = principles, check_template(template)
         if tokenizer.padding_side != "left" or tokenizer.pad_token_id is None:
-            raise RlhflabError("the judge's tokenizer must pad, on the left (load it with rlhflab.rollout.models.load_policy)")
+            raise RlhflabError(
+                "the judge's tokenizer must pad, on the left (load it with rlhflab.rollout.models.load_policy)"
+            )
         self.answer_ids = answer_token_ids(tokenizer, config.answer_a, config.answer_b)
         limits = [n for n in (context_length(model), config.max_length) if n]
         self.limit = min(limits) if limits else None
@@ -398,10 +400,11 @@ def run_ai_feedback(
     """Read pairs, judge them, write ``out`` and ``<out stem>.ai_summary.json`` (and a manifest stage with ``run``)."""
     import contextlib
 
+    from rlhflab.feedback.pairs import read_pairs, write_pairs
+    from rlhflab.files import atomic_write_json
     from rlhflab.rollout import distributed
     from rlhflab.rollout.models import load_policy
-    from rlhflab.feedback.pairs import read_pairs, write_pairs
-    from rlhflab.run.rundir import atomic_write_json, sha256_file
+    from rlhflab.run.rundir import sha256_file
 
     pairs = read_pairs(pairs_path)
     principles = read_principles(principles_path)

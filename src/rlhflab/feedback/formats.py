@@ -30,15 +30,14 @@ and source ``import:<format>``. Every problem names the file, the line and the f
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from rlhflab.errors import DataError, RlhflabError
 from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.run.rundir import atomic_write_text
+from rlhflab.files import atomic_write_text, iter_jsonl, jsonl_text
 
 FORMATS = ("trl", "hh")
 """The formats ``export_pairs`` writes; ``import_pairs`` also takes ``auto``."""
@@ -210,25 +209,6 @@ def record_to_pair(obj: Any, fmt: str, path: str | Path, line: int, stats: Impor
     return PreferencePair(prompt, chosen, rejected, 1.0, f"import:{fmt}")
 
 
-def _records(path: Path) -> Iterator[tuple[int, Any]]:
-    if not path.is_file():
-        raise DataError(path, "no such file" if not path.exists() else "not a file")
-    try:
-        with path.open("r", encoding="utf-8") as f:
-            for i, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    yield i, json.loads(text)
-                except json.JSONDecodeError as e:
-                    hint = ""
-                    if text.lstrip().startswith("["):
-                        hint = "; the file looks like one JSON array, expected JSONL: one object per line"
-                    raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno}){hint}", i) from None
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
 def read_foreign(
     path: str | Path, fmt: Literal["auto", "trl", "hh"] = "auto", skip_identical: bool = False
 ) -> tuple[list[PreferencePair], ImportStats]:
@@ -243,7 +223,7 @@ def read_foreign(
     stats: ImportStats | None = None
     pairs: list[PreferencePair] = []
     identical: list[int] = []
-    for line, obj in _records(path):
+    for line, obj in iter_jsonl(path):
         if stats is None:
             stats = ImportStats(detect_format(obj, path, line) if fmt == "auto" else fmt)
         stats.records += 1
@@ -336,4 +316,4 @@ def export_records(
 
 def write_records(path: str | Path, records: Iterable[dict]) -> None:
     """JSONL, written all at once (an error or interruption leaves no partial file)."""
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_text(path, jsonl_text(list(records)))

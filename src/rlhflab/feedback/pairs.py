@@ -10,12 +10,13 @@ names the file, line and field of the first problem.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from rlhflab.errors import DataError
-from rlhflab.run.rundir import atomic_write_text
+from rlhflab.files import atomic_write_text, iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,17 @@ class PreferencePair:
 _REQUIRED = {"prompt": str, "chosen": str, "rejected": str}
 
 
+def _number(value: object) -> float | None:
+    """``value`` as a finite float, or None (not a number, a bool, or too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
+
+
 def _parse(obj: object, path: Path, line: int) -> PreferencePair:
     if not isinstance(obj, dict):
         raise DataError(path, f"expected a JSON object, got {type(obj).__name__}", line)
@@ -65,7 +77,7 @@ def _parse(obj: object, path: Path, line: int) -> PreferencePair:
         if not obj[name].strip():
             raise DataError(path, "is empty", line, name)
     label = obj.get("label", 1.0)
-    if isinstance(label, bool) or not isinstance(label, (int, float)) or not 0.0 <= label <= 1.0:
+    if _number(label) is None or not 0.0 <= label <= 1.0:
         raise DataError(
             path, f"expected a number in [0, 1] (1 = chosen preferred, 0.5 = tie), got {label!r}", line, "label"
         )
@@ -73,30 +85,33 @@ def _parse(obj: object, path: Path, line: int) -> PreferencePair:
     if not isinstance(source, str):
         raise DataError(path, f"expected a string, got {type(source).__name__}", line, "source")
     scores = obj.get("scores", {})
-    if not isinstance(scores, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in scores.items()
-    ):
-        raise DataError(path, "expected an object of name: number", line, "scores")
+    if not isinstance(scores, dict) or not all(_number(v) is not None for v in scores.values()):
+        raise DataError(path, "expected an object of name: number (finite)", line, "scores")
     return PreferencePair(
         obj["prompt"], obj["chosen"], obj["rejected"], float(label), source, {k: float(v) for k, v in scores.items()}
     )
 
 
+def check_distinct(pairs: list[PreferencePair], source: str | Path = "pairs") -> None:
+    """Every consumer of pairs calls this: a pair whose chosen equals its rejected, or with an empty
+    completion, carries no preference; name the source, how many and the first."""
+    same = [i for i, p in enumerate(pairs, 1) if p.chosen == p.rejected]
+    if same:
+        raise DataError(
+            source,
+            f"{len(same)} pairs have chosen equal to rejected (first: pair {same[0]}); "
+            "they carry no preference, remove them",
+        )
+    empty = [i for i, p in enumerate(pairs, 1) if not p.chosen.strip() or not p.rejected.strip()]
+    if empty:
+        raise DataError(source, f"{len(empty)} pairs have an empty completion (first: pair {empty[0]})")
+    if not pairs:
+        raise DataError(source, "no preference pairs")
+
+
 def read_pairs(path: str | Path) -> list[PreferencePair]:
     """Read and validate a PreferencePair JSONL file; blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such file" if not path.exists() else "not a file")
-    pairs = []
-    with path.open("r", encoding="utf-8") as f:
-        for i, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(path, f"not valid JSON ({e.msg} at column {e.colno})", i) from None
-            pairs.append(_parse(obj, path, i))
+    pairs = [_parse(obj, Path(path), i) for i, obj in iter_jsonl(path)]
     if not pairs:
         raise DataError(path, "the file holds no preference pairs")
     return pairs

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from rlhflab.config import check
-from rlhflab.rollout.models import check_fits, sample
 from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.rollout.batching import prompt_stream
+from rlhflab.rollout.models import check_fits, sample
 from rlhflab.tasks import Task
 
 
@@ -106,15 +106,6 @@ class SimulateConfig:
         check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
         check(self.temperature > 0, "temperature", self.temperature, "> 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-
-
-def prompt_stream(prompts: Sequence[str], n: int, generator: torch.Generator) -> list[str]:
-    """``n`` prompts: shuffled passes over the prompt set, as many as needed."""
-    out: list[str] = []
-    while len(out) < n:
-        order = torch.randperm(len(prompts), generator=generator).tolist()
-        out.extend(prompts[i] for i in order)
-    return out[:n]
 
 
 def sample_pair_batches(model, tokenizer, task: Task, prompts, max_new_tokens, temperature, batch_size, generator):

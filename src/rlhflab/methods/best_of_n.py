@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rlhflab.config import check
-from rlhflab.run.rundir import RunDir
-from rlhflab.rollout.samplers import best_of_n_kl_bound, write_best_of_n
+from rlhflab.methods.api import MethodResult
+from rlhflab.rollout.samplers import best_of_n_kl_bound, best_of_n_spec
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,10 @@ class BestOfNConfig:
         check(self.n >= 1, "n", self.n, ">= 1")
 
 
-def make_best_of_n(model_name: str, reward: str, run: RunDir, config: BestOfNConfig) -> dict:
-    """Write the sampler: base policy ``model_name``, selecting by ``reward`` (a reward-model folder or 'gold')."""
-    run.path.mkdir(parents=True, exist_ok=True)
-    write_best_of_n(run.path, model_name, reward, config.n)
-    return {"n": config.n, "kl_bound": best_of_n_kl_bound(config.n)}
+def make_best_of_n(base: str, reward: str, config: BestOfNConfig) -> MethodResult:
+    """The sampler: base policy ``base`` (a model name), selecting by ``reward`` (a reward name: a
+    reward-model folder, 'gold' or a rule), n candidates per prompt."""
+    return MethodResult(
+        summary={"n": config.n, "kl_bound": best_of_n_kl_bound(config.n)},
+        sampler=best_of_n_spec(base, reward, config.n),
+    )

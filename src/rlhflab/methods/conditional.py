@@ -7,27 +7,24 @@ Samples of the base policy are scored by the reward and tagged: those above the
 a model of all of them; at generation the "good" token is put before every prompt. The same
 weights prompted without a control token are the unconditioned model.
 
-``--resume`` reuses the tagged texts (``conditional_data.jsonl``, the costly part) and runs the
-fine-tuning again.
+The tagged texts go to the samples hook (``train_samples.jsonl`` in a run) and into a
+checkpoint: ``--resume`` reuses them (the costly part) and runs the fine-tuning again.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
-from rlhflab.rollout import distributed
-from rlhflab.rollout.batching import encode
-from rlhflab.run.checkpoint import save_policy
-from rlhflab.config import check
+from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
 from rlhflab.errors import ConfigError
-from rlhflab.feedback.simulated import prompt_stream
+from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, make_optimizer
 from rlhflab.methods.sft import supervised_pass
-from rlhflab.rollout.models import check_fits, disable_dropout, load_policy, sample
-from rlhflab.run.rundir import RunDir, append_jsonl, atomic_write_text, read_jsonl
+from rlhflab.rollout.batching import encode, prompt_stream
+from rlhflab.rollout.models import check_fits, disable_dropout, sample
 from rlhflab.rollout.samplers import SAMPLING_FILE
 
 
@@ -47,13 +44,15 @@ class ConditionalConfig:
     """Passes over the tagged texts."""
     batch_size: int = 16
     """Texts per optimiser step, over all processes."""
-    lr: float = 1e-4
-    """Peak learning rate."""
-    max_new_tokens: int = 24
-    """Length limit of the sampled continuations."""
-    temperature: float = 0.7
-    """Sampling temperature."""
-    seed: int = 0
+    sample_batch_size: int = 64
+    """Prompts sampled at once (per process) when the texts are collected."""
+    max_length: int = 256
+    """Tokens of control token + prompt + completion the fine-tuning reads (longer texts keep their end)."""
+    sampling: SamplingConfig = sampling_field()
+    """Sample length and temperature."""
+    optimizer: OptimizerConfig = optimizer_field(lr=1e-4)
+    """AdamW settings of the fine-tuning (warm-up and linear decay)."""
+    run: RunConfig = run_field()
     """Seed of prompt order, sampling and data order."""
 
     def __post_init__(self) -> None:
@@ -68,8 +67,8 @@ class ConditionalConfig:
         )
         check(self.epochs > 0, "epochs", self.epochs, "> 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        check(self.lr > 0, "lr", self.lr, "> 0")
-        check(self.temperature > 0, "temperature", self.temperature, "> 0")
+        check(self.sample_batch_size >= 1, "sample_batch_size", self.sample_batch_size, ">= 1")
+        check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
 
 
 def tag(scores: list[float], threshold_quantile: float, good: str, bad: str) -> tuple[list[str], float]:
@@ -95,57 +94,54 @@ def add_control_tokens(model, tokenizer, tokens: list[str]) -> int:
 
 
 def train_conditional(
-    model_name,
-    reward,
-    prompts,
-    run: RunDir,
+    policy: nn.Module,
+    tokenizer,
+    reward: RewardFn,
+    prompts: Sequence[str],
     config: ConditionalConfig,
-    gold=None,
-    pad_token=None,
-    resume=False,
-    progress=True,
-) -> dict:
-    accelerator = distributed.accelerator()
-    main = accelerator.is_main_process
-    run.path.mkdir(parents=True, exist_ok=True)
-    policy, tokenizer = load_policy(model_name, pad_token)
-    check_fits(policy, tokenizer, list(prompts), config.max_new_tokens + 1)
-    data_path = run / "conditional_data.jsonl"
+    *,
+    hooks: Hooks | None = None,
+) -> MethodResult:
+    """Tag ``policy``'s own samples good/bad by ``reward``, add the control tokens, fine-tune on the
+    tagged texts. The returned policy is sampled after the good token (``policy_files``)."""
+    loop = TrainLoop("conditional", hooks)
+    check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens + 1)
+    seed = config.run.seed
 
-    # ---------------------------------------------------------- sample, score and tag (once; kept for --resume)
-    if not (resume and data_path.is_file()):
+    # ---------------------------------------------------------- sample (each process its share), score, tag
+    state = loop.restore()
+    if state is not None and "rows" in state:
+        rows = state["rows"]
+    else:
         n = config.prompts or len(prompts)
-        chosen = prompt_stream(list(prompts), n, torch.Generator().manual_seed(config.seed))
+        chosen = prompt_stream(list(prompts), n, torch.Generator().manual_seed(seed))
         repeated = [p for p in chosen for _ in range(config.samples_per_prompt)]
+        mine = repeated[loop.rank :: loop.world]
         texts: list[str] = []
         ended: list[bool] = []
-        g = torch.Generator().manual_seed(config.seed)
-        for s in tqdm(range(0, len(repeated), 64), desc="conditional: sample", unit="batch", disable=not progress):
+        g = torch.Generator().manual_seed(seed + loop.rank)
+        size = config.sample_batch_size
+        for s in loop.steps(0, (len(mine) + size - 1) // size, unit="batch", desc="conditional: sample"):
             r = sample(
-                policy,
-                tokenizer,
-                repeated[s : s + 64],
-                max_new_tokens=config.max_new_tokens,
-                seed=int(torch.randint(0, 2**62, (1,), generator=g)),
-                temperature=config.temperature,
-            )
+                policy, tokenizer, mine[s * size : (s + 1) * size], max_new_tokens=config.sampling.max_new_tokens,
+                seed=int(torch.randint(0, 2**62, (1,), generator=g)), temperature=config.sampling.temperature,
+            )  # fmt: skip
             texts += r.responses
-            ended += r.ended
+            ended += r.ended or [False] * len(r.responses)
         keep = [i for i, t in enumerate(texts) if t.strip()]
-        repeated, texts, ended = [repeated[i] for i in keep], [texts[i] for i in keep], [ended[i] for i in keep]
-        scores = [float(x) for x in reward(repeated, texts)]
-        tags, threshold = tag(scores, config.threshold_quantile, config.good_token, config.bad_token)
-        if main:
-            atomic_write_text(
-                data_path,
-                "".join(
-                    json.dumps({"tag": t, "prompt": p, "completion": c, "ended": e, "score": s, "threshold": threshold})
-                    + "\n"
-                    for t, p, c, e, s in zip(tags, repeated, texts, ended, scores)
-                ),
-            )
-        accelerator.wait_for_everyone()
-    rows = read_jsonl(data_path)
+        mine, texts, ended = [mine[i] for i in keep], [texts[i] for i in keep], [ended[i] for i in keep]
+        scored = list(zip(mine, texts, ended, [float(x) for x in reward(mine, texts)]))
+        if loop.world > 1:
+            from accelerate.utils import gather_object
+
+            scored = gather_object(scored)
+        tags, threshold = tag([s for *_, s in scored], config.threshold_quantile, config.good_token, config.bad_token)
+        rows = [
+            {"tag": t, "prompt": p, "completion": c, "ended": e, "score": s, "threshold": threshold}
+            for t, (p, c, e, s) in zip(tags, scored)
+        ]
+        loop.log_samples(rows)
+        loop.save(0, {"step": 0, "rows": rows})
     good_share = sum(r["tag"] == config.good_token for r in rows) / len(rows)
 
     # ---------------------------------------------------------- fine-tune on the tagged texts
@@ -155,49 +151,27 @@ def train_conditional(
         tokenizer,
         [r["tag"] + r["prompt"] for r in rows],
         [r["completion"] for r in rows],
-        256,
+        config.max_length,
         [r["ended"] for r in rows],
     )
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    metrics_path = run / "metrics.jsonl"
-    if main:  # --resume keeps the sampled, scored and tagged texts; the (short) fine-tuning starts again
-        metrics_path.unlink(missing_ok=True)
+    optimizer = make_optimizer(policy.parameters(), config.optimizer)
+    policy, optimizer = loop.accelerator.prepare(policy, optimizer)
 
-    def log(step, loss):
-        if main:
-            append_jsonl(metrics_path, {"step": step + 1, "sft/loss": loss})
+    def log(step: int, loss: float) -> None:
+        loop.log({"step": step + 1, "sft/loss": loss})
 
     losses = supervised_pass(
-        accelerator,
-        policy,
-        optimizer,
-        encoded,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        lr=config.lr,
-        seed=config.seed,
-        pad_id=tokenizer.pad_token_id,
-        stage="conditional",
-        on_step=log,
-    )
-    save_policy(
-        accelerator,
-        run,
+        loop, policy, optimizer, encoded, batch_size=config.batch_size, epochs=config.epochs,
+        config=config.optimizer, seed=seed, pad_id=tokenizer.pad_token_id, on_step=log,
+    )  # fmt: skip
+    sampling = {
+        "prefix": config.good_token,
+        "vocab_size": base_vocab,
+        "unconditioned": "prompt without a control token",
+    }
+    return loop.result(
         policy,
         tokenizer,
-        {
-            SAMPLING_FILE: {
-                "prefix": config.good_token,
-                "vocab_size": base_vocab,
-                "unconditioned": "prompt without a control token",
-            }
-        },
+        {"texts": len(rows), "good_share": good_share, "steps": len(losses), "final_loss": losses[-1]},
+        policy_files={SAMPLING_FILE: sampling},
     )
-    return {
-        "texts": len(rows),
-        "good_share": good_share,
-        "steps": len(losses),
-        "final_loss": losses[-1],
-        "processes": accelerator.num_processes,
-    }

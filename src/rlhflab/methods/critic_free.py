@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
-from rlhflab.rollout import distributed
-from rlhflab.run.checkpoint import resume_or_start, save_checkpoint, save_policy
-from rlhflab.config import check
-from rlhflab.errors import RlhflabError, TrainingDiverged
-from rlhflab.feedback.simulated import prompt_stream
-from rlhflab.losses import clipped_pg_loss, kl_estimators, masked_mean
-from rlhflab.methods.ppo import kl_negative_beyond_noise
-from rlhflab.rollout.models import check_fits, disable_dropout, load_policy, sample, token_logprobs
-from rlhflab.run.rundir import RunDir, append_jsonl
+from rlhflab import metric_names as names
+from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
+from rlhflab.errors import TrainingDiverged
+from rlhflab.losses import clipped_pg_loss, kl_estimators, kl_negative_beyond_noise, masked_mean
+from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
+from rlhflab.rollout.batching import prompt_stream
+from rlhflab.rollout.models import check_fits, disable_dropout, sample, token_logprobs
+from rlhflab.tasks import GoldFn
 
 Advantages = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 """(scores [P, k], per-sequence KL [P, k], kl_coef) -> advantages [P, k]."""
@@ -43,22 +42,19 @@ class CriticFreeConfig:
     """Passes over each rollout (1 = REINFORCE with a baseline; more use the PPO clip)."""
     minibatch_size: int = 16
     """Sequences per gradient step, over all processes."""
-    lr: float = 1e-4
-    """Adam learning rate."""
     kl_coef: float = 0.05
     """KL penalty to the reference policy (RLOO: in the reward; GRPO: per token in the loss)."""
     clip_range: float = 0.2
     """Ratio clip when epochs > 1."""
-    max_new_tokens: int = 24
-    """Length limit of each continuation, in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature (log-probabilities use the same)."""
-    checkpoint_every: int = 20
-    """Save a checkpoint for --resume every this many steps."""
-    sample_every: int = 3
-    """Write a few rollouts to train_samples.jsonl every this many steps."""
-    seed: int = 0
-    """Seed of prompt order and sampling."""
+    loss_aggregation: Literal["token", "sequence"] = "token"
+    """How per-token losses are averaged: 'token' (over all tokens of a minibatch; DAPO, Yu et al. 2025) or
+    'sequence' (per sequence, then over sequences: DeepSeekMath's GRPO, Shao et al. 2024, eq. 3)."""
+    sampling: SamplingConfig = sampling_field()
+    """Rollout length and temperature."""
+    optimizer: OptimizerConfig = optimizer_field(lr=1e-4, adam_eps=1e-5)
+    """AdamW settings."""
+    run: RunConfig = run_field(checkpoint_every=20, sample_every=3)
+    """Seed, checkpoint and sample cadence."""
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "steps", self.steps, ">= 1")
@@ -72,90 +68,74 @@ class CriticFreeConfig:
             self.minibatch_size,
             f"a divisor of the rollout size {rollout} (prompts x samples)",
         )
-        check(self.lr > 0, "lr", self.lr, "> 0")
         check(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
         check(self.clip_range > 0, "clip_range", self.clip_range, "> 0")
-        check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
-        check(self.temperature > 0, "temperature", self.temperature, "> 0")
-        check(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
-        check(self.sample_every >= 1, "sample_every", self.sample_every, ">= 1")
+        check(
+            self.loss_aggregation in ("token", "sequence"),
+            "loss_aggregation",
+            self.loss_aggregation,
+            "'token' or 'sequence'",
+        )
 
 
 def train_critic_free(
-    model_name,
-    reward,
-    prompts,
-    run: RunDir,
+    name: str,
+    policy: nn.Module,
+    tokenizer,
+    reward: RewardFn,
+    prompts: Sequence[str],
     config: CriticFreeConfig,
     *,
-    stage: str,
     advantages: Advantages,
     kl_in_loss: bool,
-    gold=None,
-    pad_token=None,
-    resume=False,
-    progress=True,
-) -> dict:
-    accelerator = distributed.accelerator()
-    world, rank = accelerator.num_processes, accelerator.process_index
-    run.path.mkdir(parents=True, exist_ok=True)
-    k = config.samples_per_prompt
-    if config.prompts_per_step % world or (config.minibatch_size % world):
-        raise RlhflabError(
-            f"--prompts-per-step {config.prompts_per_step} and --minibatch-size "
-            f"{config.minibatch_size} must be divisible by the number of processes ({world})"
-        )
-    local_prompts, local_mb = config.prompts_per_step // world, config.minibatch_size // world
+    reference: nn.Module | None = None,
+    gold: GoldFn | None = None,
+    hooks: Hooks | None = None,
+) -> MethodResult:
+    loop = TrainLoop(name, hooks)
+    loop.require_divisible(prompts_per_step=config.prompts_per_step, minibatch_size=config.minibatch_size)
+    k, temperature = config.samples_per_prompt, config.sampling.temperature
+    local_prompts, local_mb = config.prompts_per_step // loop.world, config.minibatch_size // loop.world
 
     # ---------------------------------------------------------- models and state
-    policy, tokenizer = load_policy(model_name, pad_token)
-    reference, _ = load_policy(model_name, pad_token)
-    check_fits(policy, tokenizer, list(prompts), config.max_new_tokens)
+    check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
+    reference = reference if reference is not None else frozen_copy(policy)
     for m in (policy, reference):
         disable_dropout(m)
-    reference.to(accelerator.device).eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    g = torch.Generator().manual_seed(config.seed)
-    stream = prompt_stream(
-        list(prompts), config.steps * config.prompts_per_step, torch.Generator().manual_seed(config.seed)
-    )
-    metrics_path, samples_path = run / "metrics.jsonl", run / "train_samples.jsonl"
-    state = resume_or_start(accelerator, run, stage, resume, (metrics_path, samples_path))
+    reference.to(loop.device).eval().requires_grad_(False)
+    optimizer = make_optimizer(policy.parameters(), config.optimizer)
+    policy, optimizer = loop.accelerator.prepare(policy, optimizer)
+    seed = config.run.seed
+    g = torch.Generator().manual_seed(seed)
+    stream = prompt_stream(list(prompts), config.steps * config.prompts_per_step, torch.Generator().manual_seed(seed))
+    state = loop.restore(policy=policy, optimizer=optimizer)
     start = 0
     if state is not None:
         start = state["step"]
         g.set_state(state["generator"])
 
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        desc=stage,
-        unit="step",
-        disable=not (progress and accelerator.is_main_process),
-    )
-    last: dict = {}
-    for step in range(start, config.steps):
+    for step in loop.steps(start, config.steps):
         # ------------------------------------------------------ rollout: k samples of each prompt
         t0 = time.perf_counter()
-        first = step * config.prompts_per_step + rank * local_prompts
+        first = step * config.prompts_per_step + loop.rank * local_prompts
         batch = stream[first : first + local_prompts]
         repeated = [p for p in batch for _ in range(k)]
-        seed = int(torch.randint(0, 2**62, (world,), generator=g)[rank])
+        seed_now = int(torch.randint(0, 2**62, (loop.world,), generator=g)[loop.rank])
         r = sample(
-            policy, tokenizer, repeated, max_new_tokens=config.max_new_tokens, seed=seed, temperature=config.temperature
-        )
+            policy, tokenizer, repeated, max_new_tokens=config.sampling.max_new_tokens, seed=seed_now,
+            temperature=temperature,
+        )  # fmt: skip
         ids, attn, mask, P = r.input_ids, r.attention_mask, r.response_mask, r.prompt_length
-        score = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).to(accelerator.device)
+        score = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).to(loop.device)
         with torch.no_grad():
-            logp_old, entropy = token_logprobs(policy, ids, attn, P, config.temperature, with_entropy=True)
-            logp_ref, _ = token_logprobs(reference, ids, attn, P, config.temperature)
+            logp_old, entropy = token_logprobs(policy, ids, attn, P, temperature, with_entropy=True)
+            logp_ref, _ = token_logprobs(reference, ids, attn, P, temperature)
         kl_seq = kl_estimators(logp_old, logp_ref, mask)["k1"]
-        all_scores, all_kl = accelerator.gather(score), accelerator.gather(kl_seq)
+        all_scores, all_kl = loop.accelerator.gather(score), loop.accelerator.gather(kl_seq)
         if not torch.isfinite(all_scores).all():
-            raise TrainingDiverged(stage, step, "the reward", float(all_scores[~torch.isfinite(all_scores)][0]))
+            raise TrainingDiverged(name, step, "the reward", float(all_scores[~torch.isfinite(all_scores)][0]))
         if kl_negative_beyond_noise(all_kl):
-            raise TrainingDiverged(stage, step, "the KL estimate to the reference (k1, nats)", float(all_kl.mean()))
+            raise TrainingDiverged(name, step, "the KL estimate to the reference (k1, nats)", float(all_kl.mean()))
         adv = advantages(score.view(-1, k), kl_seq.view(-1, k), config.kl_coef).flatten()
         t_rollout = time.perf_counter() - t0
 
@@ -166,7 +146,7 @@ def train_critic_free(
             order = torch.randperm(len(repeated), generator=g)
             for s in range(0, len(repeated), local_mb):
                 i = order[s : s + local_mb]
-                logp, _ = token_logprobs(policy, ids[i], attn[i], P, config.temperature)
+                logp, _ = token_logprobs(policy, ids[i], attn[i], P, temperature)
                 loss, m = clipped_pg_loss(
                     logp,
                     logp_old[i],
@@ -175,55 +155,48 @@ def train_critic_free(
                     config.clip_range,
                     logp_ref[i] if kl_in_loss else None,
                     config.kl_coef,
+                    config.loss_aggregation,
                 )
-                if not torch.isfinite(accelerator.gather(loss.detach()[None])).all():
-                    raise TrainingDiverged(stage, step, "the policy-gradient loss", float(loss.detach()))
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(policy.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+                loop.check_finite(loss, step, "the policy-gradient loss")
+                loop.optimizer_step(loss, optimizer, policy.parameters(), config.optimizer)
+                losses.append(loss.detach())
                 clipfracs.append(m["clipfrac"])
         t_update = time.perf_counter() - t1
 
         # ------------------------------------------------------ metrics
-        last = {
-            "step": step + 1,
-            "episodes": (step + 1) * config.prompts_per_step * k,
-            "objective/score": float(all_scores.mean()),
-            "objective/kl": float(all_kl.mean()),
-            "objective/kl_coef": config.kl_coef,
-            "objective/entropy": float(accelerator.gather(masked_mean(entropy, mask, dim=1)).mean()),
-            "pg/loss": sum(losses) / len(losses),
-            "pg/clipfrac": sum(clipfracs) / len(clipfracs),
-            "pg/advantage_std": float(adv.std()),
-            "time/rollout": t_rollout,
-            "time/update": t_update,
-            "tokens": int(accelerator.gather(mask.sum(1)).sum()),
+        row = {
+            names.STEP: step + 1,
+            names.EPISODES: (step + 1) * config.prompts_per_step * k,
+            names.SCORE: float(all_scores.mean()),
+            names.KL: float(all_kl.mean()),
+            names.KL_COEF: config.kl_coef,
+            names.ENTROPY: loop.mean(masked_mean(entropy, mask, dim=1)),
+            "pg/loss": loop.mean(torch.stack(losses)),
+            "pg/clipfrac": loop.mean(torch.stack(clipfracs)),
+            "pg/advantage_std": float(loop.accelerator.gather(adv).std()),
+            names.TIME_ROLLOUT: t_rollout,
+            names.TIME_UPDATE: t_update,
+            names.TOKENS: int(loop.accelerator.gather(mask.sum(1)).sum()),
         }
         golds = gold(repeated, r.responses) if gold is not None else None
         if golds is not None:
-            last["objective/gold"] = float(accelerator.gather(torch.tensor(golds, device=accelerator.device)).mean())
-        if accelerator.is_main_process:
-            append_jsonl(metrics_path, last)
-            if step == 0 or (step + 1) % config.sample_every == 0:
-                for i in range(min(3, len(batch))):
-                    append_jsonl(
-                        samples_path,
-                        {
-                            "step": step + 1,
-                            "prompt": batch[i],
-                            "response": r.responses[i * k],
-                            "score": float(score[i * k]),
-                            **({"gold": golds[i * k]} if golds is not None else {}),
-                        },
-                    )
-        bar.update(1)
-        bar.set_postfix(score=f"{last['objective/score']:.2f}", kl=f"{last['objective/kl']:.2f}")
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save_checkpoint(
-                accelerator, run, stage, step + 1, {"step": step + 1, "generator": g.get_state()}, metrics_path
+            row[names.GOLD] = loop.mean(torch.tensor(golds, dtype=torch.float32, device=loop.device))
+        if step == 0 or (step + 1) % config.run.sample_every == 0:
+            loop.log_samples(
+                [
+                    {
+                        "step": step + 1,
+                        "prompt": batch[i],
+                        "response": r.responses[i * k],
+                        "score": float(score[i * k]),
+                        **({"gold": golds[i * k]} if golds is not None else {}),
+                    }  # fmt: skip
+                    for i in range(min(config.run.samples_logged, len(batch)))
+                ]
             )
-    bar.close()
-    save_policy(accelerator, run, policy, tokenizer)
-    return {"steps": config.steps, "final": last, "processes": world}
+        loop.log(row, score=f"{row[names.SCORE]:.2f}", kl=f"{row[names.KL]:.2f}")
+        loop.checkpoint(
+            step + 1, config.steps, config.run.checkpoint_every, {"step": step + 1, "generator": g.get_state()},
+            policy=policy, optimizer=optimizer,
+        )  # fmt: skip
+    return loop.result(policy, tokenizer, {"steps": config.steps, "final": loop.history[-1] if loop.history else {}})

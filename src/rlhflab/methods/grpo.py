@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from rlhflab.losses import grpo_advantages
+from rlhflab.methods.api import MethodResult
 from rlhflab.methods.critic_free import CriticFreeConfig, train_critic_free
 
 GRPOConfig = CriticFreeConfig
@@ -21,7 +22,8 @@ def advantages(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float) -> torch.
     return grpo_advantages(scores)
 
 
-def train_grpo(model_name, reward, prompts, run, config: CriticFreeConfig, **kwargs) -> dict:
+def train_grpo(policy, tokenizer, reward, prompts, config: CriticFreeConfig, **kwargs) -> MethodResult:
+    """GRPO on ``policy``; keyword arguments as ``train_critic_free`` (reference, gold, hooks)."""
     return train_critic_free(
-        model_name, reward, prompts, run, config, stage="grpo", advantages=advantages, kl_in_loss=True, **kwargs
+        "grpo", policy, tokenizer, reward, prompts, config, advantages=advantages, kl_in_loss=True, **kwargs
     )

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
-from rlhflab.rollout import distributed
-from rlhflab.rollout.batching import encode
-from rlhflab.run.checkpoint import resume_or_start, save_checkpoint, save_policy
-from rlhflab.config import check
-from rlhflab.feedback.simulated import prompt_stream
+from rlhflab import metric_names as names
+from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
+from rlhflab.losses import kl_estimators
+from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.methods.sft import supervised_pass
-from rlhflab.rollout.models import check_fits, disable_dropout, load_policy, sample, token_logprobs, unwrap
-from rlhflab.run.rundir import RunDir, append_jsonl
+from rlhflab.rollout.batching import encode, prompt_stream
+from rlhflab.rollout.models import check_fits, disable_dropout, sample, token_logprobs, unwrap
+from rlhflab.tasks import GoldFn
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,14 @@ class RankedSFTConfig:
     """Passes over each round's kept samples."""
     batch_size: int = 16
     """Samples per optimiser step, over all processes."""
-    lr: float = 5e-5
-    """Peak learning rate of each round's fine-tuning."""
-    max_new_tokens: int = 24
-    """Length limit of each continuation, in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature."""
-    seed: int = 0
-    """Seed of prompt order, sampling and data order."""
+    max_length: int = 256
+    """Tokens of prompt + completion the fine-tuning reads (longer texts keep their end)."""
+    sampling: SamplingConfig = sampling_field()
+    """Sample length and temperature."""
+    optimizer: OptimizerConfig = optimizer_field(lr=5e-5)
+    """AdamW settings of each round's fine-tuning (warm-up and linear decay within the round)."""
+    run: RunConfig = run_field(checkpoint_every=1, sample_every=1)
+    """Seed; a checkpoint after every round (checkpoint_every counts rounds)."""
 
     def __post_init__(self) -> None:
         check(self.rounds >= 1, "rounds", self.rounds, ">= 1")
@@ -54,9 +55,7 @@ class RankedSFTConfig:
         check(0 < self.keep_fraction <= 1, "keep_fraction", self.keep_fraction, "in (0, 1]")
         check(self.epochs > 0, "epochs", self.epochs, "> 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        check(self.lr > 0, "lr", self.lr, "> 0")
-        check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
-        check(self.temperature > 0, "temperature", self.temperature, "> 0")
+        check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
 
 
 def top_per_prompt(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -65,119 +64,102 @@ def top_per_prompt(scores: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 def train_ranked_sft(
-    model_name,
-    reward,
-    prompts,
-    run: RunDir,
+    policy: nn.Module,
+    tokenizer,
+    reward: RewardFn,
+    prompts: Sequence[str],
     config: RankedSFTConfig,
-    gold=None,
-    pad_token=None,
-    resume=False,
-    progress=True,
-) -> dict:
-    accelerator = distributed.accelerator()
-    world, rank = accelerator.num_processes, accelerator.process_index
-    run.path.mkdir(parents=True, exist_ok=True)
-    policy, tokenizer = load_policy(model_name, pad_token)
-    reference, _ = load_policy(model_name, pad_token)
-    check_fits(policy, tokenizer, list(prompts), config.max_new_tokens)
+    *,
+    reference: nn.Module | None = None,
+    gold: GoldFn | None = None,
+    hooks: Hooks | None = None,
+) -> MethodResult:
+    """Rounds of: sample k continuations per prompt, keep the best by ``reward``, fine-tune on them.
+    ``reference`` (a frozen copy of ``policy`` when None) is only used to report the KL."""
+    loop = TrainLoop("ranked_sft", hooks)
+    check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
+    reference = reference if reference is not None else frozen_copy(policy)
     for m in (policy, reference):
         disable_dropout(m)
-    reference.to(accelerator.device).eval()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    g = torch.Generator().manual_seed(config.seed)
-    k, per_rank = config.samples_per_prompt, math.ceil(config.prompts_per_round / world)
+    reference.to(loop.device).eval()
+    optimizer = make_optimizer(policy.parameters(), config.optimizer)
+    policy, optimizer = loop.accelerator.prepare(policy, optimizer)
+    seed, temperature = config.run.seed, config.sampling.temperature
+    g = torch.Generator().manual_seed(seed)
+    k, per_rank = config.samples_per_prompt, math.ceil(config.prompts_per_round / loop.world)
     keep = max(1, round(k * config.keep_fraction))
-    stream = prompt_stream(list(prompts), config.rounds * per_rank * world, torch.Generator().manual_seed(config.seed))
-    metrics_path, samples_path = run / "metrics.jsonl", run / "train_samples.jsonl"
-    state = resume_or_start(accelerator, run, "ranked_sft", resume, (metrics_path, samples_path))
+    stream = prompt_stream(list(prompts), config.rounds * per_rank * loop.world, torch.Generator().manual_seed(seed))
+    state = loop.restore(policy=policy, optimizer=optimizer)
     start = 0
     if state is not None:
         start = state["step"]
         g.set_state(state["generator"])
 
-    bar = tqdm(
-        total=config.rounds,
-        initial=start,
-        desc="ranked sft",
-        unit="round",
-        disable=not (progress and accelerator.is_main_process),
-    )
-    last: dict = {}
-    for rnd in range(start, config.rounds):
+    for rnd in loop.steps(start, config.rounds, unit="round", desc="ranked sft"):
         # ------------------------------------------------------ sample and rank
-        first = (rnd * world + rank) * per_rank
+        first = (rnd * loop.world + loop.rank) * per_rank
         batch = stream[first : first + per_rank]
         repeated = [p for p in batch for _ in range(k)]
-        seed = int(torch.randint(0, 2**62, (world,), generator=g)[rank])
+        seed_now = int(torch.randint(0, 2**62, (loop.world,), generator=g)[loop.rank])
         r = sample(
-            policy, tokenizer, repeated, max_new_tokens=config.max_new_tokens, seed=seed, temperature=config.temperature
-        )
+            policy, tokenizer, repeated, max_new_tokens=config.sampling.max_new_tokens, seed=seed_now,
+            temperature=temperature,
+        )  # fmt: skip
         with torch.no_grad():
-            logp, _ = token_logprobs(unwrap(policy), r.input_ids, r.attention_mask, r.prompt_length, config.temperature)
-            logp_ref, _ = token_logprobs(reference, r.input_ids, r.attention_mask, r.prompt_length, config.temperature)
-        kl = ((logp - logp_ref) * r.response_mask).sum(1)
+            logp, _ = token_logprobs(unwrap(policy), r.input_ids, r.attention_mask, r.prompt_length, temperature)
+            logp_ref, _ = token_logprobs(reference, r.input_ids, r.attention_mask, r.prompt_length, temperature)
+        kl = kl_estimators(logp, logp_ref, r.response_mask)["k1"]
         scores = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).view(len(batch), k)
         best = top_per_prompt(scores, keep)
         kept = [
             (batch[i], r.responses[i * k + int(j)], r.ended[i * k + int(j)]) for i in range(len(batch)) for j in best[i]
         ]
         kept = [(p, c, e) for p, c, e in kept if c.strip()]
-        from accelerate.utils import gather_object
+        if loop.world > 1:
+            from accelerate.utils import gather_object
 
-        kept = gather_object(kept) if world > 1 else kept
+            kept = gather_object(kept)
 
         # ------------------------------------------------------ fine-tune on the best
-        encoded = encode(tokenizer, [p for p, _, _ in kept], [c for _, c, _ in kept], 256, [e for _, _, e in kept])
-        losses = supervised_pass(
-            accelerator,
-            policy,
-            optimizer,
-            encoded,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            lr=config.lr,
-            seed=config.seed + rnd,
-            pad_id=tokenizer.pad_token_id,
-            stage="ranked_sft",
+        encoded = encode(
+            tokenizer, [p for p, _, _ in kept], [c for _, c, _ in kept], config.max_length, [e for _, _, e in kept]
         )
+        losses = supervised_pass(
+            loop, policy, optimizer, encoded, batch_size=config.batch_size, epochs=config.epochs,
+            config=config.optimizer, seed=seed + rnd, pad_id=tokenizer.pad_token_id,
+        )  # fmt: skip
 
         # ------------------------------------------------------ metrics
-        all_scores, all_kl = accelerator.gather(scores.flatten().to(accelerator.device)), accelerator.gather(kl)
-        kept_scores = accelerator.gather(scores.gather(1, best).flatten().to(accelerator.device))
-        last = {
-            "step": rnd + 1,
-            "episodes": (rnd + 1) * per_rank * world * k,
-            "objective/score": float(all_scores.mean()),
-            "objective/kl": float(all_kl.mean()),
-            "ranked/kept_score": float(kept_scores.mean()),
+        gather = loop.accelerator.gather
+        row = {
+            names.STEP: rnd + 1,
+            names.EPISODES: (rnd + 1) * per_rank * loop.world * k,
+            names.SCORE: loop.mean(scores.to(loop.device)),
+            names.KL: loop.mean(kl),
+            "ranked/kept_score": loop.mean(scores.gather(1, best).to(loop.device)),
             "ranked/kept": len(kept),
             "sft/loss": losses[-1],
             "sft/steps": len(losses),
         }
-        if gold is not None:
-            golds = torch.tensor(gold(repeated, r.responses), dtype=torch.float32, device=accelerator.device)
-            last["objective/gold"] = float(accelerator.gather(golds).mean())
-        if accelerator.is_main_process:
-            append_jsonl(metrics_path, last)
-            for i in range(min(3, len(batch))):
-                append_jsonl(
-                    samples_path,
+        golds = torch.tensor(gold(repeated, r.responses), dtype=torch.float32) if gold is not None else None
+        if golds is not None:
+            row[names.GOLD] = float(gather(golds.to(loop.device)).mean())
+        if rnd == 0 or (rnd + 1) % config.run.sample_every == 0:
+            loop.log_samples(
+                [
                     {
                         "step": rnd + 1,
                         "prompt": batch[i],
                         "response": r.responses[i * k],
                         "score": float(scores[i, 0]),
-                        **({"gold": float(golds[i * k])} if gold is not None else {}),
-                    },
-                )
-        bar.update(1)
-        bar.set_postfix(score=f"{last['objective/score']:.2f}", kl=f"{last['objective/kl']:.2f}")
-        if rnd + 1 < config.rounds:
-            save_checkpoint(
-                accelerator, run, "ranked_sft", rnd + 1, {"step": rnd + 1, "generator": g.get_state()}, metrics_path
+                        **({"gold": float(golds[i * k])} if golds is not None else {}),
+                    }  # fmt: skip
+                    for i in range(min(config.run.samples_logged, len(batch)))
+                ]
             )
-    bar.close()
-    save_policy(accelerator, run, policy, tokenizer)
-    return {"rounds": config.rounds, "final": last, "processes": world}
+        loop.log(row, score=f"{row[names.SCORE]:.2f}", kl=f"{row[names.KL]:.2f}")
+        loop.checkpoint(
+            rnd + 1, config.rounds, config.run.checkpoint_every, {"step": rnd + 1, "generator": g.get_state()},
+            policy=policy, optimizer=optimizer,
+        )  # fmt: skip
+    return loop.result(policy, tokenizer, {"rounds": config.rounds, "final": loop.history[-1] if loop.history else {}})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from rlhflab.losses import rloo_advantages
+from rlhflab.methods.api import MethodResult
 from rlhflab.methods.critic_free import CriticFreeConfig, train_critic_free
 
 RLOOConfig = CriticFreeConfig
@@ -22,7 +23,8 @@ def advantages(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float) -> torch.
     return rloo_advantages(scores - kl_coef * kl)
 
 
-def train_rloo(model_name, reward, prompts, run, config: CriticFreeConfig, **kwargs) -> dict:
+def train_rloo(policy, tokenizer, reward, prompts, config: CriticFreeConfig, **kwargs) -> MethodResult:
+    """RLOO on ``policy``; keyword arguments as ``train_critic_free`` (reference, gold, hooks)."""
     return train_critic_free(
-        model_name, reward, prompts, run, config, stage="rloo", advantages=advantages, kl_in_loss=False, **kwargs
+        "rloo", policy, tokenizer, reward, prompts, config, advantages=advantages, kl_in_loss=False, **kwargs
     )

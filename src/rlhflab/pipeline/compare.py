@@ -18,25 +18,26 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rlhflab.pipeline import stages as pipeline
-from rlhflab.config import check
+from rlhflab.config import build, check
 from rlhflab.errors import ConfigError
 from rlhflab.evaluation.evaluate import EvalConfig
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+from rlhflab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from rlhflab.methods.best_of_n import BestOfNConfig
 from rlhflab.methods.conditional import ConditionalConfig
 from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.dpo import DPOConfig
 from rlhflab.methods.ppo import PPOConfig
 from rlhflab.methods.ranked_sft import RankedSFTConfig
-from rlhflab.reward.model import RewardTrainConfig
-from rlhflab.run.rundir import RunDir, atomic_write_json, atomic_write_text
+from rlhflab.methods.registry import METHODS
+from rlhflab.pipeline import stages
+from rlhflab.reward.train import RewardTrainConfig
+from rlhflab.run.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -67,40 +68,50 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
         small = dict(max_new_tokens=8, seed=seed)
         return ComparePreset(
             feedback=SimulateConfig(pairs=48, batch_size=16, **small),
-            reward=RewardTrainConfig(epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000, seed=seed),
+            reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000, seed=seed),
             evaluate=EvalConfig(prompts=12, max_new_tokens=8, batch_size=16, seed=seed + 1),
             sweeps=(
-                Sweep("ppo", "kl_coef", (0.5, 0.05), PPOConfig(steps=2, batch_size=8, minibatch_size=4, **small)),
-                Sweep("dpo", "beta", (0.1, 0.5), DPOConfig(epochs=1, batch_size=8, ties="drop", seed=seed)),
+                Sweep(
+                    "ppo", "kl_coef", (0.5, 0.05), build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, **small)
+                ),
+                Sweep("dpo", "beta", (0.1, 0.5), build(DPOConfig, epochs=1, batch_size=8, ties="drop", seed=seed)),
                 Sweep("best-of-n", "n", (1, 4), BestOfNConfig()),
-                Sweep("ranked-sft", "rounds", (1,), RankedSFTConfig(prompts_per_round=8, batch_size=8, **small)),
+                Sweep("ranked-sft", "rounds", (1,), build(RankedSFTConfig, prompts_per_round=8, batch_size=8, **small)),
                 Sweep(
                     "conditional",
                     "threshold_quantile",
                     (0.5,),
-                    ConditionalConfig(prompts=16, epochs=1, batch_size=8, **small),
+                    build(ConditionalConfig, prompts=16, epochs=1, batch_size=8, **small),
                 ),
                 Sweep(
-                    "rloo", "kl_coef", (0.05,), CriticFreeConfig(steps=2, prompts_per_step=4, minibatch_size=8, **small)
-                ),
+                    "rloo",
+                    "kl_coef",
+                    (0.05,),
+                    build(CriticFreeConfig, steps=2, prompts_per_step=4, minibatch_size=8, **small),
+                ),  # fmt: skip
                 Sweep(
-                    "grpo", "kl_coef", (0.05,), CriticFreeConfig(steps=2, prompts_per_step=4, minibatch_size=8, **small)
-                ),
+                    "grpo",
+                    "kl_coef",
+                    (0.05,),
+                    build(CriticFreeConfig, steps=2, prompts_per_step=4, minibatch_size=8, **small),
+                ),  # fmt: skip
             ),
         )
     if name == "small":
         return ComparePreset(
             feedback=SimulateConfig(seed=seed),
-            reward=RewardTrainConfig(seed=seed),
+            reward=build(RewardTrainConfig, seed=seed),
             evaluate=EvalConfig(prompts=200, seed=seed + 1),
             sweeps=(
-                Sweep("ppo", "kl_coef", (1.0, 0.2, 0.05), PPOConfig(steps=40, seed=seed)),
-                Sweep("dpo", "beta", (0.05, 0.2, 0.5), DPOConfig(ties="drop", seed=seed)),
+                Sweep("ppo", "kl_coef", (1.0, 0.2, 0.05), build(PPOConfig, steps=40, seed=seed)),
+                Sweep("dpo", "beta", (0.05, 0.2, 0.5), build(DPOConfig, ties="drop", seed=seed)),
                 Sweep("best-of-n", "n", (1, 4, 16), BestOfNConfig()),
-                Sweep("ranked-sft", "rounds", (1, 3), RankedSFTConfig(prompts_per_round=192, seed=seed)),
-                Sweep("conditional", "threshold_quantile", (0.5, 0.8), ConditionalConfig(prompts=600, seed=seed)),
-                Sweep("rloo", "kl_coef", (0.5, 0.05), CriticFreeConfig(steps=40, seed=seed)),
-                Sweep("grpo", "kl_coef", (0.5, 0.05), CriticFreeConfig(steps=40, seed=seed)),
+                Sweep("ranked-sft", "rounds", (1, 3), build(RankedSFTConfig, prompts_per_round=192, seed=seed)),
+                Sweep(
+                    "conditional", "threshold_quantile", (0.5, 0.8), build(ConditionalConfig, prompts=600, seed=seed)
+                ),
+                Sweep("rloo", "kl_coef", (0.5, 0.05), build(CriticFreeConfig, steps=40, seed=seed)),
+                Sweep("grpo", "kl_coef", (0.5, 0.05), build(CriticFreeConfig, steps=40, seed=seed)),
             ),
         )
     raise ConfigError(f"--preset must be 'small' or 'quick', got {name!r}")
@@ -124,63 +135,44 @@ def run_compare(
     progress: bool = True,
     say=print,
 ) -> dict:
-    from rlhflab.evaluation.evaluate import evaluate, evaluate_base
+    from rlhflab.evaluation.evaluate import evaluate_base
+    from rlhflab.reward.sources import load_reward
     from rlhflab.tasks import load_task
 
     check(all(b > 0 for b in budgets), "budgets", budgets, "positive numbers of nats")
     sweeps = [s for s in spec.sweeps if methods is None or s.method in methods]
     unknown = sorted(set(methods or []) - {s.method for s in spec.sweeps})
     if unknown:
-        raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(pipeline.METHODS)}")
+        raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     task = load_task(task_name)
     shared = RunDir(root / "shared")
     started = time.time()
 
     # ---------------------------------------------------------- the feedback and reward model every method shares
-    if not (shared / "reward_model" / "rlhflab_reward.json").is_file():
+    reward = str(shared / RunDir.REWARD_MODEL)
+    if not (shared / RunDir.REWARD_MODEL / "rlhflab_reward.json").is_file():
         say(f"[shared] {spec.feedback.pairs} preference pairs and a reward model")
-        pipeline.feedback_simulate(shared, model, task_name, spec.feedback, spec.rater, pad_token, progress)
-        pipeline.reward_train(shared, model, shared / "pairs.jsonl", spec.reward, pad_token, progress=progress)
-    reward = str(shared / "reward_model")
-    proxy, _ = pipeline._reward_fn(reward, task, "cpu")
+        stages.feedback_simulate(shared, model, task_name, spec.feedback, spec.rater, pad_token, progress)
+        stages.reward_train(shared, model, shared / RunDir.PAIRS, spec.reward, pad_token, progress=progress)
+    proxy, _ = load_reward(reward, task, "cpu")
     base = evaluate_base(model, task, spec.evaluate, proxy, pad_token, progress)
 
     rows = [{"method": "base", "knob": "", "value": "", "run": "", **_row_stats(base.stats)}]
     for sweep in sweeps:
         for value in sweep.values:
-            name = point_name(sweep.method, sweep.knob, value)
-            run = RunDir(root / "points" / name)
-            if not (run / "summary.json").is_file():
+            run = RunDir(root / "points" / point_name(sweep.method, sweep.knob, value))
+            if not (run / RunDir.SUMMARY).is_file():
                 say(f"[{sweep.method}] {sweep.knob} = {value}")
                 config = replace(sweep.config, **{sweep.knob: value})
-                pipeline.optimize(
-                    run,
-                    sweep.method,
-                    model,
-                    task_name,
-                    config,
-                    reward=reward,
-                    pairs=shared / "pairs.jsonl",
-                    pad_token=pad_token,
-                    progress=progress,
-                )
-                output = str(run.path) if sweep.method == "best-of-n" else str(run / "policy")
-                summary, samples = evaluate(
-                    output,
-                    model,
-                    task,
-                    spec.evaluate,
-                    proxy=proxy,
-                    pad_token=pad_token,
-                    progress=progress,
-                    base=base,
-                    reward_loader=lambda r: pipeline._reward_fn(r, task, "cpu")[0],
-                )
-                atomic_write_text(
-                    run / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
-                )
-                atomic_write_json(run / "summary.json", summary)
-            summary = json.loads((run / "summary.json").read_text())
+                stages.optimize(
+                    run, sweep.method, model, task_name, config, reward=reward, pairs=shared / RunDir.PAIRS,
+                    pad_token=pad_token, progress=progress,
+                )  # fmt: skip
+                stages.evaluate_run(
+                    run, str(run.output()), model, task_name, reward, spec.evaluate, pad_token, progress,
+                    base_side=base, show=False,
+                )  # fmt: skip
+            summary = read_json(run / RunDir.SUMMARY)
             rows.append(
                 {
                     "method": sweep.method,
@@ -188,7 +180,7 @@ def run_compare(
                     "value": value,
                     "run": str(run.path),
                     **_row_stats(summary["policy"]),
-                }
+                }  # fmt: skip
             )
 
     table = budget_table(rows, budgets)
@@ -334,8 +326,5 @@ def _kl(row: dict) -> float:
 def write_outputs(root: Path, rows: list[dict], table: list[dict], budgets: tuple[float, ...], meta: dict) -> None:
     atomic_write_text(root / "frontier.csv", _csv(rows))
     atomic_write_text(root / "budgets.csv", _csv(table))
-    png = frontier_figure(rows)
-    tmp = root / ".frontier.png.tmp"
-    tmp.write_bytes(png)
-    tmp.replace(root / "frontier.png")
+    atomic_write_bytes(root / "frontier.png", frontier_figure(rows))
     atomic_write_json(root / "compare.json", {**meta, "budgets": list(budgets), "rows": rows, "best": table})

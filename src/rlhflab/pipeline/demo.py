@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhflab.pipeline import stages as pipeline
+from rlhflab.config import build
 from rlhflab.evaluation.diagnose import DiagnoseConfig
 from rlhflab.evaluation.evaluate import EvalConfig
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
+from rlhflab.pipeline import stages as pipeline
+from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.rollout.models import EMBEDDED
-from rlhflab.reward.model import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
 
 
@@ -40,10 +41,17 @@ def preset(seed: int, quick: bool) -> DemoPreset:
     if quick:
         return DemoPreset(
             feedback=SimulateConfig(pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
-            reward=RewardTrainConfig(epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed),
-            ppo=PPOConfig(
-                steps=3, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=8, checkpoint_every=2, seed=seed
-            ),
+            reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed),
+            ppo=build(
+                PPOConfig,
+                steps=3,
+                batch_size=8,
+                minibatch_size=4,
+                ppo_epochs=1,
+                max_new_tokens=8,
+                checkpoint_every=2,
+                seed=seed,
+            ),  # fmt: skip
             evaluate=EvalConfig(prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
             diagnose=DiagnoseConfig(
                 heldout_sentences=32,
@@ -56,8 +64,8 @@ def preset(seed: int, quick: bool) -> DemoPreset:
         )
     return DemoPreset(  # the configs' defaults: the stage-by-stage commands reproduce the demo
         feedback=SimulateConfig(seed=seed),
-        reward=RewardTrainConfig(seed=seed),
-        ppo=PPOConfig(seed=seed),
+        reward=build(RewardTrainConfig, seed=seed),
+        ppo=build(PPOConfig, seed=seed),
         evaluate=EvalConfig(seed=seed + 1),
         diagnose=DiagnoseConfig(seed=seed),
     )
@@ -84,7 +92,7 @@ def run_demo(
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
     say(f"[2/6] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
-    rm = pipeline.reward_train(run, model, run / "pairs.jsonl", p.reward, progress=progress)
+    rm = pipeline.reward_train(run, model, run / RunDir.PAIRS, p.reward, progress=progress)
     gold_acc = rm.get("val_gold_accuracy")
     say(
         f"      held-out pair accuracy {rm['val_accuracy']:.3f} on {rm['val_pairs']} pairs (the rater's labels)"
@@ -92,18 +100,17 @@ def run_demo(
     )
 
     say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, KL coefficient {p.ppo.kl_coef}")
-    pipeline.optimize_ppo(run, model, str(run / "reward_model"), task, p.ppo, progress=progress)
+    reward = str(run / RunDir.REWARD_MODEL)
+    pipeline.optimize(run, "ppo", model, task, p.ppo, reward=reward, progress=progress)
 
     say(f"[4/6] evaluate on {p.evaluate.prompts} held-out prompts")
-    summary = pipeline.evaluate_run(
-        run, str(run / "policy"), model, task, str(run / "reward_model"), p.evaluate, progress=progress
-    )
+    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, reward, p.evaluate, progress=progress)
     say("[5/6] diagnose: calibration on held-out text, cost of undoing the alignment")
-    pipeline.diagnose_run(run, str(run / "policy"), model, task, p.diagnose, progress=progress)
+    pipeline.diagnose_run(run, str(run / RunDir.POLICY), model, task, p.diagnose, progress=progress)
 
     say("[6/6] report")
     from rlhflab.report import write_report
 
-    report = write_report([run], run / "report.html")
+    report = write_report([run], run / RunDir.REPORT)
     say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}; open {report}")
     return summary

@@ -1,9 +1,11 @@
 """The stages of a run, each reading and writing files in the run directory.
 
-The command line (``rlhflab feedback simulate``, ``reward train``, ``optimize ppo``,
-``evaluate``) calls one stage each; ``rlhflab demo`` calls them in order. Every stage
-records its resolved configuration and inputs in ``manifest.json`` before it starts and
-its status when it ends (done, interrupted or failed).
+The command line (``rlhflab feedback simulate``, ``reward train``, ``optimize METHOD``,
+``evaluate``, ``diagnose``) calls one stage each; ``rlhflab demo`` and ``rlhflab compare`` call
+them in order. Every stage records its resolved configuration, the inputs it used and their
+hashes in ``manifest.json`` before it starts, and its status when it ends (done, interrupted or
+failed). Here the library functions (methods, reward training, evaluation) meet the files:
+models are loaded by name, sinks are wired to the run's files, outputs are written.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
+from rlhflab.config import from_dict
 from rlhflab.errors import RlhflabError
-from rlhflab.run.rundir import RunDir, atomic_write_json, atomic_write_text
+from rlhflab.files import atomic_write_json, atomic_write_text, jsonl_text
+from rlhflab.run.rundir import RunDir
 
 
 def _is_main() -> bool:
@@ -46,12 +50,24 @@ def stage(
         run.end_stage(name, "done", results=results)
 
 
+def recorded(run_dir: Path, name: str, config_cls: type) -> tuple[Any, dict]:
+    """(config, args) that stage ``name`` of ``run_dir`` was started with (for ``--resume``)."""
+    run = RunDir(run_dir)
+    entry = run.stage(name)
+    if not isinstance(entry.get("config"), dict) or not isinstance(entry.get("args"), dict):
+        raise RlhflabError(f"{run.manifest_path}: the '{name}' stage has no recorded config and arguments")
+    return from_dict(config_cls, entry["config"]), entry["args"]
+
+
+# ---------------------------------------------------------------- feedback and reward model
+
+
 def feedback_simulate(
     run: RunDir, model: str, task_name: str, config, rater, pad_token: str | None = None, progress: bool = True
 ) -> dict:
+    from rlhflab.feedback.pairs import write_pairs
     from rlhflab.feedback.simulated import simulate_feedback
     from rlhflab.rollout.models import load_policy
-    from rlhflab.feedback.pairs import write_pairs
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)
@@ -66,7 +82,7 @@ def feedback_simulate(
                 "every sampled pair had two identical continuations; nothing to label "
                 "(raise --temperature or --max-new-tokens)"
             )
-        write_pairs(run / "pairs.jsonl", pairs)
+        write_pairs(run / RunDir.PAIRS, pairs)
         results.update(stats)
     return results
 
@@ -81,53 +97,36 @@ def reward_train(
     progress: bool = True,
 ) -> dict:
     from rlhflab.feedback.pairs import read_pairs
-    from rlhflab.reward.model import train_reward_model
+    from rlhflab.reward.train import train_reward_model
+    from rlhflab.rollout.models import load_scalar_model, load_tokenizer
+    from rlhflab.run.checkpoint import run_hooks
 
     pairs = read_pairs(pairs_path)
-    with stage(
-        run, "reward", config, {"model": model, "pairs": str(pairs_path), "pad_token": pad_token}, {"pairs": pairs_path}
-    ) as results:
-        results.update(train_reward_model(model, pairs, run, config, pad_token, resume=resume, progress=progress))
+    tokenizer = load_tokenizer(model, pad_token)
+    args = {"model": model, "pairs": str(pairs_path), "pad_token": pad_token}
+    with stage(run, "reward", config, args, {"pairs": pairs_path}) as results:
+        hooks = run_hooks(run, "reward", resume, run / RunDir.REWARD_METRICS, progress=progress)
+        reward, summary = train_reward_model(
+            lambda: load_scalar_model(model, tokenizer.pad_token_id), tokenizer, pairs, config, hooks=hooks,
+            source=str(pairs_path),
+        )  # fmt: skip
+        config_dict = summary.pop("config")
+        if _is_main():
+            reward.save(run / RunDir.REWARD_MODEL, config_dict)
+        results.update(summary)
     return results
 
 
-def _reward_fn(reward: str, task, device):
-    """A reward function and, for a reward model, its folder: ``gold`` (the task's gold scorer), a
-    reward-model folder, or ``package.module:function`` (a rule: (prompts, completions) -> scores)."""
-    import torch
+def resume_reward(run_dir: Path, progress: bool = True) -> dict:
+    from rlhflab.reward.train import RewardTrainConfig
 
-    from rlhflab.reward.model import RewardModel
-
-    if reward == "gold":
-
-        def gold(prompts, completions):
-            return torch.tensor(task.gold(prompts, completions), dtype=torch.float32)
-
-        return gold, None
-    path = Path(reward)
-    if path.is_dir():
-        return RewardModel.load(path, device=device), str(path)
-    if ":" in reward and not path.exists():
-        import importlib
-
-        module_name, fn_name = reward.split(":", 1)
-        try:
-            rule = getattr(importlib.import_module(module_name), fn_name)
-        except (ImportError, AttributeError) as e:
-            raise RlhflabError(f"--reward {reward!r}: could not import the rule ({e})") from None
-
-        def scored(prompts, completions):
-            return torch.tensor([float(x) for x in rule(prompts, completions)], dtype=torch.float32)
-
-        return scored, None
-    raise RlhflabError(
-        f"--reward {reward!r}: no such reward-model folder (train one with 'rlhflab reward train'), and not "
-        "'gold' or a rule 'module:function'"
+    config, args = recorded(run_dir, "reward", RewardTrainConfig)
+    return reward_train(
+        RunDir(run_dir), args["model"], Path(args["pairs"]), config, args.get("pad_token"), True, progress
     )
 
 
-METHODS = ("ppo", "dpo", "best-of-n", "ranked-sft", "conditional", "rloo", "grpo")
-"""Every optimisation method, by its command-line name (also its stage name in the manifest)."""
+# ---------------------------------------------------------------- optimisation
 
 
 def optimize(
@@ -142,85 +141,80 @@ def optimize(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Run one optimisation method; record it as the stage ``method`` of the run's manifest.
+    """Run one method (looked up in the registry); record it as the stage ``method`` of the manifest.
 
-    Methods that learn from a reward (PPO, best-of-n, ranked fine-tuning, conditional training,
-    RLOO, GRPO) take ``reward``; DPO takes ``pairs``.
+    Methods that learn from a reward take ``reward`` (a reward-model folder, 'gold' or a rule);
+    methods that learn from pairs take ``pairs``. Only what the method uses is recorded.
     """
+    from rlhflab.feedback.pairs import read_pairs
+    from rlhflab.methods import registry
+    from rlhflab.reward.model import META
+    from rlhflab.reward.sources import load_reward
     from rlhflab.rollout import distributed
+    from rlhflab.rollout.models import load_policy, load_scalar_model
+    from rlhflab.run.checkpoint import run_hooks, write_model
     from rlhflab.tasks import load_task
 
-    if method not in METHODS:
-        raise RlhflabError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    spec = registry.get(method)
     task = load_task(task_name)
-    args = {
-        "model": model,
-        "task": task_name,
-        "pad_token": pad_token,
-        "reward": reward,
-        "pairs": str(pairs) if pairs else None,
-    }
-    common = {"pad_token": pad_token, "resume": resume, "progress": progress}
-    if method == "dpo":
-        from rlhflab.methods.dpo import train_dpo
-        from rlhflab.feedback.pairs import read_pairs
-
-        data = read_pairs(pairs)
-        with stage(run, method, config, args, {"pairs": pairs}) as results:
-            results.update(train_dpo(model, data, run, config, **common))
-        return results
-    if method == "best-of-n":
-        from rlhflab.methods.best_of_n import make_best_of_n
-
-        _reward_fn(reward, task, "cpu")  # fail now, not at evaluation, if the reward cannot be loaded
-        with stage(run, method, config, args) as results:
-            results.update(make_best_of_n(model, reward, run, config))
-        return results
-    reward_fn, reward_model = _reward_fn(reward, task, distributed.state().device)
-    with stage(run, method, config, args) as results:
-        if method == "ppo":
-            from rlhflab.methods.ppo import train_ppo
-
-            out = train_ppo(
-                model,
-                reward_fn,
-                task.train_prompts,
-                run,
-                config,
-                value_model_name=reward_model,
-                gold=task.gold,
-                **common,
-            )
+    inputs = registry.MethodInputs(
+        model=model, load_policy=lambda: load_policy(model, pad_token), prompts=list(task.train_prompts),
+        gold=task.gold, load_scalar=load_scalar_model,
+    )  # fmt: skip
+    args: dict[str, Any] = {"model": model, "task": task_name, "pad_token": pad_token}
+    files: dict[str, Path] = {}
+    if spec.data == "pairs":
+        if pairs is None:
+            raise RlhflabError(f"{method} learns from preference pairs: pass --pairs FILE")
+        args["pairs"], files["pairs"] = str(pairs), Path(pairs)
+        inputs.pairs, inputs.pairs_source = read_pairs(pairs), str(pairs)
+    else:
+        if reward is None:
+            raise RlhflabError(f"{method} learns from a reward: pass --reward (a reward-model folder, gold, or a rule)")
+        args["reward"] = reward
+        device = "cpu" if spec.output == "sampler" else distributed.state().device
+        inputs.reward, inputs.reward_folder = load_reward(reward, task, device)
+        inputs.reward_name = reward
+        if inputs.reward_folder is not None:
+            files["reward_model"] = Path(inputs.reward_folder) / META
+    with stage(run, method, config, args, files) as results:
+        samples = run / RunDir.TRAIN_SAMPLES if spec.logs_samples else None
+        hooks = run_hooks(run, method, resume, run / RunDir.METRICS, samples, progress)
+        out = spec.run(inputs, config, hooks)
+        if out.sampler is not None:
+            if _is_main():
+                atomic_write_json(run / RunDir.SAMPLER, out.sampler)
         else:
-            from rlhflab.methods.conditional import train_conditional
-            from rlhflab.methods.grpo import train_grpo
-            from rlhflab.methods.ranked_sft import train_ranked_sft
-            from rlhflab.methods.rloo import train_rloo
-
-            train = {
-                "ranked-sft": train_ranked_sft,
-                "conditional": train_conditional,
-                "rloo": train_rloo,
-                "grpo": train_grpo,
-            }[method]
-            out = train(model, reward_fn, task.train_prompts, run, config, gold=task.gold, **common)
-        results.update(out)
+            write_model(run, RunDir.POLICY, out.policy, out.tokenizer, out.policy_files)
+        results.update(out.summary)
     return results
 
 
-def optimize_ppo(
-    run: RunDir,
-    model: str,
-    reward: str,
-    task_name: str,
-    config,
-    pad_token: str | None = None,
-    resume: bool = False,
-    progress: bool = True,
-) -> dict:
+def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
+    """Continue the interrupted ``method`` stage of ``run_dir`` with the configuration it recorded."""
+    from rlhflab.methods import registry
+
+    spec = registry.get(method)
+    config, args = recorded(run_dir, method, spec.config)
+    pairs = Path(args["pairs"]) if args.get("pairs") else None
     return optimize(
-        run, "ppo", model, task_name, config, reward=reward, pad_token=pad_token, resume=resume, progress=progress
-    )
+        RunDir(run_dir), method, args["model"], args["task"], config, args.get("reward"), pairs,
+        args.get("pad_token"), resume=True, progress=progress,
+    )  # fmt: skip
+
+
+def base_model_of(run: RunDir) -> str | None:
+    """The model the run's optimisation started from (the last method stage that finished)."""
+    from rlhflab.methods.registry import METHODS
+
+    stages = run.manifest().get("stages", {})
+    done = [(s.get("finished", ""), name) for name, s in stages.items() if name in METHODS]
+    if not done:
+        return None
+    return stages[max(done)[1]].get("args", {}).get("model")
+
+
+# ---------------------------------------------------------------- evaluation and diagnostics
 
 
 def evaluate_run(
@@ -232,58 +226,42 @@ def evaluate_run(
     config,
     pad_token: str | None = None,
     progress: bool = True,
+    base_side=None,
+    show: bool = True,
 ) -> dict:
-    import json
-
+    """Evaluate ``policy`` (a policy folder or a sampler) against ``base`` -> RUN/summary.json and
+    RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
     from rlhflab.evaluation.evaluate import evaluate, format_table
+    from rlhflab.reward.sources import load_reward
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)
     proxy = None
     if reward not in (None, "", "none"):
-        proxy, _ = _reward_fn(reward, task, "cpu")
+        proxy, _ = load_reward(reward, task, "cpu")
 
     def reward_loader(name: str):  # the reward a best-of-n sampler selects with
-        return proxy if name == reward and proxy is not None else _reward_fn(name, task, "cpu")[0]
+        return proxy if name == reward and proxy is not None else load_reward(name, task, "cpu")[0]
 
-    with stage(
-        run,
-        "evaluate",
-        config,
-        {"policy": policy, "base": base, "task": task_name, "reward": reward, "pad_token": pad_token},
-    ) as results:
+    args = {"policy": str(policy), "base": base, "task": task_name, "reward": reward, "pad_token": pad_token}
+    with stage(run, "evaluate", config, args) as results:
         summary, rows = evaluate(
-            policy, base, task, config, proxy=proxy, pad_token=pad_token, progress=progress, reward_loader=reward_loader
-        )
-        atomic_write_text(run / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        atomic_write_json(run / "summary.json", summary)
+            str(policy), base, task, config, proxy=proxy, pad_token=pad_token, progress=progress,
+            reward_loader=reward_loader, base=base_side,
+        )  # fmt: skip
+        if _is_main():
+            atomic_write_text(run / RunDir.SAMPLES, jsonl_text(rows))
+            atomic_write_json(run / RunDir.SUMMARY, summary)
         results.update(
             {
                 "gold_base": summary["base"]["gold"],
                 "gold_policy": summary["policy"]["gold"],
                 "kl": summary["policy"]["kl"],
-            }
+            }  # fmt: skip
         )
-    if _is_main():
+    if _is_main() and show:
         print(format_table(summary))
     return summary
-
-
-def default_from_manifest(run: RunDir, stage_name: str, key: str) -> Any:
-    """An argument recorded by an earlier stage (e.g. the model the policy started from)."""
-    try:
-        return run.stage(stage_name)["args"].get(key)
-    except RlhflabError:
-        return None
-
-
-def base_model_of(run: RunDir) -> str | None:
-    """The model the run's optimisation started from (the last method stage that finished)."""
-    stages = run.manifest().get("stages", {})
-    done = [(s.get("finished", ""), name) for name, s in stages.items() if name in METHODS]
-    if not done:
-        return None
-    return stages[max(done)[1]].get("args", {}).get("model")
 
 
 def diagnose_run(
@@ -292,28 +270,25 @@ def diagnose_run(
     """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
     from rlhflab.evaluation.diagnose import diagnose
     from rlhflab.feedback.pairs import read_pairs
-    from rlhflab.run.rundir import read_jsonl
+    from rlhflab.files import read_jsonl
     from rlhflab.tasks import load_task
 
     task = load_task(task_name)
-    if not (run / "samples.jsonl").is_file():
-        raise RlhflabError(f"{run.path}: no samples.jsonl (run 'rlhflab evaluate' first)")
-    samples = read_jsonl(run / "samples.jsonl")
-    pairs = read_pairs(run / "pairs.jsonl") if (run / "pairs.jsonl").is_file() else []
-    with stage(
-        run,
-        "diagnose",
-        config,
-        {"policy": policy, "base": base, "task": task_name, "pad_token": pad_token},
-        {"samples": run / "samples.jsonl"},
-    ) as results:
+    samples_path = run / RunDir.SAMPLES
+    if not samples_path.is_file():
+        raise RlhflabError(f"{run.path}: no {RunDir.SAMPLES} (run 'rlhflab evaluate' first)")
+    samples = read_jsonl(samples_path)
+    pairs = read_pairs(run / RunDir.PAIRS) if (run / RunDir.PAIRS).is_file() else []
+    args = {"policy": str(policy), "base": base, "task": task_name, "pad_token": pad_token}
+    with stage(run, "diagnose", config, args, {"samples": samples_path}) as results:
         out = diagnose(
-            policy, base, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config, pad_token, progress
-        )
-        atomic_write_json(run / "diagnostics.json", out)
+            str(policy), base, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config, pad_token,
+            progress,
+        )  # fmt: skip
+        atomic_write_json(run / RunDir.DIAGNOSTICS, out)
         cal = out["calibration"]
         if "base" in cal:
             results.update(ece_base=cal["base"]["ece"], ece_policy=cal["policy"]["ece"])
-        if "steps" in out["remisalignment"]:
+        if out["remisalignment"].get("steps") is not None:
             results["remisalignment_steps"] = out["remisalignment"]["steps"]
     return out

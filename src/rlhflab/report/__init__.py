@@ -12,9 +12,11 @@ import datetime as _dt
 import html
 from pathlib import Path
 
+from rlhflab import metric_names as names
+from rlhflab.files import atomic_write_text
 from rlhflab.report import figures
 from rlhflab.report.measures import RunData, compendium, load_run, measure
-from rlhflab.run.rundir import RunDir, atomic_write_text
+from rlhflab.run.rundir import RunDir
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
@@ -128,9 +130,9 @@ def build_report(runs: list[RunData]) -> str:
                 "base_gold_se": s["base"]["gold_stderr"],
                 "proxy": s["policy"].get("proxy"),
                 "base_proxy": s["base"].get("proxy"),
-                "path_kl": [x["objective/kl"] for x in r.metrics if "objective/gold" in x],
-                "path_gold": [x["objective/gold"] for x in r.metrics if "objective/gold" in x],
-                "path_proxy": [x["objective/score"] for x in r.metrics if "objective/gold" in x],
+                "path_kl": [x[names.KL] for x in r.metrics if names.GOLD in x],
+                "path_gold": [x[names.GOLD] for x in r.metrics if names.GOLD in x],
+                "path_proxy": [x[names.SCORE] for x in r.metrics if names.GOLD in x],
             }
         )
     animated = next(

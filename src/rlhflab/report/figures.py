@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rlhflab import metric_names as names
+
 COLORS = {"base": "#7f7f7f", "policy": "#d62728", "gold": "#1f77b4", "proxy": "#ff7f0e"}
 
 
@@ -189,8 +191,8 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
 
     plt = _plt()
     steps = [r["step"] for r in metrics]
-    gold = [r.get("objective/gold", math.nan) for r in metrics]
-    proxy = [r["objective/score"] for r in metrics]
+    gold = [r.get(names.GOLD, math.nan) for r in metrics]
+    proxy = [r[names.SCORE] for r in metrics]
     logged = sorted({s["step"] for s in samples})
     if len(logged) > max_frames:
         logged = [logged[round(i * (len(logged) - 1) / (max_frames - 1))] for i in range(max_frames)]

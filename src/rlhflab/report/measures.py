@@ -13,9 +13,19 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhflab.evaluation.diagnostics import attractor, distinct_n, exploitation, gao_fit, gold_peak, phrase_growth, self_bleu
+from rlhflab import metric_names as names
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.run.rundir import RunDir, read_jsonl
+from rlhflab.evaluation.diagnostics import (
+    attractor,
+    distinct_n,
+    exploitation,
+    gao_fit,
+    gold_peak,
+    phrase_growth,
+    self_bleu,
+)
+from rlhflab.files import read_jsonl
+from rlhflab.run.rundir import RunDir
 
 REQUIRED = {"summary.json": "rlhflab evaluate", "samples.jsonl": "rlhflab evaluate"}
 
@@ -71,13 +81,13 @@ def load_run(run: RunDir) -> RunData:
 
 def overoptimization(run: RunData) -> dict | None:
     """Gold and proxy along the PPO trajectory against d = sqrt(KL), with Gao et al.'s RL fit."""
-    rows = [r for r in run.metrics if "objective/gold" in r and "objective/kl" in r]
+    rows = [r for r in run.metrics if names.GOLD in r and names.KL in r]
     if len(rows) < 3:
         return None
-    d = [math.sqrt(max(r["objective/kl"], 0.0)) for r in rows]
+    d = [math.sqrt(max(r[names.KL], 0.0)) for r in rows]
     base_gold = run.summary["base"]["gold"]
-    gain = [r["objective/gold"] - base_gold for r in rows]
-    proxy = [r["objective/score"] for r in rows]
+    gain = [r[names.GOLD] - base_gold for r in rows]
+    proxy = [r[names.SCORE] for r in rows]
     fit = gao_fit(d, gain, "rl")
     return {
         "d": d,

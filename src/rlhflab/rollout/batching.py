@@ -51,6 +51,15 @@ def lr_at(step: int, total: int, peak: float) -> float:
     return peak * max(0.0, (total - step) / max(1, total - warmup))
 
 
+def prompt_stream(prompts: Sequence[str], n: int, generator: torch.Generator) -> list[str]:
+    """``n`` prompts: shuffled passes over the prompt set, as many as needed."""
+    out: list[str] = []
+    while len(out) < n:
+        order = torch.randperm(len(prompts), generator=generator).tolist()
+        out.extend(prompts[i] for i in order)
+    return out[:n]
+
+
 # ---------------------------------------------------------------- prompt + completion batches
 
 

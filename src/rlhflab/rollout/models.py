@@ -8,6 +8,7 @@ position ids are derived from the attention mask for every forward pass.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
 import logging
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from rlhflab.errors import ConfigError, RlhflabError
+from rlhflab.losses import categorical_entropy
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED = "embedded"
@@ -171,7 +173,6 @@ def forward_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
 class Rollout:
     """A batch of prompts and sampled continuations, as token ids and as text."""
 
-    prompts: list[str]
     responses: list[str]
     input_ids: torch.Tensor
     """[B, P + R] left-padded prompt ids then response ids (pad after the end token)."""
@@ -242,7 +243,6 @@ def sample(
     response = response.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     texts = [tokenizer.decode(ids[: int(m.sum())], skip_special_tokens=True) for ids, m in zip(response, response_mask)]
     return Rollout(
-        prompts=list(prompts),
         responses=texts,
         input_ids=torch.cat([enc["input_ids"], response], 1),
         attention_mask=torch.cat([enc["attention_mask"], response_mask.long()], 1),
@@ -279,7 +279,7 @@ def token_logprobs(
     logits = logits[:, prompt_length - 1 : -1, :vocab_size].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = torch.gather(logp_all, 2, input_ids[:, prompt_length:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    entropy = categorical_entropy(logp_all) if with_entropy else None
     return logp, entropy
 
 
@@ -294,6 +294,16 @@ def completion_logprobs(
     logits = model(**forward_inputs(model, input_ids, attention_mask)).logits[:, :-1].float()
     logp = torch.gather(torch.log_softmax(logits, -1), 2, input_ids[:, 1:, None]).squeeze(-1)
     return logp * completion_mask[:, 1:]
+
+
+def sequence_logprobs(model: nn.Module, encoded, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed completion log-probabilities [B] of encoded (ids, completion start) texts, and their
+    completion token counts [B] (at least 1): the quantity DPO, IPO and fine-tuning losses are built from."""
+    from rlhflab.rollout.batching import collate
+
+    ids, attn, comp = collate(encoded, pad_id, device)
+    per_token = completion_logprobs(model, ids, attn, comp)
+    return per_token.sum(1), comp[:, 1:].sum(1).clamp(min=1)
 
 
 # ---------------------------------------------------------------- scalar heads
@@ -320,6 +330,21 @@ class ScalarHeadModel(nn.Module):
     @property
     def config(self):
         return self.model.config
+
+    @classmethod
+    def from_causal_lm(cls, policy: nn.Module, seed: int = 0) -> "ScalarHeadModel":
+        """A scalar-head model on a copy of ``policy``'s backbone, with a new head (seeded): PPO's value
+        function when none is given."""
+        from transformers import AutoModelForSequenceClassification
+
+        inner = unwrap(policy)
+        config = copy.deepcopy(inner.config)
+        config.num_labels = 1
+        torch.manual_seed(seed)
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_config(config)
+        model.load_state_dict(inner.state_dict(), strict=False)  # the backbone; the new head stays
+        return cls(model.to(next(inner.parameters()).device))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}

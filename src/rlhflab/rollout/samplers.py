@@ -7,7 +7,6 @@ base policy and the mean per-token entropy where they can be measured.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Callable, Sequence
 import torch
 
 from rlhflab.errors import ConfigError, RlhflabError
-from rlhflab.losses import masked_mean
+from rlhflab.files import read_json
+from rlhflab.losses import kl_estimators, masked_mean
 from rlhflab.rollout.models import load_policy, sample, token_logprobs
 
 SAMPLER_FILE = "sampler.json"
@@ -100,7 +100,7 @@ class PolicySampler:
                 logp_base, _ = token_logprobs(self.base, ids, attn, enc["input_ids"].shape[1], temperature)
             else:
                 logp_base, _ = token_logprobs(self.base, r.input_ids, r.attention_mask, r.prompt_length, temperature)
-            out.kl = ((logp - logp_base) * r.response_mask).sum(1).tolist()
+            out.kl = kl_estimators(logp, logp_base, r.response_mask)["k1"].tolist()
         return out
 
 
@@ -125,11 +125,16 @@ class BestOfNSampler:
         return SampleBatch(texts, kl=best_of_n_kl_estimate(selected, scores.flatten().tolist(), self.n))
 
 
-def write_best_of_n(path: Path, base: str, reward: str, n: int) -> None:
-    from rlhflab.run.rundir import atomic_write_json
-
+def best_of_n_spec(base: str, reward: str, n: int) -> dict:
+    """What ``sampler.json`` holds for a best-of-n sampler."""
     best_of_n_kl_bound(n)  # validates n
-    atomic_write_json(path / SAMPLER_FILE, {"type": "best_of_n", "base": base, "reward": reward, "n": n})
+    return {"type": "best_of_n", "base": base, "reward": reward, "n": n}
+
+
+def is_sampler(name: str | Path) -> bool:
+    """Whether ``name`` is a folder (or file) holding a sampler spec rather than a policy."""
+    path = Path(name)
+    return (path / SAMPLER_FILE).is_file() or (path.name == SAMPLER_FILE and path.is_file())
 
 
 def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str], Callable], pad_token=None):
@@ -137,12 +142,18 @@ def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str]
     (with an optional control-token prefix in ``rlhflab_sampling.json``). Returns (sampler, info)."""
     path = Path(name)
     spec_path = path / SAMPLER_FILE if path.is_dir() else path
-    if spec_path.name == SAMPLER_FILE and spec_path.is_file():
-        spec = json.loads(spec_path.read_text())
-        if spec.get("type") != "best_of_n":
-            raise RlhflabError(f"{spec_path}: unknown sampler type {spec.get('type')!r}")
+    if is_sampler(path):
+        spec = read_json(spec_path)
+        if not isinstance(spec, dict) or spec.get("type") != "best_of_n":
+            kind = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
+            raise RlhflabError(f"{spec_path}: unknown sampler type {kind!r}")
+        if not isinstance(spec.get("base"), str) or not isinstance(spec.get("reward"), str):
+            raise RlhflabError(f"{spec_path}: 'base' and 'reward' must be strings")
+        if isinstance(spec.get("n"), bool) or not isinstance(spec.get("n"), int):
+            raise RlhflabError(f"{spec_path}: 'n' must be an integer, got {spec.get('n')!r}")
+        n = spec["n"]
+        best_of_n_kl_bound(n)  # validates n
         base, tokenizer = load_policy(spec["base"], pad_token)
-        n = int(spec["n"])
         return BestOfNSampler(base, tokenizer, reward_loader(spec["reward"]), n), {
             "type": "best_of_n",
             "n": n,
@@ -153,6 +164,8 @@ def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str]
     base, _ = load_policy(base_name, pad_token)
     prefix, vocab_size = "", None
     if (path / SAMPLING_FILE).is_file():
-        sampling = json.loads((path / SAMPLING_FILE).read_text())
+        sampling = read_json(path / SAMPLING_FILE)
         prefix, vocab_size = sampling.get("prefix", ""), sampling.get("vocab_size")
+        if not isinstance(prefix, str) or not (vocab_size is None or (isinstance(vocab_size, int) and vocab_size > 0)):
+            raise RlhflabError(f"{path / SAMPLING_FILE}: 'prefix' must be a string and 'vocab_size' a positive integer")
     return PolicySampler(policy, tokenizer, base, prefix, vocab_size), {"type": "policy", "prefix": prefix}

@@ -1,101 +1,176 @@
-"""Training checkpoints for ``--resume``: accelerate's state plus each process's own trainer state.
+"""Checkpoints for ``--resume``, and the hooks that connect a method to the run directory.
 
-A checkpoint is written to a temporary folder and renamed into place only when every
-process has finished writing, so the latest checkpoint is always whole.
+A checkpoint holds what a training loop hands over — models, optimisers, and a small state
+dict (step, generator state, data position, KL controller) per process — in
+``checkpoints/<stage>/step-NNNNNNN/``:
+
+    <name>.safetensors       each model's weights
+    <name>.optim.pt          each optimiser's state (tensors and numbers only)
+    state-<rank>.pt          each process's state dict
+
+It is written to a temporary folder and renamed into place when every process has finished,
+so the latest checkpoint is always whole. Everything is read back with safetensors or with
+``torch.load(weights_only=True)``, which unpickles only tensors and plain containers: resuming a
+run directory received from someone else cannot execute code.
+
+The global random state is not saved: the loops draw every random number from generators they
+pass explicitly (and keep in their state), so a resumed run repeats an uninterrupted one exactly.
 """
 
 from __future__ import annotations
 
+import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rlhflab.run.rundir import RunDir, read_jsonl
+from rlhflab.errors import RlhflabError
+from rlhflab.files import append_jsonl, keep_until_step, read_jsonl, truncate_jsonl
+from rlhflab.run.rundir import RunDir
 
 
-def save_checkpoint(
-    accelerator,
-    run: RunDir,
-    stage: str,
-    index: int,
-    trainer_state: dict[str, Any],
-    metrics_path: Path,
-    models: bool = True,
-) -> None:
-    """Save models and optimisers (through accelerate, when ``models``) and ``trainer_state``.
+def _unwrap(obj):
+    from rlhflab.rollout.models import unwrap
 
-    ``trainer_state`` is this process's own (generator state, step, ...); the number of
-    rows of ``metrics_path`` written so far is added, so a resume can drop later rows.
+    return unwrap(obj) if isinstance(obj, torch.nn.Module) else obj
+
+
+def _is_optimizer(obj) -> bool:
+    return hasattr(obj, "param_groups") and hasattr(obj, "load_state_dict")
+
+
+def _load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RlhflabError(f"{path}: not a readable rlhflab checkpoint file ({first[:200]})") from None
+
+
+class RunCheckpoints:
+    """``Checkpoints`` (see ``rlhflab.methods.api``) kept in a run directory.
+
+    On save it also records how many rows the stage's metric log has, and on restore it cuts
+    the logs back to the checkpoint (rows written after it are written again by the resumed run).
     """
-    paths = list(run.new_checkpoint_dir(stage, index)) if accelerator.is_main_process else [None, None]
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
 
-        broadcast_object_list(paths)
-    tmp, final = paths
-    if models:
-        accelerator.save_state(str(tmp / "accelerate"))
-    rows = len(read_jsonl(metrics_path)) if metrics_path.exists() else 0
-    torch.save({**trainer_state, "metrics_rows": rows}, tmp / f"trainer_state_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        run.commit_checkpoint(stage, tmp, final)
-    accelerator.wait_for_everyone()
+    def __init__(self, run: RunDir, stage: str, metrics: Path, samples: Path | None = None, keep: int = 2):
+        self.run, self.stage, self.metrics, self.samples, self.keep = run, stage, metrics, samples, keep
 
+    def save(self, accelerator, step: int, objects: dict[str, Any], state: dict) -> None:
+        paths = list(self.run.new_checkpoint_dir(self.stage, step)) if accelerator.is_main_process else [None, None]
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
 
-def read_trainer_state(checkpoint: Path, process_index: int) -> dict[str, Any]:
-    """This process's trainer state in ``checkpoint``."""
-    return torch.load(checkpoint / f"trainer_state_{process_index}.pt", weights_only=False)
-
-
-def load_checkpoint(accelerator, checkpoint: Path) -> dict[str, Any]:
-    """Restore accelerate's state (if the checkpoint has one) and return this process's trainer state."""
-    if (checkpoint / "accelerate").is_dir():
-        accelerator.load_state(str(checkpoint / "accelerate"))
-    return read_trainer_state(checkpoint, accelerator.process_index)
-
-
-def resume_or_start(accelerator, run: RunDir, stage: str, resume: bool, logs: tuple[Path, ...]) -> dict | None:
-    """Restore the last checkpoint of ``stage`` (and cut ``logs[0]``, its metrics, back to it) when
-    resuming; otherwise clear the stage's old logs and checkpoints. Returns the trainer state or None."""
-    from rlhflab.run.rundir import keep_until_step, truncate_jsonl
-
-    checkpoint = run.latest_checkpoint(stage) if resume else None
-    state = None
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
+            broadcast_object_list(paths)
+        tmp, final = paths
         if accelerator.is_main_process:
-            truncate_jsonl(logs[0], state["metrics_rows"])
-            for log in logs[1:]:
-                keep_until_step(log, state["step"])
-    elif accelerator.is_main_process:
-        import shutil
+            from safetensors.torch import save_file
 
-        for log in logs:
-            log.unlink(missing_ok=True)
-        shutil.rmtree(run.checkpoint_root(stage), ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return state
+            for name, obj in objects.items():
+                obj = _unwrap(obj)
+                if _is_optimizer(obj):
+                    torch.save(obj.state_dict(), tmp / f"{name}.optim.pt")
+                else:
+                    tensors = {k: v.detach().contiguous().cpu() for k, v in obj.state_dict().items()}
+                    save_file(_untie(tensors), str(tmp / f"{name}.safetensors"))
+        rows = len(read_jsonl(self.metrics)) if self.metrics.exists() else 0
+        torch.save({**state, "metrics_rows": rows}, tmp / f"state-{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            self.run.commit_checkpoint(self.stage, tmp, final, keep=self.keep)
+        accelerator.wait_for_everyone()
+
+    def restore(self, accelerator, objects: dict[str, Any]) -> dict | None:
+        checkpoint = self.run.latest_checkpoint(self.stage)
+        if checkpoint is None:
+            return None
+        from safetensors.torch import load_file
+
+        for name, obj in objects.items():
+            obj = _unwrap(obj)
+            if _is_optimizer(obj):
+                obj.load_state_dict(_load(checkpoint / f"{name}.optim.pt"))
+            else:
+                path = checkpoint / f"{name}.safetensors"
+                try:
+                    tensors = load_file(str(path))
+                except Exception as e:  # safetensors raises its own error types for a damaged file
+                    raise RlhflabError(f"{path}: not a readable checkpoint file ({str(e)[:200]})") from None
+                obj.load_state_dict(tensors, strict=False)
+        state = _load(checkpoint / f"state-{accelerator.process_index}.pt")
+        if not isinstance(state, dict) or "step" not in state:
+            raise RlhflabError(f"{checkpoint}: its state file has no step; not an rlhflab checkpoint")
+        if accelerator.is_main_process:
+            truncate_jsonl(self.metrics, state["metrics_rows"])
+            if self.samples is not None:
+                keep_until_step(self.samples, state["step"])
+        accelerator.wait_for_everyone()
+        return state
+
+    def clear(self, accelerator) -> None:
+        """A fresh start: remove the stage's old logs and checkpoints."""
+        if accelerator.is_main_process:
+            for log in (self.metrics, self.samples):
+                if log is not None:
+                    log.unlink(missing_ok=True)
+            shutil.rmtree(self.run.checkpoint_root(self.stage), ignore_errors=True)
+        accelerator.wait_for_everyone()
 
 
-def save_policy(accelerator, run: RunDir, policy, tokenizer, extra: dict[str, dict] | None = None) -> None:
-    """Write the trained policy to ``run/policy`` (Hugging Face format) at once, from the main process.
+def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied embeddings): store each once, cloned."""
+    seen: dict[int, str] = {}
+    out = {}
+    for k, v in tensors.items():
+        ptr = v.data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.setdefault(ptr, k)
+    return out
+
+
+def run_hooks(run: RunDir, stage: str, resume: bool, metrics: Path, samples: Path | None = None, progress=True):
+    """Hooks that write a method's metric rows and samples to ``metrics``/``samples`` (JSONL, one
+    whole line per row) and its checkpoints to ``checkpoints/<stage>``; without ``resume`` the old
+    ones are removed first."""
+    from rlhflab.methods.api import Hooks
+    from rlhflab.rollout import distributed
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    checkpoints = RunCheckpoints(run, stage, metrics, samples)
+    if not resume:
+        checkpoints.clear(distributed.accelerator())
+    return Hooks(
+        metrics=lambda row: append_jsonl(metrics, row),
+        samples=(lambda row: append_jsonl(samples, row)) if samples is not None else None,
+        checkpoints=checkpoints,
+        progress=progress,
+    )
+
+
+def write_model(run: RunDir, name: str, model, tokenizer, extra: dict[str, dict] | None = None) -> Path:
+    """Write a trained model to ``run/name`` (Hugging Face format) at once, from the main process.
 
     ``extra`` maps file names to JSON objects stored beside the weights.
     """
-    import shutil
+    from rlhflab.files import atomic_write_json, replace_dir
+    from rlhflab.rollout import distributed
 
-    from rlhflab.rollout.models import unwrap
-    from rlhflab.run.rundir import atomic_write_json, replace_dir
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tmp = run.path / ".tmp-policy"
+    state = distributed.state()
+    state.wait_for_everyone()
+    final = run / name
+    if state.is_main_process:
+        tmp = run.path / f".tmp-{name}"
         shutil.rmtree(tmp, ignore_errors=True)
-        unwrap(policy).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for name, obj in (extra or {}).items():
-            atomic_write_json(tmp / name, obj)
-        replace_dir(tmp, run / "policy")
-    accelerator.wait_for_everyone()
+        try:
+            _unwrap(model).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            for file, obj in (extra or {}).items():
+                atomic_write_json(tmp / file, obj)
+            replace_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()
+    return final

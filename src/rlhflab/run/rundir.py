@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
-import os
 import platform
 import shutil
 import subprocess
@@ -31,73 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from rlhflab.errors import DataError, RlhflabError
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished directory into place, replacing any older one."""
-    old = final.with_name(f".{final.name}.old{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def append_jsonl(path: str | Path, obj: dict[str, Any]) -> None:
-    """Append one line in a single write, so a crash leaves whole lines only."""
-    with Path(path).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(obj, ensure_ascii=False, default=float) + "\n")
-        f.flush()
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read JSONL; a last line cut short by a crash is ignored, any other bad line is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such file")
-    lines = path.read_text(encoding="utf-8").split("\n")
-    rows = []
-    for i, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            rows.append(json.loads(text))
-        except json.JSONDecodeError as e:
-            if i == len(lines):  # unterminated last line: an interrupted append
-                break
-            raise DataError(path, f"not valid JSON ({e.msg})", i) from None
-    return rows
-
-
-def truncate_jsonl(path: str | Path, keep: int) -> None:
-    """Keep the first ``keep`` rows (used on resume to drop steps after the checkpoint)."""
-    path = Path(path)
-    if path.exists():
-        rows = read_jsonl(path)[:keep]
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def keep_until_step(path: str | Path, step: int) -> None:
-    """Keep the rows whose "step" is at most ``step`` (used on resume)."""
-    path = Path(path)
-    if path.exists():
-        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+from rlhflab.errors import RlhflabError
+from rlhflab.files import atomic_write_json, atomic_write_text, read_json, replace_dir
 
 
 def sha256_file(path: str | Path) -> str:
@@ -143,10 +76,32 @@ def now() -> str:
 
 
 class RunDir:
-    """A run directory and its manifest."""
+    """A run directory and its manifest. The run directory owns every file name; stages ask it."""
+
+    PAIRS = "pairs.jsonl"
+    REWARD_MODEL = "reward_model"
+    REWARD_METRICS = "reward_metrics.jsonl"
+    POLICY = "policy"
+    SAMPLER = "sampler.json"
+    METRICS = "metrics.jsonl"
+    TRAIN_SAMPLES = "train_samples.jsonl"
+    SAMPLES = "samples.jsonl"
+    SUMMARY = "summary.json"
+    DIAGNOSTICS = "diagnostics.json"
+    REPORT = "report.html"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def output(self) -> Path:
+        """What the run's optimisation produced: the policy folder, or the run folder when it holds a sampler."""
+        if (self / self.SAMPLER).is_file():
+            return self.path
+        if not (self / self.POLICY).is_dir():
+            raise RlhflabError(
+                f"{self.path}: no {self.POLICY}/ folder (run 'rlhflab optimize METHOD' first, or pass --policy)"
+            )
+        return self / self.POLICY
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -158,14 +113,18 @@ class RunDir:
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"stages": {}}
-        try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(self.manifest_path, f"not valid JSON ({e.msg})", e.lineno) from None
+        manifest = read_json(self.manifest_path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
+            from rlhflab.errors import DataError
+
+            raise DataError(self.manifest_path, "not an rlhflab manifest (expected an object with 'stages')")
+        return manifest
 
     def stage(self, name: str) -> dict[str, Any]:
+        if not self.path.is_dir():
+            raise RlhflabError(f"{self.path}: no such run directory")
         stage = self.manifest().get("stages", {}).get(name)
-        if stage is None:
+        if not isinstance(stage, dict):
             raise RlhflabError(f"{self.path}: no '{name}' stage in manifest.json (run that stage first)")
         return stage
 

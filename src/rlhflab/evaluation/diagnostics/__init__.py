@@ -11,7 +11,15 @@ from rlhflab.evaluation.diagnostics.calibration import expected_calibration_erro
 from rlhflab.evaluation.diagnostics.embeddings import embedding_spread
 from rlhflab.evaluation.diagnostics.exploitation import exploitation
 from rlhflab.evaluation.diagnostics.overoptimization import GaoFit, gao_fit, gold_peak, moving_average
-from rlhflab.evaluation.diagnostics.text import attractor, distinct_n, mean_and_stderr, phrase_growth, self_bleu, top_phrase, words
+from rlhflab.evaluation.diagnostics.text import (
+    attractor,
+    distinct_n,
+    mean_and_stderr,
+    phrase_growth,
+    self_bleu,
+    top_phrase,
+    words,
+)
 
 __all__ = [
     "GaoFit",

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from rlhflab.config import check
 from rlhflab.errors import RlhflabError
-from rlhflab.feedback.simulated import prompt_stream, sample_pair_batches
+from rlhflab.feedback.simulated import sample_pair_batches
+from rlhflab.rollout.batching import prompt_stream
 
 Strategy = Literal["random", "disagreement"]
 
@@ -94,8 +95,8 @@ def select_by_disagreement(rows: list[dict], reward, count: int) -> list[dict]:
 
 def make_queries(model_name: str, task, config: QueryConfig, ensemble=None, pad_token=None, progress=True):
     """Rows for :meth:`LabelStore.add_queries`, sampled from ``model_name`` and chosen by ``config.query``."""
-    from rlhflab.rollout.models import check_fits, load_policy
     from rlhflab.reward.model import RewardModel
+    from rlhflab.rollout.models import check_fits, load_policy
 
     if config.query == "disagreement" and ensemble is None:
         raise RlhflabError("--query disagreement needs --ensemble REWARD_MODEL_DIR (an ensemble of >= 2 members)")

@@ -1,0 +1,168 @@
+"""rlhflab evaluate, diagnose, report, compare and demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rlhflab.cli.common import (
+    cli,
+    default_run_dir_option,
+    model_option,
+    pad_option,
+    quiet_option,
+    run_dir_option,
+    say,
+    task_option,
+)
+from rlhflab.config import click_options, config_from_options
+from rlhflab.evaluation.diagnose import DiagnoseConfig
+from rlhflab.evaluation.evaluate import EvalConfig
+from rlhflab.rollout.models import EMBEDDED
+from rlhflab.run.rundir import RunDir
+
+# ------------------------------------------------------------------ evaluate
+
+
+@cli.command("evaluate")
+@run_dir_option()
+@click.option("--policy", default=None, help="Tuned policy (default: RUN/policy).")
+@click.option("--base", default=None, help="Base policy (default: the model the run's PPO started from).")
+@click.option(
+    "--reward",
+    "reward_name",
+    default=None,
+    help="Reward model for the proxy column (default: RUN/reward_model if present; 'none' to skip).",
+)
+@task_option
+@pad_option
+@click_options(EvalConfig)
+@quiet_option
+def evaluate_cmd(
+    run_dir: Path,
+    policy: str | None,
+    base: str | None,
+    reward_name: str | None,
+    task: str,
+    pad_token,
+    quiet: bool,
+    **options,
+) -> None:
+    """Compare the tuned policy with its base on held-out prompts -> RUN/summary.json, RUN/samples.jsonl."""
+    from rlhflab.pipeline import stages as pipeline
+
+    run = RunDir(run_dir)
+    policy = policy or str(run.output())
+    base = base or pipeline.base_model_of(run) or EMBEDDED
+    if reward_name is None:
+        reward_name = str(run / RunDir.REWARD_MODEL) if (run / RunDir.REWARD_MODEL).is_dir() else None
+    config = config_from_options(EvalConfig, options)
+    pipeline.evaluate_run(run, policy, base, task, reward_name, config, pad_token, progress=not quiet)
+    say(f"wrote {run / RunDir.SUMMARY} and {run / RunDir.SAMPLES}")
+
+
+# ------------------------------------------------------------------ diagnose and report
+
+
+@cli.command("diagnose")
+@run_dir_option()
+@click.option("--policy", default=None, help="Tuned policy (default: RUN/policy).")
+@click.option("--base", default=None, help="Base policy (default: the model the run's PPO started from).")
+@task_option
+@pad_option
+@click_options(DiagnoseConfig)
+@quiet_option
+def diagnose_cmd(
+    run_dir: Path, policy: str | None, base: str | None, task: str, pad_token, quiet: bool, **options
+) -> None:
+    """Calibration, cost of undoing the alignment, embedding spread -> RUN/diagnostics.json."""
+    from rlhflab.pipeline import stages as pipeline
+
+    run = RunDir(run_dir)
+    policy = policy or str(run.output())
+    base = base or pipeline.base_model_of(run) or EMBEDDED
+    pipeline.diagnose_run(
+        run, policy, base, task, config_from_options(DiagnoseConfig, options), pad_token, progress=not quiet
+    )
+    say(f"wrote {run / RunDir.DIAGNOSTICS}")
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the page (default: RUN/report.html for one run, report.html for several).",
+)
+def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+    """One self-contained HTML page (figures inline) on what the optimisation did to each run."""
+    from rlhflab.report import write_report
+
+    out = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else Path("report.html"))
+    write_report([RunDir(r) for r in run_dirs], out)
+    say(f"wrote {out}")
+
+
+# ------------------------------------------------------------------ compare
+
+
+@cli.command("compare")
+@default_run_dir_option("runs/compare", "Where the comparison, its shared data and its points go.")
+@model_option
+@task_option
+@click.option(
+    "--preset",
+    type=click.Choice(["small", "quick"]),
+    default="small",
+    show_default=True,
+    help="small: every method on the embedded model, ~20-30 minutes on 2 CPU cores; quick: seconds.",
+)
+@click.option("--quick", is_flag=True, help="Same as --preset quick.")
+@click.option("--methods", default=None, help="Comma-separated subset of the methods (default: all).")
+@click.option("--budgets", default="1,3,10", show_default=True, help="KL budgets (nats) of the best-gold table.")
+@click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
+@pad_option
+@quiet_option
+def compare_cmd(
+    run_dir: Path,
+    model: str,
+    task: str,
+    preset: str,
+    quick: bool,
+    methods: str | None,
+    budgets: str,
+    seed: int,
+    pad_token,
+    quiet: bool,
+) -> None:
+    """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
+    from rlhflab.pipeline.compare import preset as make_preset
+    from rlhflab.pipeline.compare import run_compare
+
+    try:
+        budget_values = tuple(float(b) for b in budgets.split(",") if b.strip())
+    except ValueError:
+        raise click.UsageError(f"--budgets must be comma-separated numbers of nats, got {budgets!r}") from None
+    spec = make_preset("quick" if quick else preset, seed)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    run_compare(run_dir, model, task, spec, chosen, budget_values, pad_token, progress=not quiet, say=say)
+    say(f"wrote {run_dir / 'frontier.png'}, {run_dir / 'frontier.csv'} and {run_dir / 'budgets.csv'}")
+
+
+# ------------------------------------------------------------------ demo
+
+
+@cli.command("demo")
+@default_run_dir_option("runs/demo", "Where to write the run.")
+@model_option
+@task_option
+@click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
+@click.option("--quick", is_flag=True, help="A tiny version for smoke tests (seconds, not minutes).")
+@quiet_option
+def demo_cmd(run_dir: Path, model: str, task: str, seed: int, quick: bool, quiet: bool) -> None:
+    """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
+    from rlhflab.pipeline.demo import run_demo
+
+    run_demo(run_dir, model=model, seed=seed, quick=quick, task=task, progress=not quiet)

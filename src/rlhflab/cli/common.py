@@ -1,0 +1,77 @@
+"""What every command shares: the command group, common options, and printing on the main process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rlhflab.rollout.models import EMBEDDED
+
+model_option = click.option(
+    "--model",
+    default=EMBEDDED,
+    show_default=True,
+    help="Base policy: a Hugging Face causal-LM folder, a hub id, or 'embedded'.",
+)
+pad_option = click.option(
+    "--pad-token", default=None, help="An existing token to pad with, for tokenizers that have no pad token."
+)
+task_option = click.option(
+    "--task",
+    default="sentiment",
+    show_default=True,
+    help="Built-in task name, or 'module:function' returning an rlhflab.tasks.Task.",
+)
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+
+
+def run_dir_option(required: bool = True):
+    return click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=required,
+        help="The run directory (created if missing).",
+    )
+
+
+def default_run_dir_option(default: str, help: str):
+    return click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path(default),
+        show_default=True,
+        help=help,
+    )
+
+
+def resume_option(what: str):
+    return click.option(
+        "--resume",
+        "resume",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Continue the interrupted {what} of this run directory from its last checkpoint, "
+        "with the configuration recorded in its manifest.",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="rlhflab")
+def cli(debug: bool) -> None:
+    """Align language models from feedback, with and without RL, and measure what each method breaks."""
+
+
+def say(message: str) -> None:
+    """Print on the main process only (commands may run as several processes)."""
+    from rlhflab.rollout import distributed
+
+    if distributed.state().is_main_process:
+        click.echo(message)
+
+
+def need_run_dir(run_dir: Path | None) -> Path:
+    if run_dir is None:
+        raise click.UsageError("pass --run-dir RUN (or --resume RUN to continue an interrupted run)")
+    return run_dir

@@ -1,0 +1,127 @@
+"""rlhflab reward train and rlhflab optimize METHOD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rlhflab.cli.common import (
+    cli,
+    model_option,
+    need_run_dir,
+    pad_option,
+    quiet_option,
+    resume_option,
+    run_dir_option,
+    say,
+    task_option,
+)
+from rlhflab.config import click_options, config_from_options
+from rlhflab.methods.registry import METHODS
+from rlhflab.reward.train import RewardTrainConfig
+from rlhflab.run.rundir import RunDir
+
+# ------------------------------------------------------------------ reward
+
+
+@cli.group()
+def reward() -> None:
+    """Reward models."""
+
+
+@reward.command("train")
+@run_dir_option(required=False)
+@model_option
+@click.option(
+    "--pairs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PreferencePair JSONL to train on (default: RUN/pairs.jsonl).",
+)
+@pad_option
+@click_options(RewardTrainConfig)
+@resume_option("reward-model training")
+@quiet_option
+def reward_train(
+    run_dir: Path | None, model: str, pairs: Path | None, pad_token, resume: Path | None, quiet: bool, **options
+) -> None:
+    """Fit a Bradley-Terry reward model (or ensemble) -> RUN/reward_model."""
+    from rlhflab.pipeline import stages
+
+    if resume is not None:
+        run, result = RunDir(resume), stages.resume_reward(resume, progress=not quiet)
+    else:
+        run = RunDir(need_run_dir(run_dir))
+        config = config_from_options(RewardTrainConfig, options)
+        result = stages.reward_train(run, model, pairs or run / RunDir.PAIRS, config, pad_token, progress=not quiet)
+    acc, gold_acc = result.get("val_accuracy"), result.get("val_gold_accuracy")
+    say(
+        f"wrote {run / RunDir.REWARD_MODEL}"
+        + (f" (held-out pair accuracy {acc:.3f} on {result['val_pairs']} pairs" if acc is not None else "")
+        + (f"; agrees with the gold order on {gold_acc:.1%} of those with unequal gold scores" if gold_acc else "")
+        + (")" if acc is not None else "")
+    )
+
+
+# ------------------------------------------------------------------ optimize
+
+
+@cli.group()
+def optimize() -> None:
+    """Optimise a policy."""
+
+
+def _method_command(spec) -> None:
+    """Register ``rlhflab optimize METHOD`` with the method's config as options."""
+
+    def command(run_dir, model, task, pad_token, resume, quiet, reward_name=None, pairs=None, **options):
+        from rlhflab import metric_names as names
+        from rlhflab.pipeline import stages
+
+        if resume is not None:
+            run, result = RunDir(resume), stages.resume_method(resume, spec.name, progress=not quiet)
+        else:
+            run = RunDir(need_run_dir(run_dir))
+            result = stages.optimize(
+                run, spec.name, model, task, config_from_options(spec.config, options),
+                reward=reward_name or str(run / RunDir.REWARD_MODEL), pairs=pairs or run / RunDir.PAIRS,
+                pad_token=pad_token, progress=not quiet,
+            )  # fmt: skip
+        final = result.get("final") or {}
+        detail = ", ".join(
+            f"{label} {final[key]:.3f}"
+            for key, label in ((names.SCORE, "last reward"), (names.KL, "KL"), (names.LOSS, "last loss"))
+            if key in final
+        )
+        out = run / (RunDir.SAMPLER if spec.output == "sampler" else RunDir.POLICY)
+        say(f"wrote {out}" + (f" ({detail})" if detail else ""))
+
+    command.__doc__ = spec.doc
+    decorators = [optimize.command(spec.name), run_dir_option(required=False), model_option]
+    if spec.data == "pairs":
+        decorators.append(
+            click.option(
+                "--pairs",
+                type=click.Path(dir_okay=False, path_type=Path),
+                default=None,
+                help="PreferencePair JSONL (default: RUN/pairs.jsonl).",
+            )
+        )
+    else:
+        decorators.append(
+            click.option(
+                "--reward",
+                "reward_name",
+                default=None,
+                help="Reward-model folder (default: RUN/reward_model), 'gold' for the task's "
+                "gold scorer, or a rule 'module:function'.",
+            )
+        )
+    decorators += [task_option, pad_option, click_options(spec.config), resume_option(spec.name), quiet_option]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+
+
+for _spec in METHODS.values():
+    _method_command(_spec)

@@ -1,0 +1,52 @@
+"""What ``--reward`` names, as a function (prompts, completions) -> scores.
+
+``gold`` (the task's gold scorer), a reward-model folder (``rlhflab reward train``), or a rule
+``package.module:function`` taking (prompts, completions) and returning one number per completion.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from rlhflab.errors import RlhflabError
+from rlhflab.plugins import import_object
+from rlhflab.tasks import Task
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
+
+
+def checked_scores(values, n: int, what: str) -> torch.Tensor:
+    """``values`` as a float tensor of ``n`` finite scores; a one-line error naming ``what`` otherwise."""
+    try:
+        scores = torch.as_tensor([float(x) for x in values], dtype=torch.float32)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise RlhflabError(f"{what} returned something that is not one number per completion ({e})") from None
+    if scores.numel() != n:
+        raise RlhflabError(f"{what} returned {scores.numel()} scores for {n} completions")
+    if not all(math.isfinite(x) for x in scores.tolist()):
+        raise RlhflabError(f"{what} returned a score that is not finite (NaN or infinity)")
+    return scores
+
+
+def load_reward(spec: str, task: Task, device="cpu") -> tuple[RewardFn, str | None]:
+    """(reward function, the reward-model folder or None) for a ``--reward`` value."""
+    from rlhflab.reward.model import RewardModel
+
+    if spec == "gold":
+        return (lambda prompts, completions: checked_scores(task.gold(prompts, completions), len(completions),
+                                                             f"the gold scorer of task '{task.name}'")), None  # fmt: skip
+    path = Path(spec)
+    if path.is_dir():
+        return RewardModel.load(path, device=device), str(path)
+    if ":" in spec and not path.exists():
+        rule = import_object(spec, "--reward")
+        return (lambda prompts, completions: checked_scores(rule(prompts, completions), len(completions),
+                                                             f"the rule {spec}")), None  # fmt: skip
+    raise RlhflabError(
+        f"--reward {spec!r}: no such reward-model folder (train one with 'rlhflab reward train'), and not "
+        "'gold' or a rule 'module:function'"
+    )
