@@ -47,7 +47,7 @@ from rlhflab.tasks import load_task
 
 def pairs_from_pool(model, tokenizer, task, n, generator, max_new_tokens):
     """Up to ``n`` candidate pairs (empty and identical ones dropped) with their gold scores."""
-    config = QueryConfig(count=n, max_new_tokens=max_new_tokens, temperature=0.7)
+    config = build(QueryConfig, count=n, max_new_tokens=max_new_tokens, temperature=0.7)
     return candidate_pairs(model, tokenizer, task, n, config, generator, progress=False)
 
 

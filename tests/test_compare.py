@@ -1,6 +1,7 @@
 """``rlhflab compare``: the quick preset end to end on the micro model, and the budget table by hand."""
 
 import csv
+import json
 
 import pytest
 from clirun import rlhflab
@@ -29,7 +30,9 @@ def test_frontier_has_one_row_per_method_and_knob_value(quick_compare):
     for r in rows[1:]:
         assert float(r["kl"]) == float(r["kl"])  # a number, not NaN or empty
         assert -1.0 <= float(r["gold"]) <= 1.0
-        assert (root / "points" / point_name(r["method"], r["knob"], float(r["value"]))).is_dir()
+        point = root / "points" / point_name(r["method"], r["knob"], float(r["value"]))
+        stages = json.loads((point / "manifest.json").read_text())["stages"]  # every point is a recorded run
+        assert stages[r["method"]]["status"] == "done" and stages["evaluate"]["status"] == "done"
     # best-of-n's analytic bound is in the file, and the sampled estimate is below it
     bon = [r for r in rows if r["method"] == "best-of-n" and r["value"] == "4"][0]
     assert float(bon["kl_bound"]) == pytest.approx(0.6362943611)

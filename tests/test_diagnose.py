@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import good_minus_bad, synthetic_sentences
 
+from rlhflab.config import build
 from rlhflab.evaluation.diagnose import DiagnoseConfig, calibration, next_token_predictions, remisalignment_cost
 from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.rollout.models import load_policy
@@ -26,7 +27,7 @@ def test_calibration_nll_matches_the_library_loss(micro_model):
 def test_remisalignment_stops_when_undone_and_reports_when_not(micro_model):
     pairs = [PreferencePair("the cat", " bad bad day.", " good good day.")] * 4
     prompts = ["the dog", "a cat sat"]
-    config = DiagnoseConfig(remisalign_steps=4, remisalign_every=2, remisalign_batch_size=2, max_new_tokens=6)
+    config = build(DiagnoseConfig, remisalign_steps=4, remisalign_every=2, remisalign_batch_size=2, max_new_tokens=6)
     done = remisalignment_cost(str(micro_model), 10.0, pairs, prompts, good_minus_bad, config)
     assert done["steps"] == 0 and len(done["curve"]) == 1  # gold (at most 1) is already below the target
     never = remisalignment_cost(str(micro_model), -10.0, pairs, prompts, good_minus_bad, config)

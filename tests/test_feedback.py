@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rlhflab.config import build
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater, simulate_feedback
 from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import load_policy
@@ -57,7 +58,7 @@ def test_prompt_stream_covers_the_prompts_before_repeating():
 def test_simulate_feedback_on_a_micro_model(micro_model, task):
     model, tokenizer = load_policy(micro_model)
     rater = SimulatedRater(temperature=0.0, random_rate=0.0)
-    config = SimulateConfig(pairs=40, max_new_tokens=8, batch_size=16, seed=0)
+    config = build(SimulateConfig, pairs=40, max_new_tokens=8, batch_size=16, seed=0)
     pairs, stats = simulate_feedback(model, tokenizer, task, rater, config, progress=False)
     assert len(pairs) + stats["dropped_identical"] + stats["dropped_empty"] == 40
     assert all(p.prompt in task.train_prompts and p.chosen != p.rejected for p in pairs)
@@ -84,7 +85,7 @@ def test_empty_continuations_are_dropped_not_written(micro_model, task, monkeypa
 
     monkeypatch.setattr(feedback, "sample", sometimes_empty)
     model, tokenizer = load_policy(micro_model)
-    config = SimulateConfig(pairs=32, max_new_tokens=6, batch_size=16, seed=0)
+    config = build(SimulateConfig, pairs=32, max_new_tokens=6, batch_size=16, seed=0)
     pairs, stats = simulate_feedback(model, tokenizer, task, SimulatedRater(), config, progress=False)
     assert stats["dropped_empty"] == 2  # the first prompt of each of the two batches
     write_pairs(tmp_path / "pairs.jsonl", pairs)

@@ -261,7 +261,9 @@ def test_conservative_dpo_flips_the_given_label_not_a_hard_one():
     assert soft.item() != pytest.approx(hard.item())
     # epsilon 0 is plain DPO with the same labels
     label = torch.tensor([0.6])
-    assert conservative_dpo_loss(*args, 1.0, 0.0, label)[0].item() == pytest.approx(dpo_loss(*args, 1.0, label)[0].item())
+    assert conservative_dpo_loss(*args, 1.0, 0.0, label)[0].item() == pytest.approx(
+        dpo_loss(*args, 1.0, label)[0].item()
+    )
 
 
 @pytest.mark.parametrize("loss_fn", [dpo_loss, ipo_loss])

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import check
+from rlhflab.config import SamplingConfig, check, sampling_field
 from rlhflab.evaluation.diagnostics.calibration import expected_calibration_error, reliability_bins
 from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir, embedding_spread
 from rlhflab.feedback.pairs import PreferencePair
@@ -40,12 +40,10 @@ class DiagnoseConfig:
     """Learning rate of the fine-tuning that undoes the alignment."""
     remisalign_prompts: int = 128
     """Evaluation prompts the gold reward is measured on while undoing."""
-    max_new_tokens: int = 24
-    """Length limit of sampled continuations."""
-    temperature: float = 0.7
-    """Sampling temperature while measuring the gold reward."""
     seed: int = 0
     """Seed of sampling and data order."""
+    sampling: SamplingConfig = sampling_field()
+    """Sample length and temperature (log-probabilities and KL use the same temperature)."""
 
     def __post_init__(self) -> None:
         check(self.heldout_sentences >= 0, "heldout_sentences", self.heldout_sentences, ">= 0")
@@ -56,7 +54,6 @@ class DiagnoseConfig:
         check(self.remisalign_lr > 0, "remisalign_lr", self.remisalign_lr, "> 0")
         check(0 < self.remisalign_fraction <= 1, "remisalign_fraction", self.remisalign_fraction, "in (0, 1]")
         check(self.remisalign_prompts >= 1, "remisalign_prompts", self.remisalign_prompts, ">= 1")
-        check(self.temperature > 0, "temperature", self.temperature, "> 0")
 
 
 # ---------------------------------------------------------------- calibration
@@ -101,9 +98,9 @@ def mean_gold(model, tokenizer, prompts: Sequence[str], gold: Callable, config: 
         model,
         tokenizer,
         list(prompts),
-        max_new_tokens=config.max_new_tokens,
+        max_new_tokens=config.sampling.max_new_tokens,
         seed=config.seed,
-        temperature=config.temperature,
+        temperature=config.sampling.temperature,
     )
     scores = gold(prompts, r.responses)
     return sum(scores) / len(scores)

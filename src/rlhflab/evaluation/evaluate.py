@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import check
+from rlhflab.config import SamplingConfig, check, sampling_field
 from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
 from rlhflab.rollout.models import check_fits, load_policy
 from rlhflab.rollout.samplers import PolicySampler, load_sampler
@@ -31,19 +31,15 @@ BON_KL_ESTIMATOR = (
 class EvalConfig:
     prompts: int = 500
     """Held-out prompts to evaluate on (0 = all of the task's evaluation prompts)."""
-    max_new_tokens: int = 24
-    """Length limit of each continuation, in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature (0.7 as in lm-human-preferences); log-probabilities and KL use the same temperature."""
     batch_size: int = 64
     """Prompts sampled at once."""
     seed: int = 1
     """Seed of the sampling noise (the same for both policies)."""
+    sampling: SamplingConfig = sampling_field()
+    """Sample length and temperature (log-probabilities and KL use the same temperature)."""
 
     def __post_init__(self) -> None:
         check(self.prompts >= 0, "prompts", self.prompts, ">= 0")
-        check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
-        check(self.temperature > 0, "temperature", self.temperature, "> 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
 
 
@@ -55,7 +51,9 @@ def _samples(sampler, prompts, config: EvalConfig, desc: str = "", progress: boo
     for start in tqdm(range(0, len(prompts), config.batch_size), desc=desc, unit="batch", disable=not progress):
         batch = prompts[start : start + config.batch_size]
         seed = int(torch.randint(0, 2**62, (1,), generator=g))
-        out = sampler.sample(batch, max_new_tokens=config.max_new_tokens, seed=seed, temperature=config.temperature)
+        out = sampler.sample(
+            batch, max_new_tokens=config.sampling.max_new_tokens, seed=seed, temperature=config.sampling.temperature
+        )
         texts.extend(out.texts)
         entropies.extend(out.entropy or [])
         kls.extend(out.kl or [])
@@ -115,7 +113,7 @@ def evaluate_base(
     """The base policy's side of an evaluation (computed once when several policies are compared)."""
     prompts = eval_prompts(task, config)
     base, tokenizer = load_policy(base_name, pad_token)
-    check_fits(base, tokenizer, prompts, config.max_new_tokens)
+    check_fits(base, tokenizer, prompts, config.sampling.max_new_tokens)
     side = evaluate_side(PolicySampler(base, tokenizer), prompts, task, config, proxy, "evaluate: base", progress)
     side.stats["kl"], side.stats["kl_stderr"] = 0.0, 0.0
     return side

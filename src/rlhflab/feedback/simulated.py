@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import check
+from rlhflab.config import SamplingConfig, check, sampling_field
 from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import check_fits, sample
@@ -92,19 +92,15 @@ class SimulatedRater:
 class SimulateConfig:
     pairs: int = 1000
     """Number of comparisons to collect."""
-    max_new_tokens: int = 24
-    """Length limit of each sampled continuation, in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature (0.7 as in lm-human-preferences); log-probabilities and KL use the same temperature."""
     batch_size: int = 64
     """Prompts sampled at once."""
     seed: int = 0
     """Seed for prompt order, sampling and the rater's coin flips."""
+    sampling: SamplingConfig = sampling_field()
+    """Sample length and temperature (log-probabilities and KL use the same temperature)."""
 
     def __post_init__(self) -> None:
         check(self.pairs >= 1, "pairs", self.pairs, ">= 1")
-        check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
-        check(self.temperature > 0, "temperature", self.temperature, "> 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
 
 
@@ -130,14 +126,21 @@ def simulate_feedback(
     model ended at once (empty) leaves nothing to judge: both are dropped and counted in the
     returned stats.
     """
-    check_fits(model, tokenizer, task.train_prompts, config.max_new_tokens)
+    check_fits(model, tokenizer, task.train_prompts, config.sampling.max_new_tokens)
     g = torch.Generator().manual_seed(config.seed)
     prompts = prompt_stream(task.train_prompts, config.pairs, g)
     pairs: list[PreferencePair] = []
     identical = empty = 0
     bar = tqdm(total=config.pairs, desc="feedback: sample and rate", unit="pair", disable=not progress)
     batches = sample_pair_batches(
-        model, tokenizer, task, prompts, config.max_new_tokens, config.temperature, config.batch_size, g
+        model,
+        tokenizer,
+        task,
+        prompts,
+        config.sampling.max_new_tokens,
+        config.sampling.temperature,
+        config.batch_size,
+        g,
     )
     for batch, a, b, gold_a, gold_b in batches:
         for prompt, ta, tb, ga, gb in zip(batch, a, b, gold_a, gold_b):

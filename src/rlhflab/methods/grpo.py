@@ -4,6 +4,12 @@ For k samples of a prompt, the advantage of each is its reward standardised with
 (r_i - mean(r)) / std(r); the loss is PPO's clipped surrogate with that advantage on every
 token, plus beta times the per-token k3 estimate of KL(pi || pi_ref). Rule-based rewards
 (a verifier returning 0 or 1) fit it well: only the comparison within the group matters.
+
+How the per-token terms are averaged is ``--loss-aggregation``: ``sequence`` is the paper's
+objective (eq. 3: the mean over each output's tokens, then over the group), under which a long
+output's tokens each weigh less; ``token`` (the default, kept from earlier versions of rlhflab)
+averages over every token of the minibatch, as DAPO (Yu et al. 2025, sec. 3.3) recommends so
+that long outputs are not under-weighted.
 """
 
 from __future__ import annotations

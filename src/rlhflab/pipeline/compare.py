@@ -67,9 +67,9 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
     if name == "quick":
         small = dict(max_new_tokens=8, seed=seed)
         return ComparePreset(
-            feedback=SimulateConfig(pairs=48, batch_size=16, **small),
+            feedback=build(SimulateConfig, pairs=48, batch_size=16, **small),
             reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000, seed=seed),
-            evaluate=EvalConfig(prompts=12, max_new_tokens=8, batch_size=16, seed=seed + 1),
+            evaluate=build(EvalConfig, prompts=12, max_new_tokens=8, batch_size=16, seed=seed + 1),
             sweeps=(
                 Sweep(
                     "ppo", "kl_coef", (0.5, 0.05), build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, **small)
@@ -99,9 +99,9 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
         )
     if name == "small":
         return ComparePreset(
-            feedback=SimulateConfig(seed=seed),
+            feedback=build(SimulateConfig, seed=seed),
             reward=build(RewardTrainConfig, seed=seed),
-            evaluate=EvalConfig(prompts=200, seed=seed + 1),
+            evaluate=build(EvalConfig, prompts=200, seed=seed + 1),
             sweeps=(
                 Sweep("ppo", "kl_coef", (1.0, 0.2, 0.05), build(PPOConfig, steps=40, seed=seed)),
                 Sweep("dpo", "beta", (0.05, 0.2, 0.5), build(DPOConfig, ties="drop", seed=seed)),

@@ -40,7 +40,7 @@ def preset(seed: int, quick: bool) -> DemoPreset:
     """The demo's settings: sized to finish in minutes on two CPU cores (or seconds with ``quick``)."""
     if quick:
         return DemoPreset(
-            feedback=SimulateConfig(pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
+            feedback=build(SimulateConfig, pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
             reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed),
             ppo=build(
                 PPOConfig,
@@ -52,8 +52,9 @@ def preset(seed: int, quick: bool) -> DemoPreset:
                 checkpoint_every=2,
                 seed=seed,
             ),  # fmt: skip
-            evaluate=EvalConfig(prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
-            diagnose=DiagnoseConfig(
+            evaluate=build(EvalConfig, prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
+            diagnose=build(
+                DiagnoseConfig,
                 heldout_sentences=32,
                 remisalign_steps=4,
                 remisalign_every=2,
@@ -63,11 +64,11 @@ def preset(seed: int, quick: bool) -> DemoPreset:
             ),
         )
     return DemoPreset(  # the configs' defaults: the stage-by-stage commands reproduce the demo
-        feedback=SimulateConfig(seed=seed),
+        feedback=build(SimulateConfig, seed=seed),
         reward=build(RewardTrainConfig, seed=seed),
         ppo=build(PPOConfig, seed=seed),
-        evaluate=EvalConfig(seed=seed + 1),
-        diagnose=DiagnoseConfig(seed=seed),
+        evaluate=build(EvalConfig, seed=seed + 1),
+        diagnose=build(DiagnoseConfig, seed=seed),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import check
+from rlhflab.config import SamplingConfig, check, sampling_field
 from rlhflab.errors import RlhflabError
 from rlhflab.feedback.simulated import sample_pair_batches
 from rlhflab.rollout.batching import prompt_stream
@@ -31,23 +31,19 @@ class QueryConfig:
     """'random', or 'disagreement': the pairs the reward-model ensemble (--ensemble) disagrees on most."""
     pool: int = 4
     """disagreement: candidate pairs sampled per pair queued."""
-    max_new_tokens: int = 24
-    """Length limit of each continuation, in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature."""
     batch_size: int = 64
     """Prompts sampled at once."""
     overlap: float = 0.0
     """Share of the queued pairs shown to every labeller (for inter-labeller agreement)."""
     seed: int = 0
     """Seed of prompt order and sampling."""
+    sampling: SamplingConfig = sampling_field()
+    """Sample length and temperature (log-probabilities and KL use the same temperature)."""
 
     def __post_init__(self) -> None:
         check(self.count >= 1, "count", self.count, ">= 1")
         check(self.query in ("random", "disagreement"), "query", self.query, "'random' or 'disagreement'")
         check(self.pool >= 1, "pool", self.pool, ">= 1")
-        check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, ">= 1")
-        check(self.temperature > 0, "temperature", self.temperature, "> 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         check(0 <= self.overlap <= 1, "overlap", self.overlap, "in [0, 1]")
 
@@ -66,7 +62,14 @@ def candidate_pairs(model, tokenizer, task, n: int, config: QueryConfig, generat
     rows = []
     bar = tqdm(total=n, desc="queries: sample pairs", unit="pair", disable=not progress)
     batches = sample_pair_batches(
-        model, tokenizer, task, prompts, config.max_new_tokens, config.temperature, config.batch_size, generator
+        model,
+        tokenizer,
+        task,
+        prompts,
+        config.sampling.max_new_tokens,
+        config.sampling.temperature,
+        config.batch_size,
+        generator,
     )
     for batch, a, b, gold_a, gold_b in batches:
         for prompt, ta, tb, ga, gb in zip(batch, a, b, gold_a, gold_b):
@@ -103,7 +106,7 @@ def make_queries(model_name: str, task, config: QueryConfig, ensemble=None, pad_
     reward = RewardModel.load(ensemble) if config.query == "disagreement" else None
     model, tokenizer = load_policy(model_name, pad_token)
     model.eval()
-    check_fits(model, tokenizer, task.train_prompts, config.max_new_tokens)
+    check_fits(model, tokenizer, task.train_prompts, config.sampling.max_new_tokens)
     g = torch.Generator().manual_seed(config.seed)
     n = config.count * (config.pool if reward is not None else 1)
     rows = candidate_pairs(model, tokenizer, task, n, config, g, progress)
