@@ -61,32 +61,29 @@ def _ppo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
     )
 
 
-def _with_reference(train: Callable, gold: bool = True) -> Callable:
-    def run(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
-        policy, tokenizer = x.load_policy()
-        reference, _ = x.load_policy()
-        extra = {"gold": x.gold} if gold else {}
-        return train(policy, tokenizer, x.reward, x.prompts, config, reference=reference, hooks=hooks, **extra)
-
-    return run
+def _on_prompts(train: Callable, x: MethodInputs, config, hooks: Hooks) -> MethodResult:
+    """A method that samples the policy on prompts, scores with the reward, and keeps a reference copy."""
+    policy, tokenizer = x.load_policy()
+    reference, _ = x.load_policy()
+    return train(policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks)
 
 
 def _rloo(x, config, hooks):
     from rlhflab.methods.rloo import train_rloo
 
-    return _with_reference(train_rloo)(x, config, hooks)
+    return _on_prompts(train_rloo, x, config, hooks)
 
 
 def _grpo(x, config, hooks):
     from rlhflab.methods.grpo import train_grpo
 
-    return _with_reference(train_grpo)(x, config, hooks)
+    return _on_prompts(train_grpo, x, config, hooks)
 
 
 def _ranked_sft(x, config, hooks):
     from rlhflab.methods.ranked_sft import train_ranked_sft
 
-    return _with_reference(train_ranked_sft)(x, config, hooks)
+    return _on_prompts(train_ranked_sft, x, config, hooks)
 
 
 def _conditional(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
