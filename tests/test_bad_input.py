@@ -131,6 +131,12 @@ PAIR_LINES = {
     "identical": '{"prompt": "p", "chosen": " same", "rejected": " same"}',
 }
 PAIR_CONSUMERS = ["reward-train", "dpo", "export", "import", "ai", "label-queue"]
+PAIR_CASES = [
+    pytest.param(consumer, kind, id=f"{consumer}-{kind}")
+    for consumer in PAIR_CONSUMERS
+    for kind in PAIR_LINES
+    if not (consumer == "import" and kind == "label-out-of-range")  # TRL records have no label to check
+]
 
 
 def pair_command(consumer: str, pairs: Path, tmp: Path, micro_model: Path) -> tuple[list, tuple | None]:
@@ -154,11 +160,8 @@ def pair_command(consumer: str, pairs: Path, tmp: Path, micro_model: Path) -> tu
     raise AssertionError(consumer)
 
 
-@pytest.mark.parametrize("kind", list(PAIR_LINES))
-@pytest.mark.parametrize("consumer", PAIR_CONSUMERS)
+@pytest.mark.parametrize("consumer, kind", PAIR_CASES)
 def test_pairs_file(consumer, kind, micro_model, tmp_path, capsys):
-    if consumer == "import" and kind == "label-out-of-range":
-        pytest.skip("TRL records have no label: import reads only prompt, chosen and rejected")
     lines = [GOOD_LINES[0], PAIR_LINES[kind]] + (GOOD_LINES[1:] if kind != "truncated" else [])
     pairs = jsonl(tmp_path / "in" / "pairs.jsonl", lines)
     if kind == "truncated":  # a last line cut short, without its newline
@@ -352,7 +355,7 @@ MODELS = {
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
-@pytest.mark.parametrize("consumer", ["optimize-grpo", "evaluate"])
+@pytest.mark.parametrize("consumer", ["optimize-grpo", "reward-train", "ai-judge", "evaluate"])
 def test_model_folder(consumer, kind, micro_model, tmp_path, capsys):
     folder = copy_model(micro_model, tmp_path / "policy")
     member, damage = MODELS[kind]
@@ -361,6 +364,17 @@ def test_model_folder(consumer, kind, micro_model, tmp_path, capsys):
     if consumer == "optimize-grpo":
         args = ["optimize", "grpo", "--model", folder, "--reward", "gold", *TASK, "--run-dir", run, *GRPO, "--quiet"]
         stage = (run, "grpo")
+    elif consumer == "reward-train":
+        pairs = jsonl(tmp_path / "in" / "pairs.jsonl", GOOD_LINES)
+        args = ["reward", "train", "--model", folder, "--pairs", pairs, "--run-dir", run, "--batch-size", "4"]
+        args += ["--epochs", "1", "--quiet"]
+        stage = (run, "reward")
+    elif consumer == "ai-judge":
+        pairs = jsonl(tmp_path / "in" / "pairs.jsonl", GOOD_LINES[:2])
+        principles = write(tmp_path / "in" / "principles.txt", "good\n")
+        args = ["feedback", "ai", "--judge", folder, "--principles", principles, "--pairs", pairs]
+        args += ["--out", tmp_path / "out.jsonl", "--answer-a", "A", "--answer-b", "B", "--quiet"]
+        stage = None
     else:
         args = ["evaluate", "--run-dir", run, "--policy", folder, "--base", micro_model, *TASK, "--quiet"]
         args += ["--prompts", "1", "--max-new-tokens", "2"]

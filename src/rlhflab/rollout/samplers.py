@@ -37,8 +37,10 @@ class SampleBatch:
 def best_of_n_kl_bound(n: int) -> float:
     """The analytic KL of best-of-n to its base policy for a continuous reward: log n - (n - 1) / n
     (Stiennon et al. 2020; an upper bound when rewards tie, Beirami et al. 2024)."""
-    if not 1 <= n <= MAX_N:
-        raise ConfigError(f"--n must be in [1, {MAX_N}], got {n}")
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    if n > MAX_N:
+        raise ConfigError(f"--n must be <= {MAX_N}, got {n}")
     return math.log(n) - (n - 1) / n
 
 
