@@ -114,7 +114,7 @@ def truncate(path: Path, keep: float | int = 0.5) -> None:
 
 # ---------------------------------------------------------------- PreferencePair JSONL x every reader
 
-# (bad line 2, where TRL-format import reads it differently: its own bad line); line 1 is a good pair
+# each is line 2 of a file of good pairs (import reads the same lines as TRL records)
 PAIR_LINES = {
     "not-utf8": b'{"prompt": "p", "chosen": " a\xff", "rejected": " b"}',
     "surrogate-bytes": b'{"prompt": "p", "chosen": " a\xed\xa0\x80", "rejected": " b"}',
@@ -300,32 +300,32 @@ def _latest(run: Path) -> Path:
     return root / (root / "latest").read_text().strip()
 
 
-CHECKPOINTS = {
-    "weights-truncated": lambda c: truncate(c / "policy.safetensors"),
-    "weights-garbage": lambda c: write(c / "policy.safetensors", b"\xff" * 64),
-    "weights-empty": lambda c: truncate(c / "policy.safetensors", 0),
-    "optimizer-truncated": lambda c: truncate(c / "optimizer.optim.pt"),
-    "state-truncated": lambda c: truncate(c / "state-0.pt"),
-    "state-garbage": lambda c: write(c / "state-0.pt", b"not a checkpoint"),
-    "state-not-a-dict": lambda c: torch.save([1, 2], c / "state-0.pt"),
-    "state-missing": lambda c: (c / "state-0.pt").unlink(),
+CHECKPOINTS = {  # the file of the latest checkpoint that is damaged, and how
+    "weights-truncated": ("policy.safetensors", lambda f: truncate(f)),
+    "weights-garbage": ("policy.safetensors", lambda f: write(f, b"\xff" * 64)),
+    "weights-empty": ("policy.safetensors", lambda f: truncate(f, 0)),
+    "optimizer-truncated": ("optimizer.optim.pt", lambda f: truncate(f)),
+    "state-truncated": ("state-0.pt", lambda f: truncate(f)),
+    "state-garbage": ("state-0.pt", lambda f: write(f, b"not a checkpoint")),
+    "state-not-a-dict": ("state-0.pt", lambda f: torch.save([1, 2], f)),
+    "state-missing": ("state-0.pt", lambda f: f.unlink()),
 }
+POINTERS = {"latest-not-utf8": b"step-\xff\n", "latest-outside": b"../../../elsewhere\n", "latest-empty": b""}
 
 
-@pytest.mark.parametrize("kind", [*CHECKPOINTS, "latest-not-utf8"])
+@pytest.mark.parametrize("kind", [*CHECKPOINTS, *POINTERS])
 def test_resume_from_a_damaged_checkpoint(kind, grpo_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(grpo_run, run)
     checkpoint = _latest(run)
-    if kind == "latest-not-utf8":
-        bad = write(run / "checkpoints" / "grpo" / "latest", b"step-\xff\n")
+    if kind in POINTERS:
+        bad = write(run / "checkpoints" / "grpo" / "latest", POINTERS[kind])
     else:
-        CHECKPOINTS[kind](checkpoint)
-        names = {p.name for p in checkpoint.iterdir()}
-        assert {"policy.safetensors", "optimizer.optim.pt", "state-0.pt"} & names
-        bad = checkpoint / ("policy.safetensors" if kind.startswith("weights") else
-                            "optimizer.optim.pt" if kind.startswith("optimizer") else "state-0.pt")  # fmt: skip
-        if kind == "state-not-a-dict":
+        name, damage = CHECKPOINTS[kind]
+        bad = checkpoint / name
+        assert bad.is_file(), sorted(p.name for p in checkpoint.iterdir())
+        damage(bad)
+        if kind == "state-not-a-dict":  # a readable file that is not a checkpoint's state: the folder is named
             bad = checkpoint
     refused(capsys, tmp_path, ["optimize", "grpo", "--resume", run, "--quiet"], bad, stage=(run, "grpo"))
 

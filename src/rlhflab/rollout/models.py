@@ -40,7 +40,7 @@ def resolve_model(name: str | Path) -> str:
                 f"model '{name}': directory has no config.json (expected a Hugging Face model "
                 "folder saved with save_pretrained, or 'embedded')"
             )
-        config = read_json(path / "config.json", "model config")
+        config = read_json(path / "config.json", "model config", allow_nan=True)  # as transformers reads it
         if not isinstance(config, dict) or not isinstance(config.get("model_type", ""), str):
             raise DataError(
                 path / "config.json",
@@ -82,14 +82,14 @@ def _load_errors() -> tuple[type[Exception], ...]:
 
 
 def _load_error(name: str, err: Exception) -> RlhflabError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if Path(name).expanduser().is_dir():  # a local folder: the library's whole message, on one line
-        first = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+        said = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
         what = "a weights file (*.safetensors) is damaged or cut short" if "Safetensor" in type(err).__name__ else ""
         return RlhflabError(
-            f"model '{name}': could not load it ({first[:300]}); {what or 'the folder is damaged'} "
+            f"model '{name}': could not load it ({said[:300]}); {what or 'the folder is damaged'} "
             "(expected a Hugging Face model folder saved with save_pretrained)"
         )
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return RlhflabError(
         f"model '{name}': could not load it ({first}); pass a local Hugging Face model folder or "
         "'embedded' (the hub is only reached if HF_HUB_OFFLINE is unset and the network is up)"

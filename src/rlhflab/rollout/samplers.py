@@ -22,7 +22,7 @@ from rlhflab.rollout.models import load_policy, sample, token_logprobs
 SAMPLER_FILE = "sampler.json"
 SAMPLING_FILE = "rlhflab_sampling.json"  # inside a policy folder: how to prompt it (control-token prefix)
 MAX_N = 65_536
-"""The most candidates per prompt best-of-n draws (its KL bound is then 10 nats): a larger n is a mistake."""
+"""The most candidates per prompt best-of-n draws (its KL bound is then about 10 nats): a larger n is a mistake."""
 
 
 @dataclass
