@@ -15,12 +15,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import sys
 import textwrap
 import typing
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin
 
-from rlhflab.errors import ConfigError
+from rlhflab.errors import ConfigError, DataError
 
 
 @lru_cache(maxsize=None)
@@ -170,9 +172,62 @@ def build(cls: type, values: dict[str, Any] | None = None, *, strict: bool = Tru
     return cls(**kwargs)
 
 
-def from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Build ``cls`` from a dict (a manifest's config), ignoring keys it does not have."""
-    return build(cls, values, strict=False)
+INT64 = (-(2**63), 2**63 - 1)
+"""The integers a recorded setting may hold (what torch and SQLite take)."""
+
+
+def _type_problem(tp: Any, value: Any) -> str | None:
+    """What is wrong with ``value`` for a field of type ``tp`` (None: nothing)."""
+    if get_origin(tp) is typing.Union or str(get_origin(tp)) == "<class 'types.UnionType'>":
+        if value is None and type(None) in get_args(tp):
+            return None
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    if get_origin(tp) is Literal:
+        ok = any(value == a and type(value) is type(a) for a in get_args(tp))
+        return None if ok else f"one of {list(get_args(tp))}"
+    if tp is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]
+        return None if ok else "a 64-bit integer"
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+        return None if ok else "a finite number"
+    if tp is str:
+        return None if isinstance(value, str) else "a string"
+    return None
+
+
+def check_types(cls: type, values: dict[str, Any], where: str = "") -> None:
+    """ConfigError naming the first setting of ``values`` (nested configs as objects) whose type ``cls``
+    does not take, e.g. a list where a string is expected or an integer beyond 64 bits."""
+    hints, nested = _hints(cls), _nested(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, name = values[f.name], where + f.name
+        if f.name in nested:
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting '{name}' must be an object of settings, got {type(value).__name__}")
+            check_types(nested[f.name], value, name + ".")
+        elif (problem := _type_problem(hints[f.name], value)) is not None:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ConfigError(f"setting '{name}' must be {problem}, got {shown}")
+
+
+def from_dict(cls: type, values: dict[str, Any], source: str | Path | None = None) -> Any:
+    """Build ``cls`` from a dict (a manifest's config), ignoring keys it does not have. Every value
+    is checked against the field's type first; with ``source`` (the file the dict came from) an
+    error names that file."""
+    try:
+        if not isinstance(values, dict):
+            raise ConfigError(f"expected an object of settings, got {type(values).__name__}")
+        check_types(cls, values)
+        return build(cls, values, strict=False)
+    except ConfigError as e:
+        if source is None:
+            raise
+        raise DataError(source, f"the recorded configuration is not valid: {e}") from None
 
 
 def flatten(config: Any) -> dict[str, Any]:

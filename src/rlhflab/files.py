@@ -3,13 +3,15 @@
 Every writer replaces its file atomically (a temporary name in the same folder, fsync, rename,
 and the temporary file removed if anything fails), so an interrupted command leaves each file
 as it was or complete. Every reader names the file, the line and what is wrong: text that is
-not UTF-8, JSON that is not valid, numbers JSON does not have (NaN, Infinity) and strings with
-unpaired surrogates (which could not be written back as UTF-8).
+not UTF-8, JSON that is not valid, numbers JSON does not have (NaN, Infinity, and literals such
+as 1e400 that only a float's infinity could hold) and strings with unpaired surrogates (which
+could not be written back as UTF-8).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -64,16 +66,29 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def loads(text: str) -> Any:
-    """``json.loads`` that refuses NaN/Infinity and strings that are not valid Unicode."""
-    obj = json.loads(text, parse_constant=_no_constant)
+def _finite_float(literal: str) -> float:
+    x = float(literal)
+    if math.isinf(x):
+        raise ValueError(f"{literal[:40]} is too large for a number (it would be infinity)")
+    return x
+
+
+def loads(text: str, allow_nan: bool = False) -> Any:
+    """``json.loads`` that refuses NaN/Infinity (spelled out or overflowing) and strings that are not valid Unicode.
+
+    ``allow_nan`` accepts NaN and Infinity, for the files rlhflab writes with them (statistics of empty
+    sets in ``diagnostics.json``)."""
+    if allow_nan:
+        obj = json.loads(text)
+    else:
+        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     json.dumps(obj, ensure_ascii=False).encode("utf-8")  # raises on an unpaired surrogate
     return obj
 
 
 def _problem(e: Exception) -> str:
     if isinstance(e, json.JSONDecodeError):
-        return f"not valid JSON ({e.msg} at column {e.colno})"
+        return f"not valid JSON ({e.msg}, column {e.colno})"
     if isinstance(e, UnicodeEncodeError):
         return "a string holds an unpaired surrogate (\\ud800-\\udfff), which is not text"
     return f"not valid JSON ({e})"
@@ -84,17 +99,19 @@ def read_text(path: str | Path, what: str = "file") -> str:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, f"no such {what}" if not path.exists() else "not a file")
+    data = path.read_bytes()
     try:
-        return path.read_bytes().decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", line) from None
 
 
-def read_json(path: str | Path, what: str = "file") -> Any:
+def read_json(path: str | Path, what: str = "file", allow_nan: bool = False) -> Any:
     """A JSON file, strictly (see ``loads``)."""
     text = read_text(path, what)
     try:
-        return loads(text)
+        return loads(text, allow_nan)
     except (ValueError, UnicodeEncodeError) as e:
         line = e.lineno if isinstance(e, json.JSONDecodeError) else None
         raise DataError(path, _problem(e), line) from None

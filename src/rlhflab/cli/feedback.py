@@ -21,6 +21,7 @@ from rlhflab.errors import RlhflabError
 from rlhflab.feedback.ai import AIFeedbackConfig
 from rlhflab.feedback.label.queries import QueryConfig
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+from rlhflab.files import read_text
 from rlhflab.rollout.models import EMBEDDED
 from rlhflab.run.rundir import RunDir
 
@@ -275,15 +276,17 @@ def label_queue(
     from rlhflab.tasks import load_task
 
     config = config_from_options(QueryConfig, options)
-    store = LabelStore(run_dir)
     if from_pairs is not None:
-        from rlhflab.feedback.pairs import read_pairs
+        from rlhflab.feedback.pairs import check_distinct, read_pairs
 
-        rows = [{"prompt": p.prompt, "a": p.chosen, "b": p.rejected} for p in read_pairs(from_pairs)]
+        pairs = read_pairs(from_pairs)
+        check_distinct(pairs, from_pairs)
+        rows = [{"prompt": p.prompt, "a": p.chosen, "b": p.rejected} for p in pairs]
         origin = str(from_pairs)
     else:
         rows = make_queries(model, load_task(task), config, ensemble, pad_token, progress=not quiet)
         origin = f"{config.query}:{model}"
+    store = LabelStore(run_dir)  # created only once the input is known to be good
     n = store.add_queries(rows, config.overlap, config.seed, origin)
     say(f"queued {n} pairs in {store.path} ({round(config.overlap * n)} shown to every labeller)")
 
@@ -306,9 +309,7 @@ def label_serve(run_dir: Path, host: str, port: int, guidelines: Path | None) ->
 
     if guidelines is None and (run_dir / "guidelines.md").is_file():
         guidelines = run_dir / "guidelines.md"
-    if guidelines is not None and not guidelines.is_file():
-        raise RlhflabError(f"{guidelines}: no such guidelines file")
-    text = guidelines.read_text(encoding="utf-8") if guidelines is not None else ""
+    text = read_text(guidelines, "guidelines file") if guidelines is not None else ""
     app = create_app(run_dir, text)
     shown = [host] if host not in ("0.0.0.0", "::") else _local_addresses()
     for address in shown:

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from rlhflab.config import check
 from rlhflab.errors import ConfigError, DataError, RlhflabError
 from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.files import read_text
 from rlhflab.rollout.models import context_length, forward_inputs
 
 DEFAULT_TEMPLATE = (
@@ -138,15 +139,7 @@ def share_budget(lengths: Sequence[int], budget: int) -> int:
 
 def read_principles(path: str | Path) -> str:
     """The principles ("constitution"): a UTF-8 text file that is not empty."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(
-            path, "no such file (--principles needs a UTF-8 text file)" if not path.exists() else "not a file"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text(path, "file (--principles needs a UTF-8 text file)")
     if not text.strip():
         raise DataError(path, "is empty; write the principles the judge should apply")
     return text.strip()
@@ -167,13 +160,7 @@ def read_template(path: str | Path | None) -> str:
     """The default template, or a UTF-8 file holding {principles}, {prompt}, {a} and {b}."""
     if path is None:
         return DEFAULT_TEMPLATE
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such file" if not path.exists() else "not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text(path)
     return check_template(text.rstrip(), str(path))  # the answer follows the template's last visible character
 
 
@@ -400,13 +387,14 @@ def run_ai_feedback(
     """Read pairs, judge them, write ``out`` and ``<out stem>.ai_summary.json`` (and a manifest stage with ``run``)."""
     import contextlib
 
-    from rlhflab.feedback.pairs import read_pairs, write_pairs
+    from rlhflab.feedback.pairs import check_distinct, read_pairs, write_pairs
     from rlhflab.files import atomic_write_json
     from rlhflab.rollout import distributed
     from rlhflab.rollout.models import load_policy
     from rlhflab.run.rundir import sha256_file
 
     pairs = read_pairs(pairs_path)
+    check_distinct(pairs, pairs_path)
     principles = read_principles(principles_path)
     template = read_template(template_path)
     model, tokenizer = load_policy(judge_name, pad_token)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.feedback.pairs import PreferencePair, check_distinct
 from rlhflab.files import atomic_write_text, iter_jsonl, jsonl_text
 
 FORMATS = ("trl", "hh")
@@ -267,7 +267,8 @@ def export_records(
 ) -> tuple[list[dict[str, str]], dict[str, int]]:
     """Records of format ``fmt``, with the preferred completion as ``chosen``.
 
-    Both formats say only which completion won: a pair with label < 0.5 is written with its
+    Pairs whose chosen equals rejected are an error (they carry no preference, and importers
+    refuse them). Both formats say only which completion won: a pair with label < 0.5 is written with its
     completions swapped; a tie (label 0.5) is an error, dropped, or kept in its order (``ties``).
     For ``hh`` every pair must come back unchanged on import (its prompt ends with the
     ``"\\n\\nAssistant:"`` marker and the completions do not share a later one).
@@ -276,6 +277,8 @@ def export_records(
         raise RlhflabError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if ties not in ("error", "drop", "keep"):
         raise RlhflabError(f"unknown ties policy {ties!r}; choose error, drop or keep")
+    pairs = list(pairs)
+    check_distinct(pairs, source)  # neither format can say that a pair carries no preference
     records: list[dict[str, str]] = []
     stats = {"pairs": 0, "written": 0, "swapped": 0, "ties_dropped": 0, "ties_kept": 0}
     tie_index: list[int] = []

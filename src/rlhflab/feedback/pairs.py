@@ -78,8 +78,9 @@ def _parse(obj: object, path: Path, line: int) -> PreferencePair:
             raise DataError(path, "is empty", line, name)
     label = obj.get("label", 1.0)
     if _number(label) is None or not 0.0 <= label <= 1.0:
+        shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:37] + "..."
         raise DataError(
-            path, f"expected a number in [0, 1] (1 = chosen preferred, 0.5 = tie), got {label!r}", line, "label"
+            path, f"expected a number in [0, 1] (1 = chosen preferred, 0.5 = tie), got {shown}", line, "label"
         )
     source = obj.get("source", "unknown")
     if not isinstance(source, str):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlhflab.config import from_dict
-from rlhflab.errors import RlhflabError
+from rlhflab.errors import DataError, RlhflabError
 from rlhflab.files import atomic_write_json, atomic_write_text, jsonl_text
 from rlhflab.run.rundir import RunDir
 
@@ -50,13 +50,21 @@ def stage(
         run.end_stage(name, "done", results=results)
 
 
-def recorded(run_dir: Path, name: str, config_cls: type) -> tuple[Any, dict]:
-    """(config, args) that stage ``name`` of ``run_dir`` was started with (for ``--resume``)."""
+def recorded(run_dir: Path, name: str, config_cls: type, needs: tuple[str, ...] = ("model",)) -> tuple[Any, dict]:
+    """(config, args) that stage ``name`` of ``run_dir`` was started with (for ``--resume``); ``needs``: the
+    arguments that must be there."""
     run = RunDir(run_dir)
     entry = run.stage(name)
-    if not isinstance(entry.get("config"), dict) or not isinstance(entry.get("args"), dict):
+    args = entry.get("args")
+    if not isinstance(entry.get("config"), dict) or not isinstance(args, dict):
         raise RlhflabError(f"{run.manifest_path}: the '{name}' stage has no recorded config and arguments")
-    return from_dict(config_cls, entry["config"]), entry["args"]
+    if not all(isinstance(args.get(k), str) for k in needs) or not all(
+        v is None or isinstance(v, str) for v in args.values()
+    ):
+        raise DataError(
+            run.manifest_path, f"expected strings, {', '.join(needs)} among them", field=f"stages.{name}.args"
+        )
+    return from_dict(config_cls, entry["config"], source=run.manifest_path), args
 
 
 # ---------------------------------------------------------------- feedback and reward model
@@ -120,7 +128,7 @@ def reward_train(
 def resume_reward(run_dir: Path, progress: bool = True) -> dict:
     from rlhflab.reward.train import RewardTrainConfig
 
-    config, args = recorded(run_dir, "reward", RewardTrainConfig)
+    config, args = recorded(run_dir, "reward", RewardTrainConfig, needs=("model", "pairs"))
     return reward_train(
         RunDir(run_dir), args["model"], Path(args["pairs"]), config, args.get("pad_token"), True, progress
     )
@@ -195,7 +203,7 @@ def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
     from rlhflab.methods import registry
 
     spec = registry.get(method)
-    config, args = recorded(run_dir, method, spec.config)
+    config, args = recorded(run_dir, method, spec.config, needs=("model", "task"))
     pairs = Path(args["pairs"]) if args.get("pairs") else None
     return optimize(
         RunDir(run_dir), method, args["model"], args["task"], config, args.get("reward"), pairs,

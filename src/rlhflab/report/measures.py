@@ -8,7 +8,6 @@ tuned policy is worse than its base.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from rlhflab.evaluation.diagnostics import (
     phrase_growth,
     self_bleu,
 )
-from rlhflab.files import read_jsonl
+from rlhflab.files import read_json, read_jsonl
 from rlhflab.run.rundir import RunDir
 
 REQUIRED = {"summary.json": "rlhflab evaluate", "samples.jsonl": "rlhflab evaluate"}
@@ -43,10 +42,10 @@ class RunData:
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"not valid JSON ({e.msg})", e.lineno) from None
+    obj = read_json(path, allow_nan=True)  # rlhflab writes NaN for statistics of empty sets
+    if not isinstance(obj, dict):
+        raise DataError(path, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def load_run(run: RunDir) -> RunData:
@@ -58,9 +57,14 @@ def load_run(run: RunDir) -> RunData:
         raise RlhflabError(f"{run.path}: cannot report on this run, it has no " + ", no ".join(missing))
     samples = read_jsonl(run / "samples.jsonl")
     for i, row in enumerate(samples, start=1):
+        if not isinstance(row, dict):
+            raise DataError(run / "samples.jsonl", f"expected a JSON object, got {type(row).__name__}", i)
         lost = {"prompt", "base", "policy", "gold_base", "gold_policy"} - row.keys()
         if lost:
             raise DataError(run / "samples.jsonl", f"missing {', '.join(sorted(lost))}", i)
+        for name in ("prompt", "base", "policy"):
+            if not isinstance(row[name], str):
+                raise DataError(run / "samples.jsonl", f"expected a string, got {type(row[name]).__name__}", i, name)
     if not samples:
         raise DataError(run / "samples.jsonl", "holds no samples")
     optional = {name: run / name for name in ("metrics.jsonl", "train_samples.jsonl", "diagnostics.json")}

@@ -14,6 +14,7 @@ folder (``num_labels=1``) plus ``rlhflab_reward.json``; an ensemble keeps its me
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import Literal, Sequence
@@ -27,6 +28,8 @@ from rlhflab.rollout.batching import collate, encode
 from rlhflab.rollout.models import ScalarHeadModel, last_token_values, load_scalar_model, load_tokenizer, position_ids
 
 META = "rlhflab_reward.json"
+MAX_LENGTH = 2**31 - 1
+"""The most tokens a reward model may be told to read (what tokenizers take as a length)."""
 Aggregate = Literal["mean", "min", "mean_minus_std"]
 Pooling = Literal["last", "mean"]
 
@@ -60,7 +63,7 @@ class RewardModel:
             )
         meta = read_json(meta_path)
         try:
-            members = [(str(m["path"]), float(m["mean"]), float(m["std"])) for m in meta["members"]]
+            members = [(m["path"], float(m["mean"]), float(m["std"])) for m in meta["members"]]
             settings = (
                 meta["aggregate"],
                 float(meta["std_coef"]),
@@ -71,6 +74,13 @@ class RewardModel:
             raise DataError(meta_path, f"not an rlhflab reward-model description ({type(e).__name__}: {e})") from None
         if not members or settings[0] not in ("mean", "min", "mean_minus_std") or settings[3] not in ("last", "mean"):
             raise DataError(meta_path, "not an rlhflab reward-model description (members, aggregate or pooling)")
+        inside = path.resolve()
+        if not all(isinstance(rel, str) and (path / rel).resolve().is_relative_to(inside) for rel, _, _ in members):
+            raise DataError(meta_path, "every member's 'path' must be a folder name inside the reward model's folder")
+        if not all(math.isfinite(m) and math.isfinite(s) and s > 0 for _, m, s in members):
+            raise DataError(meta_path, "every member needs a finite 'mean' and a finite 'std' > 0")
+        if not (math.isfinite(settings[1]) and settings[1] >= 0 and 2 <= settings[2] <= MAX_LENGTH):
+            raise DataError(meta_path, f"'std_coef' must be a finite number >= 0, 'max_length' in [2, {MAX_LENGTH}]")
         tokenizer = load_tokenizer(path / members[0][0])
         models = [load_scalar_model(path / rel, tokenizer.pad_token_id).to(device).eval() for rel, _, _ in members]
         return cls(models, tokenizer, [(m, s) for _, m, s in members], *settings)

@@ -20,7 +20,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rlhflab.errors import ConfigError, RlhflabError
+from rlhflab.errors import ConfigError, DataError, RlhflabError
+from rlhflab.files import read_json
 from rlhflab.losses import categorical_entropy
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -38,6 +39,12 @@ def resolve_model(name: str | Path) -> str:
             raise RlhflabError(
                 f"model '{name}': directory has no config.json (expected a Hugging Face model "
                 "folder saved with save_pretrained, or 'embedded')"
+            )
+        config = read_json(path / "config.json", "model config", allow_nan=True)  # as transformers reads it
+        if not isinstance(config, dict) or not isinstance(config.get("model_type", ""), str):
+            raise DataError(
+                path / "config.json",
+                "not a Hugging Face model config (expected an object whose model_type is a string)",
             )
         return str(path)
     if str(name).startswith((".", "/", "~")) or str(name).count("/") > 1 or os.sep + os.sep in str(name):
@@ -60,7 +67,28 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What loading a damaged model folder raises, besides OSError and ValueError: safetensors' own
+    error (a truncated or garbled weights file), huggingface_hub's check of config values, and torch's
+    RuntimeError (shapes the config makes impossible, weights that do not fit them)."""
+    from safetensors import SafetensorError
+
+    errors: tuple[type[Exception], ...] = (OSError, ValueError, RuntimeError, SafetensorError)
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # older huggingface_hub: configs are not checked there
+        return errors
+    return (*errors, StrictDataclassError)
+
+
 def _load_error(name: str, err: Exception) -> RlhflabError:
+    if Path(name).expanduser().is_dir():  # a local folder: the library's whole message, on one line
+        said = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+        what = "a weights file (*.safetensors) is damaged or cut short" if "Safetensor" in type(err).__name__ else ""
+        return RlhflabError(
+            f"model '{name}': could not load it ({said[:300]}); {what or 'the folder is damaged'} "
+            "(expected a Hugging Face model folder saved with save_pretrained)"
+        )
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return RlhflabError(
         f"model '{name}': could not load it ({first}); pass a local Hugging Face model folder or "
@@ -75,7 +103,7 @@ def load_tokenizer(name: str | Path, pad_token: str | None = None):
     path = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
+    except _load_errors() as e:
         raise _load_error(str(name), e) from None
     if pad_token is not None:
         if (
@@ -101,7 +129,7 @@ def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dty
     tokenizer = load_tokenizer(name, pad_token)
     try:
         model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
-    except (OSError, ValueError) as e:
+    except _load_errors() as e:
         raise _load_error(str(name), e) from None
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -364,7 +392,7 @@ def load_scalar_model(name: str | Path, pad_token_id: int) -> ScalarHeadModel:
     try:
         with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=1)
-    except (OSError, ValueError) as e:
+    except _load_errors() as e:
         raise _load_error(str(name), e) from None
     model.config.pad_token_id = pad_token_id
     return ScalarHeadModel(model)

@@ -14,13 +14,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from rlhflab.errors import ConfigError, RlhflabError
+from rlhflab.errors import ConfigError, DataError, RlhflabError
 from rlhflab.files import read_json
 from rlhflab.losses import kl_estimators, masked_mean
 from rlhflab.rollout.models import load_policy, sample, token_logprobs
 
 SAMPLER_FILE = "sampler.json"
 SAMPLING_FILE = "rlhflab_sampling.json"  # inside a policy folder: how to prompt it (control-token prefix)
+MAX_N = 65_536
+"""The most candidates per prompt best-of-n draws (its KL bound is then about 10 nats): a larger n is a mistake."""
 
 
 @dataclass
@@ -37,6 +39,8 @@ def best_of_n_kl_bound(n: int) -> float:
     (Stiennon et al. 2020; an upper bound when rewards tie, Beirami et al. 2024)."""
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
+    if n > MAX_N:
+        raise ConfigError(f"--n must be <= {MAX_N}, got {n}")
     return math.log(n) - (n - 1) / n
 
 
@@ -149,10 +153,10 @@ def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str]
             raise RlhflabError(f"{spec_path}: unknown sampler type {kind!r}")
         if not isinstance(spec.get("base"), str) or not isinstance(spec.get("reward"), str):
             raise RlhflabError(f"{spec_path}: 'base' and 'reward' must be strings")
-        if isinstance(spec.get("n"), bool) or not isinstance(spec.get("n"), int):
-            raise RlhflabError(f"{spec_path}: 'n' must be an integer, got {spec.get('n')!r}")
-        n = spec["n"]
-        best_of_n_kl_bound(n)  # validates n
+        n = spec.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+            shown = repr(n) if len(repr(n)) <= 40 else repr(n)[:37] + "..."
+            raise DataError(spec_path, f"'n' must be an integer in [1, {MAX_N}], got {shown}")
         base, tokenizer = load_policy(spec["base"], pad_token)
         return BestOfNSampler(base, tokenizer, reward_loader(spec["reward"]), n), {
             "type": "best_of_n",
@@ -165,7 +169,15 @@ def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str]
     prefix, vocab_size = "", None
     if (path / SAMPLING_FILE).is_file():
         sampling = read_json(path / SAMPLING_FILE)
+        if not isinstance(sampling, dict):
+            raise DataError(path / SAMPLING_FILE, f"expected a JSON object, got {type(sampling).__name__}")
         prefix, vocab_size = sampling.get("prefix", ""), sampling.get("vocab_size")
-        if not isinstance(prefix, str) or not (vocab_size is None or (isinstance(vocab_size, int) and vocab_size > 0)):
-            raise RlhflabError(f"{path / SAMPLING_FILE}: 'prefix' must be a string and 'vocab_size' a positive integer")
+        if not isinstance(prefix, str) or not (
+            vocab_size is None
+            or (isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and 0 < vocab_size <= len(tokenizer))
+        ):
+            raise DataError(
+                path / SAMPLING_FILE,
+                f"'prefix' must be a string and 'vocab_size' an integer in [1, {len(tokenizer)}] (the tokenizer's size)",
+            )
     return PolicySampler(policy, tokenizer, base, prefix, vocab_size), {"type": "policy", "prefix": prefix}

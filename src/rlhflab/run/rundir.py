@@ -23,14 +23,15 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import platform
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from rlhflab.errors import RlhflabError
-from rlhflab.files import atomic_write_json, atomic_write_text, read_json, replace_dir
+from rlhflab.errors import DataError, RlhflabError
+from rlhflab.files import atomic_write_json, atomic_write_text, read_json, read_text, replace_dir
 
 
 def sha256_file(path: str | Path) -> str:
@@ -115,8 +116,6 @@ class RunDir:
             return {"stages": {}}
         manifest = read_json(self.manifest_path)
         if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
-            from rlhflab.errors import DataError
-
             raise DataError(self.manifest_path, "not an rlhflab manifest (expected an object with 'stages')")
         return manifest
 
@@ -124,8 +123,12 @@ class RunDir:
         if not self.path.is_dir():
             raise RlhflabError(f"{self.path}: no such run directory")
         stage = self.manifest().get("stages", {}).get(name)
-        if not isinstance(stage, dict):
+        if stage is None:
             raise RlhflabError(f"{self.path}: no '{name}' stage in manifest.json (run that stage first)")
+        if not isinstance(stage, dict):
+            raise DataError(
+                self.manifest_path, f"expected an object, got {type(stage).__name__}", field=f"stages.{name}"
+            )
         return stage
 
     def begin_stage(
@@ -165,7 +168,10 @@ class RunDir:
         pointer = self.checkpoint_root(stage) / "latest"
         if not pointer.exists():
             return None
-        path = self.checkpoint_root(stage) / pointer.read_text().strip()
+        name = read_text(pointer, "checkpoint pointer").strip()
+        if not re.fullmatch(r"step-\d+", name):
+            raise DataError(pointer, f"expected the name of a checkpoint folder (step-NNNNNNN), got {name[:40]!r}")
+        path = self.checkpoint_root(stage) / name
         return path if path.is_dir() else None
 
     def new_checkpoint_dir(self, stage: str, step: int) -> tuple[Path, Path]:

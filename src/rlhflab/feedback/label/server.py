@@ -10,17 +10,21 @@ Security model:
   when the browser sends an ``Origin`` header, it must be this server's own origin (403).
 - Model text reaches the page only as JSON and is inserted with ``textContent``: it is shown
   as text, never parsed as HTML. The page's Content-Security-Policy allows no inline script.
-- Request bodies over ``max_body`` bytes are refused (413); malformed ones get 422 with the
-  reason. Any error leaves the server serving.
+- Request bodies over ``max_body`` bytes are refused (413); malformed ones (not JSON, not UTF-8,
+  NaN or Infinity, numbers out of range, objects or lists where a string or number belongs) get
+  400 or 422 with the reason. Every response, refusals and errors included, carries the security
+  headers, and any error leaves the server serving.
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,8 +42,15 @@ _SECURITY_HEADERS = {
 
 class AnswerBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query_id: int = Field(ge=1)
+    query_id: int = Field(ge=1, le=2**63 - 1)  # SQLite's INTEGER
     choice: Literal["a", "b", "tie", "skip"]
+
+
+class _JSON(JSONResponse):
+    """JSON that is always valid: ASCII (a string holding an unpaired surrogate is escaped) and no NaN."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _asset(name: str) -> str:
@@ -51,21 +62,22 @@ def create_app(run_dir: str | Path, guidelines: str = "", max_body: int = 16_384
     app = FastAPI(title="rlhflab labelling", docs_url=None, redoc_url=None, openapi_url=None)
     page, script, style = _asset("page.html"), _asset("app.js"), _asset("app.css")
 
+    def refuse(status: int, detail: str) -> Response:
+        return _JSON({"detail": detail}, status_code=status, headers=_SECURITY_HEADERS)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         if request.method not in ("GET", "HEAD"):
             length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return JSONResponse({"detail": "a Content-Length header is required"}, status_code=411)
+            if length is None or not (length.isascii() and length.isdigit()):
+                return refuse(411, "a Content-Length header is required")
             if int(length) > max_body:
-                return JSONResponse(
-                    {"detail": f"request body of {length} bytes; the limit is {max_body}"}, status_code=413
-                )
+                return refuse(413, f"request body of {length} bytes; the limit is {max_body}")
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-                return JSONResponse({"detail": "send the body as application/json"}, status_code=415)
+                return refuse(415, "send the body as application/json")
             origin = request.headers.get("origin")
             if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
-                return JSONResponse({"detail": f"cross-site request from {origin} refused"}, status_code=403)
+                return refuse(403, f"cross-site request from {origin} refused")
         response = await call_next(request)
         for key, value in _SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
@@ -84,7 +96,20 @@ def create_app(run_dir: str | Path, guidelines: str = "", max_body: int = 16_384
 
     @app.exception_handler(LabelError)
     async def label_error(request: Request, exc: LabelError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return _JSON({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # FastAPI's own answer echoes the input, which may be NaN or hold an unpaired surrogate: not JSON
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        return _JSON({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        # a bug: the server still answers with its headers (and the error is still logged)
+        return _JSON({"detail": "internal error"}, status_code=500, headers=_SECURITY_HEADERS)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
