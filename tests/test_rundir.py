@@ -65,3 +65,12 @@ def test_manifest_records_each_stage(tmp_path):
     run.manifest_path.write_text("{broken")
     with pytest.raises(DataError, match="manifest.json"):
         run.manifest()
+
+
+def test_the_manifest_stays_valid_json_when_a_result_is_nan(tmp_path):
+    """rlhflab reads JSON strictly (NaN refused); its own manifest must therefore never hold NaN."""
+    run = RunDir(tmp_path / "run")
+    run.begin_stage("reward", {"lr": float("inf")})
+    run.end_stage("reward", "done", results={"val/loss": float("nan"), "steps": 3})
+    stage = run.stage("reward")  # reads back with the strict reader
+    assert stage["results"] == {"val/loss": None, "steps": 3} and stage["config"] == {"lr": None}

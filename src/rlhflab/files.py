@@ -55,10 +55,22 @@ def replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None: what rlhflab writes for itself (manifests,
+    metric logs) is always valid JSON, so the strict reader that refuses NaN in inputs reads it back."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def append_jsonl(path: str | Path, obj: dict[str, Any]) -> None:
-    """Append one line in a single write, so a crash leaves whole lines only."""
+    """Append one line in a single write, so a crash leaves whole lines only (NaN written as null)."""
     with Path(path).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(obj, ensure_ascii=False, default=float) + "\n")
+        f.write(json.dumps(strict_json(obj), ensure_ascii=False, default=float) + "\n")
         f.flush()
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.files import atomic_write_json, atomic_write_text, read_json, read_text, replace_dir
+from rlhflab.files import atomic_write_json, atomic_write_text, read_json, read_text, replace_dir, strict_json
 
 
 def sha256_file(path: str | Path) -> str:
@@ -151,13 +151,13 @@ class RunDir:
             "status": "running",
             **extra,
         }
-        atomic_write_json(self.manifest_path, manifest)
+        atomic_write_json(self.manifest_path, strict_json(manifest))
 
     def end_stage(self, name: str, status: str = "done", **extra: Any) -> None:
         manifest = self.manifest()
         stage = manifest.setdefault("stages", {}).setdefault(name, {})
         stage.update(status=status, finished=now(), **extra)
-        atomic_write_json(self.manifest_path, manifest)
+        atomic_write_json(self.manifest_path, strict_json(manifest))
 
     # ------------------------------------------------------------ checkpoints
 

@@ -36,10 +36,7 @@ def selection_weights(n: int, pool: int) -> np.ndarray:
     # log C(i-1, n-1) - log C(pool, n), computed with lgamma; -inf where i - 1 < n - 1
     with np.errstate(divide="ignore"):
         log_w = np.array(
-            [
-                math.lgamma(k) - math.lgamma(n) - math.lgamma(k - n + 1) if k >= n else -math.inf
-                for k in i
-            ]
+            [math.lgamma(k) - math.lgamma(n) - math.lgamma(k - n + 1) if k >= n else -math.inf for k in i]
         ) - (math.lgamma(pool + 1) - math.lgamma(n + 1) - math.lgamma(pool - n + 1))
     return np.exp(log_w)
 
@@ -79,7 +76,7 @@ def best_of_n_curve(proxy: np.ndarray, gold: np.ndarray, ns: Sequence[int]) -> l
     for n in ns:
         g = np.array([best_of_n_expectation(p, v, n) for p, v in zip(proxy, gold)])
         r = np.array([best_of_n_expectation(p, p, n) for p in proxy])
-        se = (lambda x: float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0)
+        se = lambda x: float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
         rows.append(
             {
                 "n": int(n),
