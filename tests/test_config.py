@@ -70,3 +70,19 @@ def test_check_names_the_option_the_value_and_what_is_allowed():
         build(PPOConfig, kl_coef=-0.1)
     with pytest.raises(ConfigError, match=r"--rater-random-rate must be in \[0, 1\]"):
         SimulatedRater(random_rate=1.5)
+
+
+def test_build_composes_flat_values_into_nested_configs_and_checks_types():
+    from rlhflab.config import build, flatten
+
+    config = build(PPOConfig, lr=1e-3, steps=5, max_new_tokens=7, seed=3)
+    assert (config.optimizer.lr, config.steps, config.sampling.max_new_tokens, config.run.seed) == (1e-3, 5, 7, 3)
+    assert config.optimizer.adam_eps == 1e-5  # PPO's own default for the shared optimiser config
+    assert build(PPOConfig, {"optimizer": {"lr": 2e-3}}).optimizer == build(PPOConfig, lr=2e-3).optimizer
+    assert flatten(config)["lr"] == 1e-3 and "optimizer" not in flatten(config)
+    with pytest.raises(ConfigError, match="has no setting 'learning_rate'"):
+        build(PPOConfig, learning_rate=1e-3)
+    with pytest.raises(ConfigError, match="'steps' must be a 64-bit integer"):
+        build(PPOConfig, steps=10**400)
+    with pytest.raises(ConfigError, match=r"--lr must be > 0, got -1"):
+        build(PPOConfig, lr=-1)

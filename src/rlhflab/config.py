@@ -169,6 +169,7 @@ def build(cls: type, values: dict[str, Any] | None = None, *, strict: bool = Tru
             kwargs[f.name] = values.pop(f.name)
     if values and strict:
         raise ConfigError(f"{cls.__name__} has no setting {sorted(values)[0]!r}")
+    check_types(cls, {k: v for k, v in kwargs.items() if k not in nested})  # e.g. --steps 10**400
     return cls(**kwargs)
 
 
