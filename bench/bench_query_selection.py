@@ -40,7 +40,8 @@ from rlhflab.feedback.label.queries import QueryConfig, candidate_pairs, prefere
 from rlhflab.feedback.simulated import SimulatedRater
 from rlhflab.reward.model import RewardModel
 from rlhflab.reward.train import RewardTrainConfig, train_reward_model
-from rlhflab.rollout.models import EMBEDDED, load_policy, sample
+from rlhflab.rollout.models import EMBEDDED, load_policy
+from rlhflab.rollout.sampling import sample
 from rlhflab.run.rundir import RunDir
 from rlhflab.tasks import load_task
 

@@ -139,7 +139,8 @@ def make_pairs(model_path: str, prompts: list[str], count: int, tokens: int, see
     more vowels chosen; both end with the end-of-sequence token (TRL appends it when missing, so this
     way both sides train on the very same token sequences)."""
     from rlhflab.feedback.pairs import PreferencePair
-    from rlhflab.rollout.models import load_policy, sample
+    from rlhflab.rollout.models import load_policy
+    from rlhflab.rollout.sampling import sample
 
     model, tokenizer = load_policy(model_path)
     model.eval()

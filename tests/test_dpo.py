@@ -9,7 +9,8 @@ from rlhflab.errors import DataError
 from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.methods.api import Hooks
 from rlhflab.methods.dpo import DPOConfig, train_dpo, usable_pairs
-from rlhflab.rollout.models import load_policy, sample
+from rlhflab.rollout.models import load_policy
+from rlhflab.rollout.sampling import sample
 from rlhflab.run.rundir import RunDir
 
 

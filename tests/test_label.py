@@ -11,7 +11,8 @@ from labelserver import Server
 
 from rlhflab.errors import DataError, RlhflabError
 from rlhflab.feedback.label.queries import preference_variance, select_by_disagreement
-from rlhflab.feedback.label.store import LabelStore, label_stats
+from rlhflab.feedback.label.stats import label_stats
+from rlhflab.feedback.label.store import LabelStore
 from rlhflab.feedback.pairs import read_pairs
 
 

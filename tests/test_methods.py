@@ -14,8 +14,9 @@ from rlhflab.methods.best_of_n import BestOfNConfig
 from rlhflab.methods.conditional import ConditionalConfig, add_control_tokens, tag
 from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.ranked_sft import RankedSFTConfig, top_per_prompt
-from rlhflab.rollout.models import load_policy, sample
+from rlhflab.rollout.models import load_policy
 from rlhflab.rollout.samplers import best_of_n_kl_bound, best_of_n_kl_estimate, load_sampler
+from rlhflab.rollout.sampling import sample
 from rlhflab.run.rundir import RunDir
 
 

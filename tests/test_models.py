@@ -16,10 +16,8 @@ from rlhflab.rollout.models import (
     load_scalar_model,
     load_tokenizer,
     position_ids,
-    response_mask_from_ids,
-    sample,
-    token_logprobs,
 )
+from rlhflab.rollout.sampling import response_mask_from_ids, sample, token_logprobs
 
 
 @pytest.fixture(scope="module")

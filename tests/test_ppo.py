@@ -11,7 +11,8 @@ from rlhflab.files import read_jsonl
 from rlhflab.losses import kl_negative_beyond_noise
 from rlhflab.methods.api import Hooks
 from rlhflab.methods.ppo import PPOConfig, train_ppo
-from rlhflab.rollout.models import load_policy, sample
+from rlhflab.rollout.models import load_policy
+from rlhflab.rollout.sampling import sample
 from rlhflab.run.rundir import RunDir
 
 

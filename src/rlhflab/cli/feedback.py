@@ -364,7 +364,7 @@ def label_stats_cmd(run_dir: Path, as_json: bool) -> None:
     """Counts, time per label, inter-labeller agreement and agreement with the gold scorer."""
     import json
 
-    from rlhflab.feedback.label.store import format_stats
+    from rlhflab.feedback.label.stats import format_stats
 
     stats = _existing_label_store(run_dir).stats()
     say(json.dumps(stats, indent=2) if as_json else format_stats(stats))

@@ -19,7 +19,8 @@ from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.files import read_text
 from rlhflab.methods.sft import completion_nll
 from rlhflab.rollout.batching import collate
-from rlhflab.rollout.models import context_length, disable_dropout, forward_inputs, load_policy, sample
+from rlhflab.rollout.models import context_length, disable_dropout, forward_inputs, load_policy
+from rlhflab.rollout.sampling import sample
 
 
 @dataclass(frozen=True)

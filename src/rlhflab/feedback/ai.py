@@ -37,7 +37,6 @@ two orders: far below 1 means the judge was not really answering).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,25 +46,19 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab.config import check
-from rlhflab.errors import ConfigError, DataError, RlhflabError
+from rlhflab.errors import RlhflabError
+from rlhflab.feedback.judge_prompt import (
+    DEFAULT_TEMPLATE,
+    answer_token_ids,
+    check_template,
+    read_principles,
+    read_template,
+    render,
+)
 from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.files import read_text
 from rlhflab.rollout.models import context_length, forward_inputs
 
-DEFAULT_TEMPLATE = (
-    "{principles}\n\n"
-    "Prompt: {prompt}\n\n"
-    "Response A: {a}\n\n"
-    "Response B: {b}\n\n"
-    "Which response better follows the principles? Answer:"
-)
 """The judge's query; the answer token is scored right after its last character."""
-PLACEHOLDERS = ("principles", "prompt", "a", "b")
-ELLIPSIS = "..."
-"""Put in front of a prompt or response whose start was cut to fit the judge's context."""
-MIN_PIECE_TOKENS = 8
-"""The least room the prompt and each response must have in the judge's context."""
-_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
 @dataclass(frozen=True)
@@ -134,57 +127,10 @@ def share_budget(lengths: Sequence[int], budget: int) -> int:
     return low
 
 
-# ---------------------------------------------------------------- principles and template
-
-
-def read_principles(path: str | Path) -> str:
-    """The principles ("constitution"): a UTF-8 text file that is not empty."""
-    text = read_text(path, "file (--principles needs a UTF-8 text file)")
-    if not text.strip():
-        raise DataError(path, "is empty; write the principles the judge should apply")
-    return text.strip()
-
-
-def check_template(template: str, source: str = "template") -> str:
-    missing = [p for p in PLACEHOLDERS if "{" + p + "}" not in template]
-    if missing:
-        raise DataError(
-            source,
-            f"the template has no {', '.join('{' + p + '}' for p in missing)} placeholder; a template needs "
-            + ", ".join("{" + p + "}" for p in PLACEHOLDERS),
-        )
-    return template
-
-
-def read_template(path: str | Path | None) -> str:
-    """The default template, or a UTF-8 file holding {principles}, {prompt}, {a} and {b}."""
-    if path is None:
-        return DEFAULT_TEMPLATE
-    text = read_text(path)
-    return check_template(text.rstrip(), str(path))  # the answer follows the template's last visible character
-
-
-def render(template: str, principles: str, prompt: str, a: str, b: str) -> str:
-    """The template with its placeholders filled in one pass (braces in the values stay as written)."""
-    values = {"principles": principles, "prompt": prompt, "a": a, "b": b}
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-def answer_token_ids(tokenizer, answer_a: str, answer_b: str) -> tuple[int, int]:
-    """The first token of each answer string; an error if the two are the same token."""
-    ids = []
-    for flag, answer in (("--answer-a", answer_a), ("--answer-b", answer_b)):
-        tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if not tokens:
-            raise ConfigError(f"{flag} {answer!r} is no token at all for the judge's tokenizer")
-        ids.append(tokens[0])
-    if ids[0] == ids[1]:
-        raise ConfigError(
-            f"--answer-a {answer_a!r} and --answer-b {answer_b!r} start with the same token "
-            f"({tokenizer.convert_ids_to_tokens(ids[0])!r}) for the judge's tokenizer, so the judge's choice "
-            "cannot be read; pass answers whose first tokens differ (e.g. --answer-a A --answer-b B)"
-        )
-    return ids[0], ids[1]
+ELLIPSIS = "..."
+"""Put in front of a prompt or response whose start was cut to fit the judge's context."""
+MIN_PIECE_TOKENS = 8
+"""The least room the prompt and each response must have in the judge's context."""
 
 
 # ---------------------------------------------------------------- judges

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from rlhflab.config import SamplingConfig, check, sampling_field
 from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.rollout.batching import prompt_stream
-from rlhflab.rollout.models import check_fits, sample
+from rlhflab.rollout.models import check_fits
+from rlhflab.rollout.sampling import sample
 from rlhflab.tasks import Task
 
 

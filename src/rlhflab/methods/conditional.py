@@ -24,8 +24,9 @@ from rlhflab.errors import ConfigError
 from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, make_optimizer
 from rlhflab.methods.sft import supervised_pass
 from rlhflab.rollout.batching import encode, prompt_stream
-from rlhflab.rollout.models import check_fits, disable_dropout, sample
+from rlhflab.rollout.models import check_fits, disable_dropout
 from rlhflab.rollout.samplers import SAMPLING_FILE
+from rlhflab.rollout.sampling import sample
 
 
 @dataclass(frozen=True)

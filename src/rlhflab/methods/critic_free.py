@@ -23,7 +23,8 @@ from rlhflab.errors import TrainingDiverged
 from rlhflab.losses import clipped_pg_loss, kl_estimators, kl_negative_beyond_noise, masked_mean
 from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.rollout.batching import prompt_stream
-from rlhflab.rollout.models import check_fits, disable_dropout, sample, token_logprobs
+from rlhflab.rollout.models import check_fits, disable_dropout
+from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
 Advantages = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]

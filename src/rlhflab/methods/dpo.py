@@ -27,7 +27,8 @@ from rlhflab.feedback.pairs import PreferencePair, check_distinct
 from rlhflab.losses import conservative_dpo_loss, dpo_loss, ipo_loss
 from rlhflab.methods.api import Hooks, MethodResult, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.rollout.batching import ShardedEpochs, encode, lr_at
-from rlhflab.rollout.models import disable_dropout, sequence_logprobs
+from rlhflab.rollout.models import disable_dropout
+from rlhflab.rollout.sampling import sequence_logprobs
 
 
 @dataclass(frozen=True)

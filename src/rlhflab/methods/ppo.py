@@ -41,7 +41,8 @@ from rlhflab.losses import (
 from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.methods.kl_control import AdaptiveKLController, FixedKLController
 from rlhflab.rollout.batching import prompt_stream
-from rlhflab.rollout.models import ScalarHeadModel, check_fits, disable_dropout, forward_inputs, sample, token_logprobs
+from rlhflab.rollout.models import ScalarHeadModel, check_fits, disable_dropout, forward_inputs
+from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
 

@@ -21,7 +21,8 @@ from rlhflab.losses import kl_estimators
 from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.methods.sft import supervised_pass
 from rlhflab.rollout.batching import encode, prompt_stream
-from rlhflab.rollout.models import check_fits, disable_dropout, sample, token_logprobs, unwrap
+from rlhflab.rollout.models import check_fits, disable_dropout, unwrap
+from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
 

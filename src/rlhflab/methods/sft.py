@@ -12,7 +12,7 @@ import torch
 
 from rlhflab.config import OptimizerConfig
 from rlhflab.rollout.batching import ShardedEpochs, lr_at
-from rlhflab.rollout.models import sequence_logprobs
+from rlhflab.rollout.sampling import sequence_logprobs
 
 
 def completion_nll(policy, encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> torch.Tensor:
