@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,12 @@ def rlhflab(*args: str, check: bool = False, timeout: int = 600) -> subprocess.C
     return out
 
 
+def _default_sigint() -> None:
+    # a shell without job control starts background commands (``pytest ... &``) with SIGINT ignored, and
+    # Python keeps it ignored: restore the default, so that the child turns Ctrl-C into KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "rlhflab", *map(str, args)],
@@ -33,4 +40,5 @@ def start(*args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env(),
+        preexec_fn=_default_sigint,
     )

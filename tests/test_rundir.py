@@ -47,6 +47,12 @@ def test_checkpoints_commit_and_keep_the_last_two(tmp_path):
     # a checkpoint being written (not committed) is never the latest
     run.new_checkpoint_dir("ppo", 12)
     assert run.latest_checkpoint("ppo").name == "step-0000009"
+    # kept in the order of their numbers, also past 7 digits (reward ensembles number checkpoints member * 1e6 + step)
+    for step in (9_000_000, 9_000_010, 10_000_000, 10_000_010):
+        tmp, final = run.new_checkpoint_dir("ppo", step)
+        run.commit_checkpoint("ppo", tmp, final)
+        assert run.latest_checkpoint("ppo") == final
+    assert [p.name for p in run.iter_checkpoints("ppo")] == ["step-10000000", "step-10000010"]
 
 
 def test_manifest_records_each_stage(tmp_path):

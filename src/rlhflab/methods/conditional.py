@@ -79,8 +79,11 @@ def tag(scores: list[float], threshold_quantile: float, good: str, bad: str) -> 
     return [good if s > threshold else bad for s in scores], threshold
 
 
-def add_control_tokens(model, tokenizer, tokens: list[str]) -> int:
-    """Add ``tokens`` as special tokens, new embeddings at the mean of the old; returns the old vocabulary size."""
+def add_control_tokens(model, tokenizer, tokens: list[str], seed: int = 0) -> int:
+    """Add ``tokens`` as special tokens, new embeddings at the mean of the old; returns the old vocabulary size.
+
+    ``mean_resizing`` draws the new rows from a narrow normal around the mean with the global RNG:
+    ``seed`` fixes that draw, so a resumed run (which skips the sampling) gets the same rows."""
     vocab = tokenizer.get_vocab()
     present = [t for t in tokens if t in vocab]
     if present:
@@ -90,7 +93,10 @@ def add_control_tokens(model, tokenizer, tokens: list[str]) -> int:
         )
     old = len(tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": tokens})
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     return old
 
 
@@ -146,7 +152,7 @@ def train_conditional(
     good_share = sum(r["tag"] == config.good_token for r in rows) / len(rows)
 
     # ---------------------------------------------------------- fine-tune on the tagged texts
-    base_vocab = add_control_tokens(policy, tokenizer, [config.good_token, config.bad_token])
+    base_vocab = add_control_tokens(policy, tokenizer, [config.good_token, config.bad_token], seed)
     disable_dropout(policy)
     encoded = encode(
         tokenizer,

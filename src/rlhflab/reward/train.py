@@ -187,12 +187,15 @@ def train_reward_model(
             if (step + 1) % config.eval_every == 0 or step + 1 == total:
                 row.update(_evaluate(model, val_data, pad_id, loop.device, config.pooling, eval_bs))
             loop.log(row, **({"val_acc": f"{row['val/accuracy']:.3f}"} if "val/accuracy" in row else {}))
-            loop.checkpoint(
-                step + 1, total, config.run.checkpoint_every,
-                {"member": member, "step": step + 1, "batches": batches.state_dict(), "norms": norms,
-                 "summaries": summary["members"]},
-                model=model, optimizer=optimizer, **{f"member-{i}": m for i, m in enumerate(finished)},
-            )  # fmt: skip
+            if (step + 1) % config.run.checkpoint_every == 0 and step + 1 < total:
+                # numbered member * 1e6 + step, after the checkpoints of earlier members (whose last is
+                # member * 1e6): checkpoints are kept and pruned in the order of their numbers
+                loop.save(
+                    member * 1_000_000 + step + 1,
+                    {"member": member, "step": step + 1, "batches": batches.state_dict(), "norms": norms,
+                     "summaries": summary["members"]},
+                    model=model, optimizer=optimizer, **{f"member-{i}": m for i, m in enumerate(finished)},
+                )  # fmt: skip
         final = _evaluate(model, val_data, pad_id, loop.device, config.pooling, eval_bs)
         train_scores = _scores(model, list(train_data[0]) + list(train_data[1]), pad_id, loop.device, config.pooling,
                                eval_bs)  # fmt: skip

@@ -190,4 +190,6 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
 
     def iter_checkpoints(self, stage: str) -> Iterator[Path]:
-        yield from sorted(p for p in self.checkpoint_root(stage).glob("step-*") if p.is_dir())
+        # by step number: "step-10000000" comes after "step-9000000" (names are zero-padded to 7 digits only)
+        found = (p for p in self.checkpoint_root(stage).glob("step-*") if p.is_dir())
+        yield from sorted(found, key=lambda p: (len(p.name), p.name))
