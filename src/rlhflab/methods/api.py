@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 from torch import nn
 
-from rlhflab.config import OptimizerConfig
+from rlhflab.config import OptimizerConfig, RunConfig
 from rlhflab.errors import ConfigError, TrainingDiverged
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], "torch.Tensor | Sequence[float]"]
@@ -152,6 +152,24 @@ class TrainLoop:
         if self.main and self.hooks.samples is not None:
             for row in rows:
                 self.hooks.samples(row)
+
+    def log_rollout_samples(
+        self, step: int, run: RunConfig, prompts: Sequence[str], responses: Sequence[str], scores, golds=None,
+        stride: int = 1,
+    ) -> None:  # fmt: skip
+        """At the first step and every ``run.sample_every`` steps, send ``run.samples_logged`` rollouts to the
+        samples hook: prompt i with response, score and gold number ``i * stride`` (the first of each prompt's
+        group when a prompt was sampled ``stride`` times)."""
+        if step != 1 and step % run.sample_every:
+            return
+        rows = []
+        for i in range(min(run.samples_logged, len(prompts))):
+            j = i * stride
+            row = {"step": step, "prompt": prompts[i], "response": responses[j], "score": float(scores[j])}
+            if golds is not None:
+                row["gold"] = float(golds[j])
+            rows.append(row)
+        self.log_samples(rows)
 
     def checkpoint(self, step: int, total: int, every: int, state: dict, **objects: Any) -> None:
         """Save after ``step`` steps when the cadence says so (never after the last step)."""

@@ -182,19 +182,7 @@ def train_critic_free(
         golds = gold(repeated, r.responses) if gold is not None else None
         if golds is not None:
             row[names.GOLD] = loop.mean(torch.tensor(golds, dtype=torch.float32, device=loop.device))
-        if step == 0 or (step + 1) % config.run.sample_every == 0:
-            loop.log_samples(
-                [
-                    {
-                        "step": step + 1,
-                        "prompt": batch[i],
-                        "response": r.responses[i * k],
-                        "score": float(score[i * k]),
-                        **({"gold": golds[i * k]} if golds is not None else {}),
-                    }  # fmt: skip
-                    for i in range(min(config.run.samples_logged, len(batch)))
-                ]
-            )
+        loop.log_rollout_samples(step + 1, config.run, batch, r.responses, score, golds, stride=k)
         loop.log(row, score=f"{row[names.SCORE]:.2f}", kl=f"{row[names.KL]:.2f}")
         loop.checkpoint(
             step + 1, config.steps, config.run.checkpoint_every, {"step": step + 1, "generator": g.get_state()},

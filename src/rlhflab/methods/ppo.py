@@ -236,19 +236,7 @@ def train_ppo(
         golds = gold(batch, rollout.responses) if gold is not None else None
         if golds is not None:
             row[names.GOLD] = loop.mean(torch.tensor(golds, dtype=torch.float32, device=loop.device))
-        if step == 0 or (step + 1) % config.run.sample_every == 0:
-            loop.log_samples(
-                [
-                    {
-                        "step": step + 1,
-                        "prompt": batch[i],
-                        "response": rollout.responses[i],
-                        "score": float(score[i]),
-                        **({"gold": golds[i]} if golds is not None else {}),
-                    }  # fmt: skip
-                    for i in range(min(config.run.samples_logged, len(batch)))
-                ]
-            )
+        loop.log_rollout_samples(step + 1, config.run, batch, rollout.responses, score, golds)
         loop.log(
             row,
             score=f"{row[names.SCORE]:.2f}",

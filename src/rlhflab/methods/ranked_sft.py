@@ -145,19 +145,7 @@ def train_ranked_sft(
         golds = torch.tensor(gold(repeated, r.responses), dtype=torch.float32) if gold is not None else None
         if golds is not None:
             row[names.GOLD] = float(gather(golds.to(loop.device)).mean())
-        if rnd == 0 or (rnd + 1) % config.run.sample_every == 0:
-            loop.log_samples(
-                [
-                    {
-                        "step": rnd + 1,
-                        "prompt": batch[i],
-                        "response": r.responses[i * k],
-                        "score": float(scores[i, 0]),
-                        **({"gold": float(golds[i * k])} if golds is not None else {}),
-                    }  # fmt: skip
-                    for i in range(min(config.run.samples_logged, len(batch)))
-                ]
-            )
+        loop.log_rollout_samples(rnd + 1, config.run, batch, r.responses, scores.flatten(), golds, stride=k)
         loop.log(row, score=f"{row[names.SCORE]:.2f}", kl=f"{row[names.KL]:.2f}")
         loop.checkpoint(
             rnd + 1, config.rounds, config.run.checkpoint_every, {"step": rnd + 1, "generator": g.get_state()},
