@@ -80,7 +80,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(micro_model, tmp_path, 
     run_method("grpo", micro_model, run, config)
     latest = run / "checkpoints" / "grpo" / (run / "checkpoints" / "grpo" / "latest").read_text().strip()
     assert latest.is_dir()
-    (latest / "state-0.pt").write_bytes(pickle.dumps({"step": 1, "payload": Boom()}))
+    (latest / "state-0.pt").write_bytes(pickle.dumps({"step": 1, "payload": Boom()}, protocol=2))
     with pytest.raises(RlhflabError, match="not a readable rlhflab checkpoint file"):
         stages.resume_method(run, "grpo", progress=False)
     assert not (tmp_path / "PWNED").exists()
