@@ -15,14 +15,13 @@ folder (``num_labels=1``) plus ``rlhflab_reward.json``; an ensemble keeps its me
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
 
 from rlhflab.errors import DataError, RlhflabError
-from rlhflab.files import atomic_write_json, read_json, replace_dir
+from rlhflab.files import atomic_dir, atomic_write_json, read_json
 from rlhflab.losses import masked_mean
 from rlhflab.rollout.batching import collate, encode
 from rlhflab.rollout.models import ScalarHeadModel, last_token_values, load_scalar_model, load_tokenizer, position_ids
@@ -87,10 +86,7 @@ class RewardModel:
 
     def save(self, path: str | Path, config: dict | None = None) -> None:
         """Write the model (one member) or ensemble (``member-<i>/``) with its normalisation, at once."""
-        path = Path(path)
-        tmp = path.with_name(f".tmp-{path.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with atomic_dir(path) as tmp:
             members = []
             for i, (member, (mean, std)) in enumerate(zip(self.members, self.norms)):
                 rel = "." if len(self.members) == 1 else f"member-{i}"
@@ -102,9 +98,6 @@ class RewardModel:
                 {"members": members, "aggregate": self.aggregate, "std_coef": self.std_coef,
                  "max_length": self.max_length, "pooling": self.pooling, "config": config or {}},
             )  # fmt: skip
-            replace_dir(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @torch.no_grad()
     def member_scores(

@@ -155,22 +155,17 @@ def write_model(run: RunDir, name: str, model, tokenizer, extra: dict[str, dict]
 
     ``extra`` maps file names to JSON objects stored beside the weights.
     """
-    from rlhflab.files import atomic_write_json, replace_dir
+    from rlhflab.files import atomic_dir, atomic_write_json
     from rlhflab.rollout import distributed
 
     state = distributed.state()
     state.wait_for_everyone()
     final = run / name
     if state.is_main_process:
-        tmp = run.path / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with atomic_dir(final) as tmp:
             _unwrap(model).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             for file, obj in (extra or {}).items():
                 atomic_write_json(tmp / file, obj)
-            replace_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     state.wait_for_everyone()
     return final

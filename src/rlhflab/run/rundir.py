@@ -32,6 +32,7 @@ from typing import Any, Iterator
 
 from rlhflab.errors import DataError, RlhflabError
 from rlhflab.files import atomic_write_json, atomic_write_text, read_json, read_text, replace_dir, strict_json
+from rlhflab.rollout.samplers import SAMPLER_FILE, is_sampler
 
 
 def sha256_file(path: str | Path) -> str:
@@ -83,7 +84,7 @@ class RunDir:
     REWARD_MODEL = "reward_model"
     REWARD_METRICS = "reward_metrics.jsonl"
     POLICY = "policy"
-    SAMPLER = "sampler.json"
+    SAMPLER = SAMPLER_FILE
     METRICS = "metrics.jsonl"
     TRAIN_SAMPLES = "train_samples.jsonl"
     SAMPLES = "samples.jsonl"
@@ -96,7 +97,7 @@ class RunDir:
 
     def output(self) -> Path:
         """What the run's optimisation produced: the policy folder, or the run folder when it holds a sampler."""
-        if (self / self.SAMPLER).is_file():
+        if is_sampler(self.path):
             return self.path
         if not (self / self.POLICY).is_dir():
             raise RlhflabError(
