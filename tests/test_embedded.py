@@ -28,7 +28,7 @@ def test_loads_with_plain_transformers():
 def test_task_data_fits_the_model(embedded):
     model, tokenizer = embedded
     task = load_task("sentiment")
-    assert len(task.train_prompts) > 2000 and len(task.eval_prompts) == 500
+    assert len(task.train_prompts) > 500 and len(task.eval_prompts) == 300
     assert not set(task.train_prompts) & set(task.eval_prompts)
     check_fits(model, tokenizer, task.train_prompts + task.eval_prompts, max_new_tokens=64)
     assert task.gold(["x", "x"], [" a lovely, happy day.", " a terrible, sad loss."]) == pytest.approx(
@@ -37,17 +37,18 @@ def test_task_data_fits_the_model(embedded):
 
 
 def test_shipped_data_is_small_and_documented():
-    heldout = ASSETS / "heldout.txt"
-    assert heldout.stat().st_size <= 1_000_000
+    for name in ("heldout.txt", "heldout_modern.txt"):
+        assert (ASSETS / name).stat().st_size <= 1_000_000
     card = (ASSETS / "DATA_CARD.md").read_text()
-    for word in ("Brown Corpus", "licence", "Cleaning", "naughty-words", "scripts/build_base_model.py"):
+    for word in ("Brown Corpus", "nlp-corpus", "licence", "Cleaning", "naughty-words", "scripts/build_base_model.py"):
         assert word in card
 
 
 def test_continuations_are_made_of_english_words(embedded):
     """Most words the model writes are words of the corpus: sentence-shaped English, not sub-word babble."""
     model, tokenizer = embedded
-    vocabulary = set(re.findall(r"[a-z]+", (ASSETS / "heldout.txt").read_text().lower()))
+    text = (ASSETS / "heldout.txt").read_text() + (ASSETS / "heldout_modern.txt").read_text()
+    vocabulary = set(re.findall(r"[a-z]+", text.lower()))
     prompts = load_task("sentiment").eval_prompts[:64]
     texts = sample(model, tokenizer, prompts, max_new_tokens=24, seed=0, temperature=0.7).responses
     words = [w for t in texts for w in re.findall(r"[a-z]+", t.lower())]

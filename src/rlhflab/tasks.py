@@ -8,6 +8,7 @@ the VADER compound score of the continuation, as in the sentiment task of Ziegle
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -71,12 +72,47 @@ def sentiment() -> Task:
         train_prompts=read_prompts(root / "prompts_train.txt"),
         eval_prompts=read_prompts(root / "prompts_eval.txt"),
         gold=vader_compound,
-        description="Continue a sentence opening positively; gold = VADER compound of the continuation.",
-        heldout_text=ASSETS / "heldout.txt",
+        description="Continue the opening of a review-like sentence; gold = VADER compound of the continuation.",
+        heldout_text=ASSETS / "heldout_modern.txt",
     )
 
 
-BUILTIN: dict[str, Callable[[], Task]] = {"sentiment": sentiment}
+def repetition(text: str) -> float:
+    """Share of the word bigrams of ``text`` that repeat an earlier bigram (0 for fewer than 2 words)."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    bigrams = list(zip(words, words[1:]))
+    return 1.0 - len(set(bigrams)) / len(bigrams) if bigrams else 0.0
+
+
+def vader_minus_repetition(prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+    """VADER compound of each continuation minus its repetition (share of repeated word bigrams), in [-2, 1]."""
+    return [c - repetition(t) for c, t in zip(vader_compound(prompts, continuations), continuations)]
+
+
+def sentiment_natural() -> Task:
+    """The sentiment task judged as a reader would: positive, and not by repeating itself.
+
+    VADER alone is not a gold standard an optimiser cannot fool: it sums word valences, so a
+    policy that repeats a word VADER likes ("United United United ...") scores 0.99. Any
+    proxy that learned a few positive words agrees with VADER there, so optimising the proxy
+    never lowers VADER, and reward over-optimisation cannot show (``rlhflab overopt`` on
+    ``sentiment`` measures exactly that). This gold subtracts the share of repeated word
+    bigrams: on the base policy's samples (which rarely repeat) it is VADER, so comparisons
+    teach a proxy the same thing, but the degenerate text optimisation finds is penalised,
+    as a human rater, or Gao et al.'s large gold reward model, would.
+    """
+    task = sentiment()
+    return Task(
+        name="sentiment-natural",
+        train_prompts=task.train_prompts,
+        eval_prompts=task.eval_prompts,
+        gold=vader_minus_repetition,
+        description="Continue the opening of a review-like sentence; gold = VADER compound minus repeated bigrams.",
+        heldout_text=task.heldout_text,
+    )
+
+
+BUILTIN: dict[str, Callable[[], Task]] = {"sentiment": sentiment, "sentiment-natural": sentiment_natural}
 
 
 def load_task(name: str) -> Task:

@@ -123,6 +123,13 @@ def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
 @click.option("--methods", default=None, help="Comma-separated subset of the methods (default: all).")
 @click.option("--budgets", default="1,3,10", show_default=True, help="KL budgets (nats) of the best-gold table.")
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
+@click.option(
+    "--seeds",
+    default=1,
+    show_default=True,
+    help="Run the whole comparison K times, with seeds SEED, SEED+1, ... (in RUN/seed-<i>/), and report "
+    "means with 95% intervals and paired tests across the seeds.",
+)
 @pad_option
 @quiet_option
 def compare_cmd(
@@ -134,21 +141,106 @@ def compare_cmd(
     methods: str | None,
     budgets: str,
     seed: int,
+    seeds: int,
     pad_token,
     quiet: bool,
 ) -> None:
     """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
-    from rlhflab.pipeline.compare import preset as make_preset
-    from rlhflab.pipeline.compare import run_compare
+    from rlhflab.pipeline.compare import presets, run_compare
 
     try:
         budget_values = tuple(float(b) for b in budgets.split(",") if b.strip())
     except ValueError:
         raise click.UsageError(f"--budgets must be comma-separated numbers of nats, got {budgets!r}") from None
-    spec = make_preset("quick" if quick else preset, seed)
+    specs = presets("quick" if quick else preset, seed, seeds)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    run_compare(run_dir, model, task, spec, chosen, budget_values, pad_token, progress=not quiet, say=say)
-    say(f"wrote {run_dir / 'frontier.png'}, {run_dir / 'frontier.csv'} and {run_dir / 'budgets.csv'}")
+    run_compare(run_dir, model, task, specs, chosen, budget_values, pad_token, progress=not quiet, say=say)
+    say(
+        f"wrote {run_dir / 'frontier.png'}, {run_dir / 'frontier.csv'}, {run_dir / 'frontier_seeds.csv'} "
+        f"and {run_dir / 'budgets.csv'}"
+    )
+
+
+# ------------------------------------------------------------------ overopt
+
+
+def _numbers(option: str, text: str | None, kind=float) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        what = "integers" if kind is int else "numbers"
+        raise click.UsageError(f"{option} must be comma-separated {what}, got {text!r}") from None
+
+
+@cli.command("overopt")
+@default_run_dir_option("runs/overopt", "Where the proxies, runs, overopt.csv and overopt.png go.")
+@model_option
+@click.option(
+    "--task",
+    default="sentiment-natural",
+    show_default=True,
+    help="Built-in task name, or 'module:function' returning an rlhflab.tasks.Task with a gold reward "
+    "('sentiment' shows why its VADER gold cannot be over-optimised; see the README).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["default", "quick"]),
+    default="default",
+    show_default=True,
+    help="default: the embedded model, 3 seeds (see the README for its wall time); quick: seconds, for tests.",
+)
+@click.option("--quick", is_flag=True, help="Same as --preset quick.")
+@click.option("--labels", default=None, help="Comma-separated numbers of gold-labelled comparisons, one proxy each.")
+@click.option("--seeds", type=int, default=None, help="Independent repetitions (default: the preset's).")
+@click.option("--rl-method", type=click.Choice(["ppo", "rloo", "grpo"]), default=None, help="The RL method run far.")
+@click.option("--rl-steps", type=int, default=None, help="Steps of each RL run (default: the preset's).")
+@click.option("--pool", type=int, default=None, help="Base samples per prompt in the best-of-n pool.")
+@click.option("--noise", default=None, help="Comma-separated random-answer rates of the label-noise lever.")
+@click.option("--ensemble", type=int, default=None, help="Members of the conservative-ensemble lever (0: none).")
+@click.option("--std-coef", type=float, default=None, help="lambda of the ensemble's mean - lambda * std.")
+@click.option("--rl-levers/--no-rl-levers", default=None, help="Also run RL against the lever proxies.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the first repetition.")
+@pad_option
+@quiet_option
+def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, labels, seeds, rl_method, rl_steps,
+                pool, noise, ensemble, std_coef, rl_levers, seed: int, pad_token, quiet: bool) -> None:  # fmt: skip
+    """Reward over-optimisation: best-of-n and RL against proxies trained on N labels -> overopt.png, .csv."""
+    from dataclasses import replace
+
+    from rlhflab.config import check
+    from rlhflab.pipeline.overopt import preset as make_preset
+    from rlhflab.pipeline.overopt import run_overopt
+
+    spec = make_preset("quick" if quick else preset)
+    changes = {
+        "labels": _numbers("--labels", labels, int),
+        "seeds": seeds,
+        "rl_method": rl_method,
+        "pool": pool,
+        "noise": _numbers("--noise", noise),
+        "ensemble": ensemble,
+        "std_coef": std_coef,
+        "rl_levers": rl_levers,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if "pool" in changes:
+        changes["ns"] = tuple(n for n in spec.ns if n <= changes["pool"]) or (1,)
+    if rl_steps is not None:
+        check(rl_steps >= 1, "rl_steps", rl_steps, ">= 1")
+        changes["rl"] = replace(spec.rl, steps=rl_steps)
+    if rl_method is not None and rl_method != spec.rl_method:
+        from rlhflab.config import build
+        from rlhflab.methods.critic_free import CriticFreeConfig
+        from rlhflab.methods.ppo import PPOConfig
+
+        old = changes.get("rl", spec.rl)
+        cls = PPOConfig if rl_method == "ppo" else CriticFreeConfig
+        changes["rl"] = build(cls, steps=old.steps, kl_coef=old.kl_coef, sampling=old.sampling, run=old.run)
+    spec = replace(spec, **changes)
+    run_overopt(run_dir, model, task, spec, seed=seed, pad_token=pad_token, progress=not quiet, say=say)
+    say(f"wrote {run_dir / 'overopt.png'}, {run_dir / 'overopt.csv'} and {run_dir / 'overopt.json'}")
 
 
 # ------------------------------------------------------------------ demo

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from rlhflab.config import SamplingConfig, check, sampling_field
 from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
+from rlhflab.evaluation.diagnostics.stats import spearman
 from rlhflab.rollout.models import check_fits, load_policy
 from rlhflab.rollout.samplers import PolicySampler, load_sampler
 from rlhflab.tasks import Task
@@ -91,6 +92,9 @@ def evaluate_side(
     stats["gold"], stats["gold_stderr"] = mean_and_stderr(g)
     if proxy is not None:
         stats["proxy"], stats["proxy_stderr"] = mean_and_stderr(p)
+        # how well the proxy ranks these samples as gold does (on base samples: the reward model's quality
+        # where it was trained; on tuned samples: where the policy took it)
+        stats["proxy_gold_spearman"] = spearman(p, g)
     stats["distinct_1"], stats["distinct_2"] = distinct_n(texts, 1), distinct_n(texts, 2)
     stats["words"] = sum(len(t.split()) for t in texts) / max(len(texts), 1)
     stats["entropy"], stats["entropy_stderr"] = _stats(entropy)

@@ -25,6 +25,12 @@ from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.rollout.models import EMBEDDED
 from rlhflab.run.rundir import RunDir
 
+DEMO_KL = dict(adaptive_kl=True, kl_coef=0.1, kl_target=6.0, kl_horizon=256)
+"""The demo's KL control: Ziegler et al.'s adaptive controller with lm-human-preferences' target of 6 nats
+(``rlhflab optimize ppo --adaptive-kl --kl-coef 0.1 --kl-target 6 --kl-horizon 256``). Their horizon of
+10,000 episodes is 1% of a million-episode run; the demo's run is 1,920 episodes, so at that horizon beta
+would move by at most 8% in the whole run. 256 episodes (8 steps) lets it move several-fold within the run."""
+
 
 @dataclass(frozen=True)
 class DemoPreset:
@@ -63,10 +69,10 @@ def preset(seed: int, quick: bool) -> DemoPreset:
                 seed=seed,
             ),
         )
-    return DemoPreset(  # the configs' defaults: the stage-by-stage commands reproduce the demo
+    return DemoPreset(  # the configs' defaults (PPO's KL control aside): the stage-by-stage commands reproduce it
         feedback=build(SimulateConfig, seed=seed),
         reward=build(RewardTrainConfig, seed=seed),
-        ppo=build(PPOConfig, seed=seed),
+        ppo=build(PPOConfig, seed=seed, **DEMO_KL),
         evaluate=build(EvalConfig, seed=seed + 1),
         diagnose=build(DiagnoseConfig, seed=seed),
     )
@@ -94,18 +100,30 @@ def run_demo(
 
     say(f"[2/6] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
     rm = pipeline.reward_train(run, model, run / RunDir.PAIRS, p.reward, progress=progress)
-    gold_acc = rm.get("val_gold_accuracy")
+    gold_acc, separated = rm.get("val_gold_accuracy"), rm.get("val_gold_accuracy_separated")
     say(
         f"      held-out pair accuracy {rm['val_accuracy']:.3f} on {rm['val_pairs']} pairs (the rater's labels)"
         + (f"; orders {gold_acc:.1%} of the pairs with unequal gold scores as gold does" if gold_acc else "")
+        + (f", {separated:.1%} of those at least 0.5 apart" if separated else "")
     )
 
-    say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, KL coefficient {p.ppo.kl_coef}")
+    kl = (
+        f"adaptive KL coefficient from {p.ppo.kl_coef} towards {p.ppo.kl_target:g} nats"
+        if p.ppo.adaptive_kl
+        else f"KL coefficient {p.ppo.kl_coef}"
+    )
+    say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, {kl}")
     reward = str(run / RunDir.REWARD_MODEL)
     pipeline.optimize(run, "ppo", model, task, p.ppo, reward=reward, progress=progress)
 
-    say(f"[4/6] evaluate on {p.evaluate.prompts} held-out prompts")
+    from rlhflab.evaluation.evaluate import eval_prompts
+    from rlhflab.tasks import load_task
+
+    say(f"[4/6] evaluate on {len(eval_prompts(load_task(task), p.evaluate))} held-out prompts")
     summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, reward, p.evaluate, progress=progress)
+    rho = summary["base"].get("proxy_gold_spearman")
+    if rho is not None:
+        say(f"      the proxy ranks the base policy's samples as gold does with Spearman rho {rho:.2f}")
     say("[5/6] diagnose: calibration on held-out text, cost of undoing the alignment")
     pipeline.diagnose_run(run, str(run / RunDir.POLICY), model, task, p.diagnose, progress=progress)
 

@@ -64,6 +64,10 @@ class RewardTrainConfig:
         check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
 
 
+SEPARATED = 0.5
+"""|gold difference| at or above which a pair counts as clearly separated (``val/gold_accuracy_separated``)."""
+
+
 def split_pairs(pairs: list[PreferencePair], val_fraction: float, seed: int):
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(pairs), generator=g).tolist()
@@ -105,6 +109,11 @@ def _evaluate(model, data, pad_id, device, pooling: Pooling, batch_size: int) ->
     known = ~torch.isnan(gold_diff) & (gold_diff != 0)
     if known.any():  # simulated feedback: does the model order the pair as the gold reward does?
         out["val/gold_accuracy"] = float(((margin[known] > 0) == (gold_diff[known] > 0)).float().mean())
+    separated = known & (gold_diff.abs() >= SEPARATED)
+    if separated.any():  # pairs whose gold scores are clearly apart
+        out["val/gold_accuracy_separated"] = float(
+            ((margin[separated] > 0) == (gold_diff[separated] > 0)).float().mean()
+        )
     return out
 
 
@@ -210,7 +219,11 @@ def train_reward_model(
         state = None
         loop.accelerator.free_memory()
 
-    for key, name in (("val/accuracy", "val_accuracy"), ("val/gold_accuracy", "val_gold_accuracy")):
+    for key, name in (
+        ("val/accuracy", "val_accuracy"),
+        ("val/gold_accuracy", "val_gold_accuracy"),
+        ("val/gold_accuracy_separated", "val_gold_accuracy_separated"),
+    ):
         values = [m[key] for m in summary["members"] if key in m]
         summary[name] = sum(values) / len(values) if values else None
     reward = RewardModel(

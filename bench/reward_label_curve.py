@@ -1,0 +1,107 @@
+"""How well the demo's reward model learns gold, against the number of labels it is trained on.
+
+    .venv/bin/python bench/reward_label_curve.py                       # 250 ... 16000 labels, runs/label-curve
+    .venv/bin/python bench/reward_label_curve.py --labels 250 500 1000 2000 4000 --pairs 9000   # the README's
+
+One set of simulated comparisons is drawn from the embedded base policy with the demo's rater
+(``rlhflab feedback simulate`` defaults: Bradley-Terry temperature 0.1, 10% random answers);
+the first ``--test`` pairs are a fixed test set, and a reward model with the demo's training
+defaults (``RewardTrainConfig()``) is trained on the first N of the rest for each N. Printed per
+N, on the test set: accuracy against the rater's labels, gold-order accuracy on pairs whose gold
+scores differ (what ``val/gold_accuracy`` reports) and on clearly separated pairs
+(|gold difference| >= 0.5), and the Spearman correlation of proxy and gold on the test pairs'
+texts (base samples); plus the training time. A run directory per N is kept, so an interrupted
+curve continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--labels", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000, 8000, 16000])
+    p.add_argument("--test", type=int, default=1000, help="pairs held out as the common test set")
+    p.add_argument("--runs", type=Path, default=Path("runs/label-curve"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pairs", type=int, default=0, help="comparisons to draw (default: --test + the largest N, plus 5%% for drops)"
+    )
+    args = p.parse_args()
+
+    from rlhflab.config import build
+    from rlhflab.evaluation.diagnostics.stats import spearman
+    from rlhflab.feedback.pairs import read_pairs, write_pairs
+    from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+    from rlhflab.pipeline import stages
+    from rlhflab.reward.model import RewardModel
+    from rlhflab.reward.train import SEPARATED, RewardTrainConfig
+    from rlhflab.rollout.models import EMBEDDED
+    from rlhflab.run.rundir import RunDir
+
+    pool = RunDir(args.runs / "pool")
+    need = args.pairs or math.ceil(1.05 * (args.test + max(args.labels)))
+    if not (pool / RunDir.PAIRS).is_file():
+        stages.feedback_simulate(pool, EMBEDDED, "sentiment", build(SimulateConfig, pairs=need, seed=args.seed),
+                                 SimulatedRater())  # fmt: skip
+    pairs = read_pairs(pool / RunDir.PAIRS)
+    test, train = pairs[: args.test], pairs[args.test :]
+    ties = sum(p.scores["gold_chosen"] == p.scores["gold_rejected"] for p in pairs) / len(pairs)
+    print(f"{len(pairs)} pairs ({need} drawn); gold ties {ties:.1%}; test set {len(test)} pairs")
+
+    rows = []
+    for n in args.labels:
+        if n > len(train):
+            print(f"N = {n}: only {len(train)} training pairs; skipped")
+            continue
+        run = RunDir(args.runs / f"labels-{n}")
+        if not (run / RunDir.REWARD_MODEL / "rlhflab_reward.json").is_file():
+            write_pairs(run / RunDir.PAIRS, train[:n])
+            start = time.time()
+            # every pair trains (the common test set measures); batch no larger than the data
+            config = replace(
+                RewardTrainConfig(), val_fraction=0.0, run=replace(RewardTrainConfig().run, seed=args.seed)
+            )
+            stages.reward_train(run, EMBEDDED, run / RunDir.PAIRS, config)
+            (run / "seconds.txt").write_text(f"{time.time() - start:.0f}\n")
+        rm = RewardModel.load(run / RunDir.REWARD_MODEL)
+        prompts = [p.prompt for p in test]
+        rc = rm(prompts, [p.chosen for p in test])
+        rr = rm(prompts, [p.rejected for p in test])
+        margin = rc - rr
+        gold_diff = torch.tensor([p.scores["gold_chosen"] - p.scores["gold_rejected"] for p in test])
+        labels = torch.tensor([p.label for p in test])
+        strict = labels != 0.5
+        acc = float(((margin[strict] > 0) == (labels[strict] > 0.5)).float().mean())
+        known = gold_diff != 0
+        sep = gold_diff.abs() >= SEPARATED
+        gold_acc = float(((margin[known] > 0) == (gold_diff[known] > 0)).float().mean())
+        sep_acc = float(((margin[sep] > 0) == (gold_diff[sep] > 0)).float().mean())
+        scores = torch.cat([rc, rr]).tolist()
+        golds = [p.scores["gold_chosen"] for p in test] + [p.scores["gold_rejected"] for p in test]
+        rho = spearman(scores, golds)
+        seconds = float((run / "seconds.txt").read_text()) if (run / "seconds.txt").is_file() else math.nan
+        rows.append({"labels": n, "accuracy": acc, "gold_accuracy": gold_acc, "separated_accuracy": sep_acc,
+                     "spearman": rho, "pairs_differing": int(known.sum()), "pairs_separated": int(sep.sum()),
+                     "seconds": seconds})  # fmt: skip
+    (args.runs / "curve.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("| labels | accuracy (rater's labels) | gold order (gold differs) | gold order (gold 0.5 or more apart) "
+          "| Spearman proxy–gold | train time |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['labels']} | {r['accuracy']:.3f} | {r['gold_accuracy']:.3f} | {r['separated_accuracy']:.3f} "
+              f"| {r['spearman']:.3f} | {r['seconds']:.0f} s |")  # fmt: skip
+    print(f"(test set: {len(test)} pairs, {rows[0]['pairs_differing'] if rows else 0} with differing gold, "
+          f"{rows[0]['pairs_separated'] if rows else 0} clearly separated)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,580 @@
+"""``rlhflab overopt``: reward over-optimisation (Gao, Schulman & Hilton 2022) reproduced on a task
+with a known gold reward.
+
+The synthetic set-up of Gao et al.: the gold reward labels comparisons of base-policy samples;
+proxy reward models are trained on N of those labels for several N; each proxy is then
+optimised by best-of-n (n = 1 ... ``max(ns)``, estimated without bias from one pool of base
+samples per prompt) and by an RL method run far along KL. Gold and proxy are read against
+d = sqrt(KL to the base) and Gao et al.'s two forms are fitted to the gold gain. Two levers
+from the literature run in the same harness at the smallest N: conservative ensembles (mean,
+mean - lambda * std, min; Coste et al. 2023) and label noise (a rater answering at random a
+share of the time; AlpacaFarm, Coste et al.).
+
+Layout of the output directory::
+
+    seed-<s>/pairs.jsonl                 gold-labelled comparisons of base samples (the largest N)
+    seed-<s>/pool.jsonl                  the best-of-n pool: per evaluation prompt, ``pool`` samples and their gold
+    seed-<s>/<proxy>/                    one proxy: pairs.jsonl (its N labels), reward_model/, bon.json, rl/
+    overopt.csv                          one row per point: labels, method, objective, noise, n, step, kl, gold, proxy, seed
+    overopt.json                         the preset, the Gao fits per curve, the wall time
+    overopt.png                          gold and proxy against sqrt(KL), in the manner of Gao et al.'s Fig. 1
+
+Every unit (pairs, a proxy, a pool, a best-of-n curve, an RL run) is written when it finishes and
+is not redone, so an interrupted run continues where it stopped; an RL run continues from its
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhflab.config import SamplingConfig, build, check
+from rlhflab.errors import ConfigError
+from rlhflab.evaluation.diagnostics.best_of_n import best_of_n_curve
+from rlhflab.evaluation.diagnostics.overoptimization import gao_fit
+from rlhflab.evaluation.diagnostics.stats import mean_ci95
+from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+from rlhflab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, read_json, read_jsonl
+from rlhflab.methods.critic_free import CriticFreeConfig
+from rlhflab.methods.ppo import PPOConfig
+from rlhflab.pipeline import stages
+from rlhflab.reward.model import RewardModel
+from rlhflab.reward.train import RewardTrainConfig
+from rlhflab.run.rundir import RunDir
+
+OBJECTIVES = ("single", "mean", "mean_minus_std", "min")
+"""How a proxy scores: one reward model, or an ensemble's mean, mean - lambda * std, or min."""
+CSV_COLUMNS = ("labels", "method", "objective", "noise", "n", "step", "kl", "gold", "proxy", "seed")
+
+
+@dataclass(frozen=True)
+class OveroptPreset:
+    labels: tuple[int, ...]
+    """Numbers of gold-labelled comparisons each proxy is trained on (nested: the first N of one set)."""
+    seeds: int
+    """Independent repetitions: each draws its own comparisons, proxies, pool and RL runs."""
+    feedback: SimulateConfig
+    """How comparisons are sampled (``pairs`` is set to the largest N)."""
+    reward: RewardTrainConfig
+    """How every proxy is trained."""
+    rl_method: str
+    """'ppo', 'rloo' or 'grpo'."""
+    rl: PPOConfig | CriticFreeConfig
+    """The RL method's config: a small KL coefficient and enough steps to go far along KL."""
+    pool: int
+    """Base samples per evaluation prompt for the best-of-n estimate (>= the largest n)."""
+    pool_prompts: int
+    """Evaluation prompts in the best-of-n pool."""
+    ns: tuple[int, ...]
+    """Best-of-n sizes on the curve."""
+    noise: tuple[float, ...] = (0.25,)
+    """Random-answer rates of the label-noise lever (the main curves use the noiseless rater)."""
+    ensemble: int = 3
+    """Members of the conservative-ensemble lever (0 or 1: no ensemble lever)."""
+    std_coef: float = 1.0
+    """lambda of mean - lambda * std."""
+    lever_labels: int = 0
+    """N at which the levers run (0: the smallest of ``labels``)."""
+    rl_levers: bool = True
+    """Run RL against the lever proxies too (best-of-n always runs)."""
+    window: int = 4
+    """RL steps averaged into one point of the CSV."""
+    pool_batch: int = 256
+    """Continuations sampled (and scored) at once for the pool."""
+
+    def __post_init__(self) -> None:
+        check(len(self.labels) >= 1 and all(n >= 2 for n in self.labels), "labels", self.labels, "numbers >= 2")
+        check(1 <= self.seeds <= 100, "seeds", self.seeds, "in [1, 100]")
+        check(self.rl_method in ("ppo", "rloo", "grpo"), "rl_method", self.rl_method, "'ppo', 'rloo' or 'grpo'")
+        check(self.pool >= 2, "pool", self.pool, ">= 2")
+        check(self.pool_prompts >= 1, "pool_prompts", self.pool_prompts, ">= 1")
+        check(
+            len(self.ns) >= 1 and all(1 <= n <= self.pool for n in self.ns),
+            "ns",
+            self.ns,
+            f"best-of-n sizes in [1, pool = {self.pool}]",
+        )
+        check(all(0 <= r <= 1 for r in self.noise), "noise", self.noise, "random-answer rates in [0, 1]")
+        check(self.ensemble >= 0, "ensemble", self.ensemble, ">= 0")
+        check(self.std_coef >= 0, "std_coef", self.std_coef, ">= 0")
+        check(
+            self.lever_labels == 0 or self.lever_labels in self.labels,
+            "lever_labels",
+            self.lever_labels,
+            f"0 or one of --labels {','.join(map(str, self.labels))}",
+        )
+        check(self.window >= 1, "window", self.window, ">= 1")
+        check(self.pool_batch >= 1, "pool_batch", self.pool_batch, ">= 1")
+
+
+def preset(name: str) -> OveroptPreset:
+    """``default``: the embedded model, 3 seeds, within an hour on 2 CPU cores. ``quick``: seconds, for
+    tests (use it with a micro model)."""
+    if name == "quick":
+        small = dict(max_new_tokens=6)
+        return OveroptPreset(
+            labels=(16, 32),
+            seeds=2,
+            feedback=build(SimulateConfig, batch_size=16, **small),
+            reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000),
+            rl_method="ppo",
+            rl=build(PPOConfig, steps=4, batch_size=8, minibatch_size=4, ppo_epochs=1, kl_coef=0.0, **small),
+            pool=8,
+            pool_prompts=4,
+            ns=(1, 2, 4, 8),
+            ensemble=2,
+            window=2,
+        )
+    if name == "default":
+        return OveroptPreset(
+            labels=(250, 1000, 4000),
+            seeds=3,
+            feedback=build(SimulateConfig),
+            reward=build(RewardTrainConfig),
+            rl_method="ppo",
+            rl=build(PPOConfig, steps=40, kl_coef=0.0, checkpoint_every=10),
+            pool=256,
+            pool_prompts=24,
+            ns=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+    raise ConfigError(f"--preset must be 'default' or 'quick', got {name!r}")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """One proxy reward model of the harness."""
+
+    labels: int
+    noise: float
+    members: int
+
+    @property
+    def name(self) -> str:
+        return f"labels-{self.labels}-noise-{self.noise:g}" + (f"-ensemble-{self.members}" if self.members > 1 else "")
+
+    def objectives(self) -> tuple[str, ...]:
+        return OBJECTIVES[1:] if self.members > 1 else ("single",)
+
+
+def proxies(spec: OveroptPreset) -> list[Proxy]:
+    lever = spec.lever_labels or min(spec.labels)
+    out = [Proxy(n, 0.0, 1) for n in spec.labels]
+    out += [Proxy(lever, r, 1) for r in spec.noise if r != 0]
+    if spec.ensemble > 1:
+        out.append(Proxy(lever, 0.0, spec.ensemble))
+    return out
+
+
+# ---------------------------------------------------------------- the units of work
+
+
+def relabel(pairs: list[PreferencePair], rater: SimulatedRater, generator: torch.Generator) -> list[PreferencePair]:
+    """The same comparisons answered by another rater (another noise level), from their gold scores."""
+    out = []
+    for p in pairs:
+        a, b = p.chosen, p.rejected
+        out.append(rater.compare(p.prompt, a, b, p.scores["gold_chosen"], p.scores["gold_rejected"], generator))
+    return out
+
+
+def _sample_pool(path: Path, model: str, task, prompts: list[str], spec: OveroptPreset, seed: int, pad_token, progress):
+    """Write ``pool`` base continuations per prompt with their gold scores (one JSONL row per prompt)."""
+    from tqdm.auto import tqdm
+
+    from rlhflab.rollout.models import check_fits, load_policy
+    from rlhflab.rollout.sampling import sample
+
+    policy, tokenizer = load_policy(model, pad_token)
+    policy.eval()
+    sampling: SamplingConfig = spec.feedback.sampling
+    check_fits(policy, tokenizer, prompts, sampling.max_new_tokens)
+    g = torch.Generator().manual_seed(seed)
+    flat = [p for p in prompts for _ in range(spec.pool)]
+    texts: list[str] = []
+    bar = tqdm(total=len(flat), desc="overopt: best-of-n pool", unit="sample", disable=not progress)
+    for start in range(0, len(flat), spec.pool_batch):
+        batch = flat[start : start + spec.pool_batch]
+        s = int(torch.randint(0, 2**62, (), generator=g))
+        r = sample(policy, tokenizer, batch, max_new_tokens=sampling.max_new_tokens, seed=s,
+                   temperature=sampling.temperature)  # fmt: skip
+        texts += r.responses
+        bar.update(len(batch))
+    bar.close()
+    gold = [float(x) for x in task.gold(flat, texts)]
+    rows = [
+        {
+            "prompt": p,
+            "texts": texts[i * spec.pool : (i + 1) * spec.pool],
+            "gold": gold[i * spec.pool : (i + 1) * spec.pool],
+        }
+        for i, p in enumerate(prompts)
+    ]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _bon_curves(proxy: Proxy, reward_dir: Path, pool: list[dict], spec: OveroptPreset) -> dict:
+    """Best-of-n's gold and proxy for every n, for each of the proxy's objectives."""
+    rm = RewardModel.load(reward_dir)
+    prompts = [r["prompt"] for r in pool for _ in r["texts"]]
+    texts = [t for r in pool for t in r["texts"]]
+    members = rm.member_scores(prompts, texts)  # [k, P * pool], normalised
+    gold = np.array([r["gold"] for r in pool])
+    from rlhflab.reward.model import aggregate_scores
+
+    out = {}
+    for objective in proxy.objectives():
+        how = "mean" if objective == "single" else objective
+        scores = aggregate_scores(members, how, spec.std_coef).numpy().reshape(len(pool), -1)
+        out[objective] = best_of_n_curve(scores, gold, spec.ns)
+    return out
+
+
+def _rl_run(run: RunDir, model: str, task_name: str, spec: OveroptPreset, reward: str, pad_token, progress) -> None:
+    """One RL run against ``reward``; an interrupted one continues from its last checkpoint."""
+    if (run / RunDir.POLICY / "config.json").is_file():
+        return
+    checkpoints = run / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        stages.resume_method(run.path, spec.rl_method, progress=progress)
+        return
+    if run.path.exists():
+        shutil.rmtree(run.path)
+    stages.optimize(run, spec.rl_method, model, task_name, spec.rl, reward=reward, pad_token=pad_token,
+                    progress=progress)  # fmt: skip
+
+
+def _rl_points(metrics: Path, window: int) -> list[dict]:
+    """(step, kl, gold, proxy) points of an RL run: the first step alone (its samples come from the base
+    policy, so it is the curve's origin), then the means of consecutive windows of ``window`` steps."""
+    from rlhflab import metric_names as M
+
+    rows = [r for r in read_jsonl(metrics) if M.KL in r and M.GOLD in r]
+    chunks = [rows[:1]] + [rows[s : s + window] for s in range(1, len(rows), window)] if rows else []
+    return [
+        {
+            "step": int(chunk[-1][M.STEP]),
+            "kl": float(np.mean([r[M.KL] for r in chunk])),
+            "gold": float(np.mean([r[M.GOLD] for r in chunk])),
+            "proxy": float(np.mean([r[M.SCORE] for r in chunk])),
+        }
+        for chunk in chunks
+    ]
+
+
+# ---------------------------------------------------------------- the harness
+
+
+def run_overopt(
+    root: Path,
+    model: str,
+    task_name: str,
+    spec: OveroptPreset,
+    seed: int = 0,
+    pad_token: str | None = None,
+    progress: bool = True,
+    say=print,
+) -> dict:
+    from rlhflab.tasks import load_task
+
+    task = load_task(task_name)
+    if task.gold is None:
+        raise ConfigError(f"task '{task_name}' has no gold reward; overopt measures proxies against gold")
+    started = time.time()
+    largest = max(spec.labels)
+    rows: list[dict] = []
+    for s in range(spec.seeds):
+        seed_dir = root / f"seed-{s}"
+        seed_dir.mkdir(parents=True, exist_ok=True)
+        s_seed = seed + 1000 * s
+        pairs_path = seed_dir / RunDir.PAIRS
+        if not pairs_path.is_file():
+            say(f"[seed {s}] {largest} gold-labelled comparisons of base samples")
+            collect = RunDir(seed_dir / "feedback")
+            stages.feedback_simulate(
+                collect, model, task_name, replace(spec.feedback, pairs=largest, seed=s_seed),
+                SimulatedRater(temperature=0.0, random_rate=0.0, name="gold"), pad_token, progress,
+            )  # fmt: skip
+            shutil.copyfile(collect / RunDir.PAIRS, pairs_path)
+        all_pairs = read_pairs(pairs_path)
+        if len(all_pairs) < largest:
+            say(f"[seed {s}] note: {len(all_pairs)} usable comparisons (some samples were empty or identical)")
+
+        pool_path = seed_dir / "pool.jsonl"
+        if not pool_path.is_file():
+            say(f"[seed {s}] best-of-n pool: {spec.pool} samples for each of {spec.pool_prompts} evaluation prompts")
+            _sample_pool(pool_path, model, task, task.eval_prompts[: spec.pool_prompts], spec, s_seed + 1, pad_token,
+                         progress)  # fmt: skip
+        pool = [row for _, row in iter_jsonl(pool_path, "best-of-n pool")]
+
+        for proxy in proxies(spec):
+            pdir = RunDir(seed_dir / proxy.name)
+            reward_dir = pdir / RunDir.REWARD_MODEL
+            if not (reward_dir / "rlhflab_reward.json").is_file():
+                say(f"[seed {s}] proxy {proxy.name}")
+                chosen = all_pairs[: proxy.labels]
+                if proxy.noise:
+                    g = torch.Generator().manual_seed(s_seed + 7)
+                    chosen = relabel(chosen, SimulatedRater(temperature=0.0, random_rate=proxy.noise, name="noisy"), g)
+                write_pairs(pdir / RunDir.PAIRS, chosen)
+                config = replace(spec.reward, ensemble=proxy.members, run=replace(spec.reward.run, seed=s_seed))
+                batch = min(config.batch_size, max(1, int(len(chosen) * (1 - config.val_fraction)) // 2))
+                stages.reward_train(pdir, model, pdir / RunDir.PAIRS, replace(config, batch_size=batch), pad_token,
+                                    progress=progress)  # fmt: skip
+            bon_path = pdir / "bon.json"
+            if not bon_path.is_file():
+                atomic_write_json(bon_path, _bon_curves(proxy, reward_dir, pool, spec))
+            for objective, curve in read_json(bon_path).items():
+                for point in curve:
+                    rows.append(
+                        {"labels": proxy.labels, "method": "best-of-n", "objective": objective, "noise": proxy.noise,
+                         "n": point["n"], "step": "", "kl": point["kl"], "gold": point["gold"],
+                         "proxy": point["proxy"], "seed": s}
+                    )  # fmt: skip
+            if proxy.members > 1 and not spec.rl_levers:
+                continue
+            if proxy.noise and not spec.rl_levers:
+                continue
+            objectives = proxy.objectives() if proxy.members > 1 else ("single",)
+            for objective in objectives:
+                rl_dir = RunDir(pdir / ("rl" if objective == "single" else f"rl-{objective}"))
+                reward = str(reward_dir)
+                if objective not in ("single", "mean"):
+                    reward = _objective_view(reward_dir, pdir / f"reward-{objective}", objective, spec.std_coef)
+                if not (rl_dir / RunDir.POLICY / "config.json").is_file():
+                    say(f"[seed {s}] {spec.rl_method} against {proxy.name} ({objective})")
+                _rl_run(rl_dir, model, task_name, spec, reward, pad_token, progress)
+                for point in _rl_points(rl_dir / RunDir.METRICS, spec.window):
+                    rows.append(
+                        {"labels": proxy.labels, "method": spec.rl_method, "objective": objective,
+                         "noise": proxy.noise, "n": "", **point, "seed": s}
+                    )  # fmt: skip
+
+    fits = fit_curves(rows)
+    out = {
+        "model": model,
+        "task": task_name,
+        "seed": seed,
+        "preset": _jsonable(spec),
+        "fits": fits,
+        "seconds": round(time.time() - started),
+    }
+    atomic_write_text(root / "overopt.csv", to_csv(rows))
+    atomic_write_json(root / "overopt.json", out)
+    atomic_write_bytes(root / "overopt.png", figure(rows, fits, spec))
+    say(format_fits(fits))
+    return {"rows": rows, **out}
+
+
+def _objective_view(reward_dir: Path, view: Path, objective: str, std_coef: float) -> str:
+    """The ensemble with another aggregate: its members hard-linked (no second copy on disk), its
+    description rewritten."""
+    import os
+
+    meta = read_json(reward_dir / "rlhflab_reward.json")
+    if not (view / "rlhflab_reward.json").is_file():
+        for m in meta["members"]:
+            target = view / m["path"]
+            if not target.exists():
+                shutil.copytree(reward_dir / m["path"], target, copy_function=os.link)
+        atomic_write_json(view / "rlhflab_reward.json", {**meta, "aggregate": objective, "std_coef": std_coef})
+    return str(view)
+
+
+def _jsonable(obj):
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, (tuple, list)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- aggregation, fits, outputs
+
+
+def curve_key(row: dict) -> tuple:
+    return (row["method"], int(row["labels"]), row["objective"], float(row["noise"]))
+
+
+def curve_label(key: tuple) -> str:
+    method, labels, objective, noise = key
+    parts = [method, f"N={labels}"]
+    if objective != "single":
+        parts.append(objective)
+    if noise:
+        parts.append(f"noise {noise:g}")
+    return ", ".join(parts)
+
+
+def aggregate(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Per curve, per point (best-of-n's n, or the RL step): the mean over seeds of KL, gold gain and
+    proxy gain with 95% intervals. Gains are over the curve's first point, per seed: n = 1 for
+    best-of-n, the first step for RL (both samples of the base policy)."""
+    by_curve: dict[tuple, dict] = {}
+    for r in rows:
+        by_curve.setdefault(curve_key(r), {}).setdefault(int(r["seed"]), []).append(r)
+    out = {}
+    for key, seeds in by_curve.items():
+        x = "n" if key[0] == "best-of-n" else "step"
+        per_point: dict = {}
+        for seed_rows in seeds.values():
+            seed_rows = sorted(seed_rows, key=lambda r: int(r[x]))
+            g0, p0 = seed_rows[0]["gold"], seed_rows[0]["proxy"]
+            for r in seed_rows:
+                per_point.setdefault(int(r[x]), []).append((r["kl"], r["gold"] - g0, r["proxy"] - p0))
+        points = []
+        for at in sorted(per_point):
+            kl, gold, proxy = zip(*per_point[at])
+            d = [math.sqrt(max(k, 0.0)) for k in kl]
+            row = {x: at, "seeds": len(kl)}
+            for name, values in (("kl", kl), ("d", d), ("gold", gold), ("proxy", proxy)):
+                row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci95(values)
+            points.append(row)
+        out[key] = points
+    return out
+
+
+def fit_curves(rows: list[dict]) -> list[dict]:
+    """Gao et al.'s form (best-of-n: d(alpha - beta d); RL: d(alpha - beta ln d)) fitted to each curve's
+    mean gold gain against its mean d; the observed peak next to the fitted one."""
+    fits = []
+    for key, points in sorted(aggregate(rows).items()):
+        d = np.array([p["d"] for p in points])
+        gain = np.array([p["gold"] for p in points])
+        ok = np.isfinite(d) & np.isfinite(gain)
+        entry = {"curve": curve_label(key), "method": key[0], "labels": key[1], "objective": key[2], "noise": key[3]}
+        i = int(np.nanargmax(gain)) if ok.any() else 0
+        entry.update(
+            {
+                "observed_peak_gold": float(gain[i]) if ok.any() else math.nan,
+                "observed_peak_d": float(d[i]) if ok.any() else math.nan,
+                "final_gold": float(gain[ok][-1]) if ok.any() else math.nan,
+                "final_d": float(d[ok][-1]) if ok.any() else math.nan,
+                "final_proxy": float(points[-1]["proxy"]),
+            }
+        )
+        if ok.sum() >= 3:
+            fit = gao_fit(np.clip(d[ok], 0, None), gain[ok], "bon" if key[0] == "best-of-n" else "rl")
+            entry.update({f"fit_{k}": v for k, v in fit.as_dict().items() if k != "form"})
+            entry["fit_form"] = fit.form
+        fits.append(entry)
+    return fits
+
+
+def format_fits(fits: list[dict]) -> str:
+    lines = [
+        f"{'curve':44s} {'peak gold':>9s} {'at d':>6s} {'final gold':>10s} {'at d':>6s} {'fit d*':>8s} {'fit R2':>6s}"
+    ]
+    for f in fits:
+        d_star = f.get("fit_d_star", math.nan)
+        lines.append(
+            f"{f['curve']:44s} {f['observed_peak_gold']:9.3f} {f['observed_peak_d']:6.2f} {f['final_gold']:10.3f} "
+            f"{f['final_d']:6.2f} {d_star:8.2f} {f.get('fit_r2', math.nan):6.2f}"
+        )
+    return "\n".join(lines)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of an ``overopt.csv`` (numbers parsed), e.g. to redraw the figure."""
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            row = dict(r)
+            for k in ("kl", "gold", "proxy", "noise"):
+                row[k] = float(row[k])
+            row["labels"], row["seed"] = int(row["labels"]), int(row["seed"])
+            out.append(row)
+    return out
+
+
+def figure(rows: list[dict], fits: list[dict], spec: OveroptPreset | None = None) -> bytes:
+    """Gold (solid) and proxy (dashed) gain against sqrt(KL), best-of-n and RL, one colour per N;
+    the levers in the third column. Shaded: 95% intervals over seeds; dotted: Gao et al.'s fit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = aggregate(rows)
+    fit_by = {(f["method"], f["labels"], f["objective"], f["noise"]): f for f in fits}
+    methods = [m for m in ("best-of-n", "ppo", "rloo", "grpo") if any(k[0] == m for k in curves)]
+    labels = sorted({k[1] for k in curves if k[2] == "single" and k[3] == 0})
+    cmap = plt.get_cmap("viridis")
+    colour = {n: cmap(0.15 + 0.7 * i / max(len(labels) - 1, 1)) for i, n in enumerate(labels)}
+    fig, axes = plt.subplots(len(methods), 3, figsize=(15, 4.2 * len(methods)), squeeze=False)
+    seeds = max((p["seeds"] for pts in curves.values() for p in pts), default=0)
+
+    def draw(ax, key, points, color, label, proxy=True):
+        d = np.array([p["d"] for p in points])
+        for name, style in (("gold", "-"), ("proxy", "--")) if proxy else (("gold", "-"),):
+            y = np.array([p[name] for p in points])
+            lo, hi = np.array([p[f"{name}_lo"] for p in points]), np.array([p[f"{name}_hi"] for p in points])
+            ax.plot(d, y, style, color=color, label=f"{label} ({name})" if proxy else label, lw=1.8)
+            if np.isfinite(lo).any():
+                ax.fill_between(d, lo, hi, color=color, alpha=0.15, lw=0)
+        f = fit_by.get(key)
+        if f and "fit_alpha" in f and len(d):
+            from rlhflab.evaluation.diagnostics.overoptimization import GaoFit
+
+            fit = GaoFit(f["fit_form"], f["fit_alpha"], f["fit_beta"], f["fit_d_star"], f["fit_r_star"],
+                         f["fit_r2"], f["fit_points"])  # fmt: skip
+            xs = np.linspace(0, max(float(np.nanmax(d)), 1e-3), 60)
+            ax.plot(xs, fit.predict(xs), ":", color=color, lw=1.2)
+
+    for row, method in enumerate(methods):
+        ax_gold, ax_both, ax_lever = axes[row]
+        for n in labels:
+            key = (method, n, "single", 0.0)
+            if key in curves:
+                draw(ax_gold, key, curves[key], colour[n], f"N={n}", proxy=False)
+                draw(ax_both, key, curves[key], colour[n], f"N={n}")
+        levers = [k for k in curves if k[0] == method and (k[2] != "single" or k[3] != 0)]
+        lever_n = levers[0][1] if levers else None
+        if lever_n is not None:
+            base_key = (method, lever_n, "single", 0.0)
+            palette = iter(plt.get_cmap("tab10").colors)
+            for key in [base_key] + sorted(levers):
+                if key in curves:
+                    draw(ax_lever, key, curves[key], next(palette), curve_label(key).split(", ", 1)[1], proxy=False)
+        what = "best-of-n" if method == "best-of-n" else method.upper()
+        ax_gold.set_title(f"{what}: gold gain", fontsize=10)
+        ax_both.set_title(f"{what}: gold (solid) and proxy (dashed)", fontsize=10)
+        ax_lever.set_title(
+            f"{what}: levers at N={lever_n}, gold" if lever_n else f"{what}: levers not run", fontsize=10
+        )
+        for ax in (ax_gold, ax_both, ax_lever):
+            ax.axhline(0, color="grey", lw=0.6)
+            ax.set_xlabel("d = sqrt(KL to the base), sqrt(nats)")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        ax_gold.set_ylabel("gain over the base policy")
+    fig.suptitle(
+        f"Reward over-optimisation: proxies trained on N gold-labelled comparisons ({seeds} seeds; shaded: 95% "
+        "intervals; dotted: Gao et al.'s fit)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
