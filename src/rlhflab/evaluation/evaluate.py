@@ -8,6 +8,7 @@ estimator, mean over the tuned policy's own samples of sum_t log pi(y_t | .) / p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -94,7 +95,8 @@ def evaluate_side(
         stats["proxy"], stats["proxy_stderr"] = mean_and_stderr(p)
         # how well the proxy ranks these samples as gold does (on base samples: the reward model's quality
         # where it was trained; on tuned samples: where the policy took it)
-        stats["proxy_gold_spearman"] = spearman(p, g)
+        rho = spearman(p, g)
+        stats["proxy_gold_spearman"] = rho if math.isfinite(rho) else None  # None: one side constant
     stats["distinct_1"], stats["distinct_2"] = distinct_n(texts, 1), distinct_n(texts, 2)
     stats["words"] = sum(len(t.split()) for t in texts) / max(len(texts), 1)
     stats["entropy"], stats["entropy_stderr"] = _stats(entropy)

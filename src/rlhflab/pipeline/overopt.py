@@ -45,7 +45,15 @@ from rlhflab.evaluation.diagnostics.overoptimization import gao_fit
 from rlhflab.evaluation.diagnostics.stats import mean_ci95
 from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
-from rlhflab.files import atomic_write_bytes, atomic_write_json, atomic_write_text, iter_jsonl, read_json, read_jsonl
+from rlhflab.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    iter_jsonl,
+    read_json,
+    read_jsonl,
+    strict_json,
+)
 from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.ppo import PPOConfig
 from rlhflab.pipeline import stages
@@ -367,10 +375,10 @@ def run_overopt(
         "seed": seed,
         "preset": _jsonable(spec),
         "fits": fits,
-        "seconds": round(time.time() - started),
+        "seconds_this_invocation": round(time.time() - started),  # a continued run: its last part only
     }
     atomic_write_text(root / "overopt.csv", to_csv(rows))
-    atomic_write_json(root / "overopt.json", out)
+    atomic_write_json(root / "overopt.json", strict_json(out))  # a fit that never turns down: d* null
     atomic_write_bytes(root / "overopt.png", figure(rows, fits, spec))
     say(format_fits(fits))
     return {"rows": rows, **out}
