@@ -41,9 +41,10 @@ def main() -> None:
     from rlhflab.evaluation.diagnostics.stats import spearman
     from rlhflab.feedback.pairs import read_pairs, write_pairs
     from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+    from rlhflab.losses import preference_accuracy
     from rlhflab.pipeline import stages
-    from rlhflab.reward.model import RewardModel
-    from rlhflab.reward.train import SEPARATED, RewardTrainConfig
+    from rlhflab.reward.model import META, RewardModel
+    from rlhflab.reward.train import SEPARATED, RewardTrainConfig, gold_order_accuracy
     from rlhflab.rollout.models import EMBEDDED
     from rlhflab.run.rundir import RunDir
 
@@ -63,7 +64,7 @@ def main() -> None:
             print(f"N = {n}: only {len(train)} training pairs; skipped")
             continue
         run = RunDir(args.runs / f"labels-{n}")
-        if not (run / RunDir.REWARD_MODEL / "rlhflab_reward.json").is_file():
+        if not (run / RunDir.REWARD_MODEL / META).is_file():
             write_pairs(run / RunDir.PAIRS, train[:n])
             start = time.time()
             # every pair trains (the common test set measures); batch no larger than the data
@@ -78,13 +79,10 @@ def main() -> None:
         rr = rm(prompts, [p.rejected for p in test])
         margin = rc - rr
         gold_diff = torch.tensor([p.scores["gold_chosen"] - p.scores["gold_rejected"] for p in test])
-        labels = torch.tensor([p.label for p in test])
-        strict = labels != 0.5
-        acc = float(((margin[strict] > 0) == (labels[strict] > 0.5)).float().mean())
-        known = gold_diff != 0
-        sep = gold_diff.abs() >= SEPARATED
-        gold_acc = float(((margin[known] > 0) == (gold_diff[known] > 0)).float().mean())
-        sep_acc = float(((margin[sep] > 0) == (gold_diff[sep] > 0)).float().mean())
+        acc = float(preference_accuracy(margin, torch.tensor([p.label for p in test])))
+        gold = gold_order_accuracy(margin, gold_diff)
+        gold_acc, sep_acc = gold["val/gold_accuracy"], gold["val/gold_accuracy_separated"]
+        known, sep = gold_diff != 0, gold_diff.abs() >= SEPARATED  # (the pair counts printed below)
         scores = torch.cat([rc, rr]).tolist()
         golds = [p.scores["gold_chosen"] for p in test] + [p.scores["gold_rejected"] for p in test]
         rho = spearman(scores, golds)

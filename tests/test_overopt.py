@@ -143,7 +143,7 @@ def test_aggregate_gains_over_the_first_point_and_intervals():
     assert (points[1]["gold_lo"], points[1]["gold_hi"]) == pytest.approx((0.3 - half, 0.3 + half))
     assert points[1]["proxy"] == pytest.approx(2.0) and points[1]["d"] == pytest.approx(math.sqrt(0.636))
     assert mean_ci95(gains)[0] == pytest.approx(0.3)
-    fits = fit_curves(rows)
+    fits = fit_curves(aggregate(rows))
     assert fits[0]["observed_peak_gold"] == pytest.approx(0.3) and "fit_alpha" not in fits[0]  # 2 points: no fit
 
 
@@ -153,7 +153,7 @@ def test_fit_recovers_a_planted_gao_curve():
         gold = d * (0.4 - 0.1 * d)  # peaks at d* = 0.4 / 0.2 = 2
         rows.append({"labels": 8, "method": "best-of-n", "objective": "single", "noise": 0.0, "n": n + 1,
                      "step": "", "kl": d * d, "gold": gold, "proxy": d, "seed": 0})  # fmt: skip
-    (fit,) = fit_curves(rows)
+    (fit,) = fit_curves(aggregate(rows))
     assert fit["fit_alpha"] == pytest.approx(0.4) and fit["fit_beta"] == pytest.approx(0.1)
     assert fit["fit_d_star"] == pytest.approx(2.0) and fit["observed_peak_d"] == pytest.approx(2.0)
 

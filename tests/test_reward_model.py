@@ -10,7 +10,7 @@ from rlhflab.config import build
 from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.files import read_jsonl
 from rlhflab.reward.model import RewardModel, aggregate_scores
-from rlhflab.reward.train import RewardTrainConfig, split_pairs, train_reward_model
+from rlhflab.reward.train import RewardTrainConfig, gold_order_accuracy, split_pairs, train_reward_model
 from rlhflab.rollout.batching import lr_at
 from rlhflab.run.rundir import RunDir
 
@@ -35,6 +35,17 @@ def test_aggregate_hand_values():
     assert aggregate_scores(scores, "mean").tolist() == [2.0, 0.0]
     assert aggregate_scores(scores, "min").tolist() == [1.0, 0.0]
     assert aggregate_scores(scores, "mean_minus_std", 0.5).tolist() == [2.0 - 0.5 * 1.0, 0.0]
+
+
+def test_gold_order_accuracy_hand_values():
+    margin = torch.tensor([1.0, -1.0, 2.0, 0.5, -0.5, 3.0])
+    gold_diff = torch.tensor([0.2, 0.6, 0.9, 0.0, -0.7, float("nan")])
+    # gold differs on pairs 0, 1, 2, 4 (3 is a tie, 5 unknown): right on 0, 2, 4 -> 3/4;
+    # at least 0.5 apart: pairs 1, 2, 4 -> right on 2, 4 -> 2/3
+    out = gold_order_accuracy(margin, gold_diff)
+    assert out == pytest.approx({"val/gold_accuracy": 0.75, "val/gold_accuracy_separated": 2 / 3})
+    assert gold_order_accuracy(margin[:1], gold_diff[:1]) == {"val/gold_accuracy": 1.0}  # none separated: absent
+    assert gold_order_accuracy(margin[3:4], gold_diff[3:4]) == {}  # only a tie
 
 
 def test_split_and_schedule():

@@ -8,6 +8,7 @@ the VADER compound score of the continuation, as in the sentiment task of Ziegle
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -101,14 +102,11 @@ def sentiment_natural() -> Task:
     teach a proxy the same thing, but the degenerate text optimisation finds is penalised,
     as a human rater, or Gao et al.'s large gold reward model, would.
     """
-    task = sentiment()
-    return Task(
+    return dataclasses.replace(
+        sentiment(),
         name="sentiment-natural",
-        train_prompts=task.train_prompts,
-        eval_prompts=task.eval_prompts,
         gold=vader_minus_repetition,
         description="Continue the opening of a review-like sentence; gold = VADER compound minus repeated bigrams.",
-        heldout_text=task.heldout_text,
     )
 
 

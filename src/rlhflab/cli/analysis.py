@@ -105,6 +105,17 @@ def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     say(f"wrote {out}")
 
 
+def _numbers(option: str, text: str | None, kind=float, what: str = "") -> tuple | None:
+    """``text`` split at commas into ``kind`` values (None for None); a usage error naming ``option`` if not."""
+    if text is None:
+        return None
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        what = what or ("integers" if kind is int else "numbers")
+        raise click.UsageError(f"{option} must be comma-separated {what}, got {text!r}") from None
+
+
 # ------------------------------------------------------------------ compare
 
 
@@ -148,10 +159,7 @@ def compare_cmd(
     """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
     from rlhflab.pipeline.compare import presets, run_compare
 
-    try:
-        budget_values = tuple(float(b) for b in budgets.split(",") if b.strip())
-    except ValueError:
-        raise click.UsageError(f"--budgets must be comma-separated numbers of nats, got {budgets!r}") from None
+    budget_values = _numbers("--budgets", budgets, what="numbers of nats")
     specs = presets("quick" if quick else preset, seed, seeds)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     run_compare(run_dir, model, task, specs, chosen, budget_values, pad_token, progress=not quiet, say=say)
@@ -162,16 +170,6 @@ def compare_cmd(
 
 
 # ------------------------------------------------------------------ overopt
-
-
-def _numbers(option: str, text: str | None, kind=float) -> tuple | None:
-    if text is None:
-        return None
-    try:
-        return tuple(kind(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        what = "integers" if kind is int else "numbers"
-        raise click.UsageError(f"{option} must be comma-separated {what}, got {text!r}") from None
 
 
 @cli.command("overopt")

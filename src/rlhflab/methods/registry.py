@@ -6,7 +6,6 @@ is one file and one entry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
@@ -54,9 +53,11 @@ def _ppo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
 
     policy, tokenizer = x.load_policy()
     reference, _ = x.load_policy()
-    source = x.reward_folder if (config.value_init == "reward" and x.reward_folder) else x.model
-    if source == x.reward_folder and not (Path(source) / "config.json").is_file():
-        source = str(Path(source) / "member-0")  # an ensemble: the value model starts from its first member
+    source = x.model
+    if config.value_init == "reward" and x.reward_folder:
+        from rlhflab.reward.model import RewardModel
+
+        source = str(RewardModel.member_folder(x.reward_folder))  # an ensemble's: its first member
     torch.manual_seed(config.run.seed)  # the value head, when new
     value = x.load_scalar(source, tokenizer.pad_token_id)
     return train_ppo(

@@ -188,7 +188,7 @@ def run_compare(
     meta = {
         "model": model,
         "task": task_name,
-        "preset": _jsonable(specs[0]),
+        "preset": asdict(specs[0]),
         "seeds": [spec.seed for spec in specs],
         "seconds": round(time.time() - started),
     }
@@ -278,12 +278,6 @@ ROW_STATS = ("gold", "gold_stderr", "proxy", "kl", "kl_stderr", "kl_bound", "dis
 
 def _row_stats(stats: dict) -> dict:
     return {k: stats.get(k) for k in ROW_STATS}
-
-
-def _jsonable(obj):
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: _jsonable(v) for k, v in asdict(obj).items()}
-    return obj
 
 
 # ---------------------------------------------------------------- statistics across seeds

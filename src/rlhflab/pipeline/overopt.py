@@ -57,7 +57,7 @@ from rlhflab.files import (
 from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.ppo import PPOConfig
 from rlhflab.pipeline import stages
-from rlhflab.reward.model import RewardModel
+from rlhflab.reward.model import META, RewardModel, aggregate_scores
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
 
@@ -189,11 +189,10 @@ def proxies(spec: OveroptPreset) -> list[Proxy]:
 
 def relabel(pairs: list[PreferencePair], rater: SimulatedRater, generator: torch.Generator) -> list[PreferencePair]:
     """The same comparisons answered by another rater (another noise level), from their gold scores."""
-    out = []
-    for p in pairs:
-        a, b = p.chosen, p.rejected
-        out.append(rater.compare(p.prompt, a, b, p.scores["gold_chosen"], p.scores["gold_rejected"], generator))
-    return out
+    return [
+        rater.compare(p.prompt, p.chosen, p.rejected, p.scores["gold_chosen"], p.scores["gold_rejected"], generator)
+        for p in pairs
+    ]
 
 
 def _sample_pool(path: Path, model: str, task, prompts: list[str], spec: OveroptPreset, seed: int, pad_token, progress):
@@ -238,8 +237,6 @@ def _bon_curves(proxy: Proxy, reward_dir: Path, pool: list[dict], spec: OveroptP
     texts = [t for r in pool for t in r["texts"]]
     members = rm.member_scores(prompts, texts)  # [k, P * pool], normalised
     gold = np.array([r["gold"] for r in pool])
-    from rlhflab.reward.model import aggregate_scores
-
     out = {}
     for objective in proxy.objectives():
         how = "mean" if objective == "single" else objective
@@ -248,10 +245,13 @@ def _bon_curves(proxy: Proxy, reward_dir: Path, pool: list[dict], spec: OveroptP
     return out
 
 
-def _rl_run(run: RunDir, model: str, task_name: str, spec: OveroptPreset, reward: str, pad_token, progress) -> None:
-    """One RL run against ``reward``; an interrupted one continues from its last checkpoint."""
+def _rl_run(
+    run: RunDir, model: str, task_name: str, spec: OveroptPreset, reward: str, pad_token, progress, say, what: str
+) -> None:
+    """One RL run against ``reward``, unless it finished; an interrupted one continues from its last checkpoint."""
     if (run / RunDir.POLICY / "config.json").is_file():
         return
+    say(what)
     checkpoints = run / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.iterdir()):
         stages.resume_method(run.path, spec.rl_method, progress=progress)
@@ -328,7 +328,7 @@ def run_overopt(
         for proxy in proxies(spec):
             pdir = RunDir(seed_dir / proxy.name)
             reward_dir = pdir / RunDir.REWARD_MODEL
-            if not (reward_dir / "rlhflab_reward.json").is_file():
+            if not (reward_dir / META).is_file():
                 say(f"[seed {s}] proxy {proxy.name}")
                 chosen = all_pairs[: proxy.labels]
                 if proxy.noise:
@@ -349,37 +349,34 @@ def run_overopt(
                          "n": point["n"], "step": "", "kl": point["kl"], "gold": point["gold"],
                          "proxy": point["proxy"], "seed": s}
                     )  # fmt: skip
-            if proxy.members > 1 and not spec.rl_levers:
-                continue
-            if proxy.noise and not spec.rl_levers:
-                continue
-            objectives = proxy.objectives() if proxy.members > 1 else ("single",)
-            for objective in objectives:
+            if (proxy.members > 1 or proxy.noise) and not spec.rl_levers:
+                continue  # a lever's proxy: best-of-n only
+            for objective in proxy.objectives():
                 rl_dir = RunDir(pdir / ("rl" if objective == "single" else f"rl-{objective}"))
                 reward = str(reward_dir)
                 if objective not in ("single", "mean"):
                     reward = _objective_view(reward_dir, pdir / f"reward-{objective}", objective, spec.std_coef)
-                if not (rl_dir / RunDir.POLICY / "config.json").is_file():
-                    say(f"[seed {s}] {spec.rl_method} against {proxy.name} ({objective})")
-                _rl_run(rl_dir, model, task_name, spec, reward, pad_token, progress)
+                _rl_run(rl_dir, model, task_name, spec, reward, pad_token, progress, say,
+                        f"[seed {s}] {spec.rl_method} against {proxy.name} ({objective})")  # fmt: skip
                 for point in _rl_points(rl_dir / RunDir.METRICS, spec.window):
                     rows.append(
                         {"labels": proxy.labels, "method": spec.rl_method, "objective": objective,
                          "noise": proxy.noise, "n": "", **point, "seed": s}
                     )  # fmt: skip
 
-    fits = fit_curves(rows)
+    curves = aggregate(rows)
+    fits = fit_curves(curves)
     out = {
         "model": model,
         "task": task_name,
         "seed": seed,
-        "preset": _jsonable(spec),
+        "preset": asdict(spec),
         "fits": fits,
         "seconds_this_invocation": round(time.time() - started),  # a continued run: its last part only
     }
     atomic_write_text(root / "overopt.csv", to_csv(rows))
     atomic_write_json(root / "overopt.json", strict_json(out))  # a fit that never turns down: d* null
-    atomic_write_bytes(root / "overopt.png", figure(rows, fits, spec))
+    atomic_write_bytes(root / "overopt.png", figure(curves, fits))
     say(format_fits(fits))
     return {"rows": rows, **out}
 
@@ -389,22 +386,14 @@ def _objective_view(reward_dir: Path, view: Path, objective: str, std_coef: floa
     description rewritten."""
     import os
 
-    meta = read_json(reward_dir / "rlhflab_reward.json")
-    if not (view / "rlhflab_reward.json").is_file():
+    meta = read_json(reward_dir / META)
+    if not (view / META).is_file():
         for m in meta["members"]:
             target = view / m["path"]
             if not target.exists():
                 shutil.copytree(reward_dir / m["path"], target, copy_function=os.link)
-        atomic_write_json(view / "rlhflab_reward.json", {**meta, "aggregate": objective, "std_coef": std_coef})
+        atomic_write_json(view / META, {**meta, "aggregate": objective, "std_coef": std_coef})
     return str(view)
-
-
-def _jsonable(obj):
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: _jsonable(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, (tuple, list)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 # ---------------------------------------------------------------- aggregation, fits, outputs
@@ -452,11 +441,11 @@ def aggregate(rows: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def fit_curves(rows: list[dict]) -> list[dict]:
-    """Gao et al.'s form (best-of-n: d(alpha - beta d); RL: d(alpha - beta ln d)) fitted to each curve's
-    mean gold gain against its mean d; the observed peak next to the fitted one."""
+def fit_curves(curves: dict[tuple, list[dict]]) -> list[dict]:
+    """Gao et al.'s form (best-of-n: d(alpha - beta d); RL: d(alpha - beta ln d)) fitted to each of the
+    ``aggregate``d curves' mean gold gain against its mean d; the observed peak next to the fitted one."""
     fits = []
-    for key, points in sorted(aggregate(rows).items()):
+    for key, points in sorted(curves.items()):
         d = np.array([p["d"] for p in points])
         gain = np.array([p["gold"] for p in points])
         ok = np.isfinite(d) & np.isfinite(gain)
@@ -501,28 +490,15 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def read_csv(path: Path) -> list[dict]:
-    """Rows of an ``overopt.csv`` (numbers parsed), e.g. to redraw the figure."""
-    out = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for r in csv.DictReader(f):
-            row = dict(r)
-            for k in ("kl", "gold", "proxy", "noise"):
-                row[k] = float(row[k])
-            row["labels"], row["seed"] = int(row["labels"]), int(row["seed"])
-            out.append(row)
-    return out
-
-
-def figure(rows: list[dict], fits: list[dict], spec: OveroptPreset | None = None) -> bytes:
+def figure(curves: dict[tuple, list[dict]], fits: list[dict]) -> bytes:
     """Gold (solid) and proxy (dashed) gain against sqrt(KL), best-of-n and RL, one colour per N;
-    the levers in the third column. Shaded: 95% intervals over seeds; dotted: Gao et al.'s fit."""
+    the levers in the third column, from ``aggregate``d curves and their fits. Shaded: 95% intervals over
+    seeds; dotted: Gao et al.'s fit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = aggregate(rows)
     fit_by = {(f["method"], f["labels"], f["objective"], f["noise"]): f for f in fits}
     methods = [m for m in ("best-of-n", "ppo", "rloo", "grpo") if any(k[0] == m for k in curves)]
     labels = sorted({k[1] for k in curves if k[2] == "single" and k[3] == 0})

@@ -55,6 +55,20 @@ class RewardModel:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "RewardModel":
         path = Path(path)
+        members, settings = cls.describe(path)
+        tokenizer = load_tokenizer(path / members[0][0])
+        models = [load_scalar_model(path / rel, tokenizer.pad_token_id).to(device).eval() for rel, _, _ in members]
+        return cls(models, tokenizer, [(m, s) for _, m, s in members], *settings)
+
+    @staticmethod
+    def member_folder(path: str | Path, member: int = 0) -> Path:
+        """The Hugging Face folder of one member (the reward model's own folder when it has one member)."""
+        return Path(path) / RewardModel.describe(Path(path))[0][member][0]
+
+    @staticmethod
+    def describe(path: Path) -> tuple[list[tuple[str, float, float]], tuple]:
+        """The checked description in ``path``: members (folder, mean, std) and (aggregate, std_coef,
+        max_length, pooling)."""
         meta_path = path / META
         if not meta_path.is_file():
             raise RlhflabError(
@@ -80,9 +94,7 @@ class RewardModel:
             raise DataError(meta_path, "every member needs a finite 'mean' and a finite 'std' > 0")
         if not (math.isfinite(settings[1]) and settings[1] >= 0 and 2 <= settings[2] <= MAX_LENGTH):
             raise DataError(meta_path, f"'std_coef' must be a finite number >= 0, 'max_length' in [2, {MAX_LENGTH}]")
-        tokenizer = load_tokenizer(path / members[0][0])
-        models = [load_scalar_model(path / rel, tokenizer.pad_token_id).to(device).eval() for rel, _, _ in members]
-        return cls(models, tokenizer, [(m, s) for _, m, s in members], *settings)
+        return members, settings
 
     def save(self, path: str | Path, config: dict | None = None) -> None:
         """Write the model (one member) or ensemble (``member-<i>/``) with its normalisation, at once."""

@@ -106,14 +106,27 @@ def _evaluate(model, data, pad_id, device, pooling: Pooling, batch_size: int) ->
     )
     loss, m = bradley_terry_loss(margin, torch.zeros_like(margin), labels)
     out = {"val/loss": float(loss), "val/accuracy": float(m["accuracy"])}
+    return {**out, **gold_order_accuracy(margin, gold_diff)}
+
+
+def gold_order_accuracy(margin: torch.Tensor, gold_diff: torch.Tensor) -> dict[str, float]:
+    """How often the proxy orders pairs as the gold reward does (simulated feedback).
+
+    Args:
+        margin: [B] proxy score of chosen minus rejected.
+        gold_diff: [B] gold score of chosen minus rejected; NaN where unknown.
+    Returns:
+        ``val/gold_accuracy`` over pairs whose gold differs and ``val/gold_accuracy_separated`` over those at
+        least ``SEPARATED`` apart; a key is absent when it has no pair.
+    """
     known = ~torch.isnan(gold_diff) & (gold_diff != 0)
-    if known.any():  # simulated feedback: does the model order the pair as the gold reward does?
-        out["val/gold_accuracy"] = float(((margin[known] > 0) == (gold_diff[known] > 0)).float().mean())
-    separated = known & (gold_diff.abs() >= SEPARATED)
-    if separated.any():  # pairs whose gold scores are clearly apart
-        out["val/gold_accuracy_separated"] = float(
-            ((margin[separated] > 0) == (gold_diff[separated] > 0)).float().mean()
-        )
+    out = {}
+    for key, mask in (
+        ("val/gold_accuracy", known),
+        ("val/gold_accuracy_separated", known & (gold_diff.abs() >= SEPARATED)),
+    ):
+        if mask.any():
+            out[key] = float(((margin[mask] > 0) == (gold_diff[mask] > 0)).float().mean())
     return out
 
 
