@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/reward_label_curve.py                       # 250 ... 16000 labels, runs/label-curve
     .venv/bin/python bench/reward_label_curve.py --labels 250 500 1000 2000 4000 --pairs 9000   # the README's
+    .venv/bin/python bench/reward_label_curve.py --labels 250 500 1000 2000 4000 --pairs 9000 --backbone model
 
 One set of simulated comparisons is drawn from the embedded base policy with the demo's rater
 (``rlhflab feedback simulate`` defaults: Bradley-Terry temperature 0.1, 10% random answers);
 the first ``--test`` pairs are a fixed test set, and a reward model with the demo's training
-defaults (``RewardTrainConfig()``) is trained on the first N of the rest for each N. Printed per
+defaults (``RewardTrainConfig()``; ``--backbone``, ``--lr``, ``--epochs``, ``--head-lr-scale`` change them) is trained on the first N of the
+rest for each N. Printed per
 N, on the test set: accuracy against the rater's labels, gold-order accuracy on pairs whose gold
 scores differ (what ``val/gold_accuracy`` reports) and on clearly separated pairs
 (|gold difference| >= 0.5), and the Spearman correlation of proxy and gold on the test pairs'
@@ -32,6 +34,10 @@ def main() -> None:
     p.add_argument("--test", type=int, default=1000, help="pairs held out as the common test set")
     p.add_argument("--runs", type=Path, default=Path("runs/label-curve"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default=None, help="the reward model's backbone (default: the demo's, 'auto')")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the demo's)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the pairs (default: the demo's)")
+    p.add_argument("--head-lr-scale", type=float, default=None, help="the head's learning-rate multiple")
     p.add_argument(
         "--pairs", type=int, default=0, help="comparisons to draw (default: --test + the largest N, plus 5%% for drops)"
     )
@@ -58,19 +64,30 @@ def main() -> None:
     ties = sum(p.scores["gold_chosen"] == p.scores["gold_rejected"] for p in pairs) / len(pairs)
     print(f"{len(pairs)} pairs ({need} drawn); gold ties {ties:.1%}; test set {len(test)} pairs")
 
+    base = RewardTrainConfig()
+    config = replace(
+        base,
+        val_fraction=0.0,  # every pair trains (the common test set measures)
+        run=replace(base.run, seed=args.seed),
+        backbone=args.backbone or base.backbone,
+        epochs=args.epochs or base.epochs,
+        optimizer=replace(base.optimizer, lr=args.lr or base.optimizer.lr),
+        head_lr_scale=args.head_lr_scale or base.head_lr_scale,
+    )
+    tag = f"-{config.backbone.replace('/', '_')}-lr{config.optimizer.lr:g}-ep{config.epochs:g}-head{config.head_lr_scale:g}"
+    print(
+        f"backbone {config.backbone}, lr {config.optimizer.lr:g} (head x{config.head_lr_scale:g}), "
+        f"{config.epochs:g} epochs"
+    )
     rows = []
     for n in args.labels:
         if n > len(train):
             print(f"N = {n}: only {len(train)} training pairs; skipped")
             continue
-        run = RunDir(args.runs / f"labels-{n}")
+        run = RunDir(args.runs / f"labels-{n}{tag}")
         if not (run / RunDir.REWARD_MODEL / META).is_file():
             write_pairs(run / RunDir.PAIRS, train[:n])
             start = time.time()
-            # every pair trains (the common test set measures); batch no larger than the data
-            config = replace(
-                RewardTrainConfig(), val_fraction=0.0, run=replace(RewardTrainConfig().run, seed=args.seed)
-            )
             stages.reward_train(run, EMBEDDED, run / RunDir.PAIRS, config)
             (run / "seconds.txt").write_text(f"{time.time() - start:.0f}\n")
         rm = RewardModel.load(run / RunDir.REWARD_MODEL)
@@ -90,7 +107,7 @@ def main() -> None:
         rows.append({"labels": n, "accuracy": acc, "gold_accuracy": gold_acc, "separated_accuracy": sep_acc,
                      "spearman": rho, "pairs_differing": int(known.sum()), "pairs_separated": int(sep.sum()),
                      "seconds": seconds})  # fmt: skip
-    (args.runs / "curve.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.runs / f"curve{tag}.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("| labels | accuracy (rater's labels) | gold order (gold differs) | gold order (gold 0.5 or more apart) "
           "| Spearman proxy–gold | train time |")  # fmt: skip
     print("|---|---|---|---|---|---|")

@@ -91,8 +91,9 @@ class SimulatedRater:
 
 @dataclass(frozen=True)
 class SimulateConfig:
-    pairs: int = 1000
-    """Number of comparisons to collect."""
+    pairs: int = 2000
+    """Number of comparisons to collect (the demo's reward model reads gold's order on held-out pairs about
+    0.78 of the time from 2,000: see the README's label curve)."""
     batch_size: int = 64
     """Prompts sampled at once."""
     seed: int = 0

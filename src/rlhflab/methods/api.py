@@ -189,10 +189,11 @@ class TrainLoop:
             raise TrainingDiverged(self.name, step, quantity, float(loss.detach()))
 
     def optimizer_step(self, loss: torch.Tensor, optimizer, params, config: OptimizerConfig, lr: float | None = None):
-        """backward, clip the gradient norm, step, zero the gradients; ``lr`` overrides the rate."""
+        """backward, clip the gradient norm, step, zero the gradients; ``lr`` overrides the rate (times a
+        parameter group's ``lr_scale``, when it has one)."""
         if lr is not None:
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
         self.accelerator.backward(loss)
         self.accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()

@@ -75,7 +75,8 @@ class PPOConfig:
     vf_coef: float = 0.1
     """Weight of the value loss in the joint loss."""
     value_init: str = "reward"
-    """Initialise the value function from the reward model ('reward', when it is one) or the policy ('policy')."""
+    """Initialise the value function from the reward model ('reward', when it is one and reads the policy's
+    vocabulary; the policy otherwise) or the policy ('policy')."""
     sampling: SamplingConfig = sampling_field()
     """Rollout length and temperature."""
     optimizer: OptimizerConfig = optimizer_field(lr=1e-4, adam_eps=1e-5)

@@ -56,8 +56,13 @@ def _ppo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
     source = x.model
     if config.value_init == "reward" and x.reward_folder:
         from rlhflab.reward.model import RewardModel
+        from rlhflab.rollout.models import load_tokenizer
 
-        source = str(RewardModel.member_folder(x.reward_folder))  # an ensemble's: its first member
+        member = str(RewardModel.member_folder(x.reward_folder))  # an ensemble's: its first member
+        # the value function reads the policy's tokens: it starts from the reward model only when that model
+        # reads the same vocabulary (a reward model on another backbone, e.g. minilm, scores re-tokenised text)
+        if load_tokenizer(member).get_vocab() == tokenizer.get_vocab():
+            source = member
     torch.manual_seed(config.run.seed)  # the value head, when new
     value = x.load_scalar(source, tokenizer.pad_token_id)
     return train_ppo(

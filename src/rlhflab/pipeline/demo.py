@@ -21,7 +21,7 @@ from rlhflab.evaluation.evaluate import EvalConfig
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
 from rlhflab.pipeline import stages as pipeline
-from rlhflab.reward.train import RewardTrainConfig
+from rlhflab.reward.train import RewardTrainConfig, backbone_of
 from rlhflab.rollout.models import EMBEDDED
 from rlhflab.run.rundir import RunDir
 
@@ -47,7 +47,9 @@ def preset(seed: int, quick: bool) -> DemoPreset:
     if quick:
         return DemoPreset(
             feedback=build(SimulateConfig, pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
-            reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed),
+            reward=build(
+                RewardTrainConfig, backbone="model", epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed
+            ),
             ppo=build(
                 PPOConfig,
                 steps=3,
@@ -98,7 +100,7 @@ def run_demo(
     fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, progress=progress)
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
-    say(f"[2/6] reward model: Bradley-Terry, {p.reward.epochs:g} epochs")
+    say(f"[2/6] reward model: Bradley-Terry on {backbone_of(p.reward, model)}, {p.reward.epochs:g} epochs")
     rm = pipeline.reward_train(run, model, run / RunDir.PAIRS, p.reward, progress=progress)
     gold_acc, separated = rm.get("val_gold_accuracy"), rm.get("val_gold_accuracy_separated")
     say(

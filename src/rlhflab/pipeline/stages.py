@@ -105,19 +105,22 @@ def reward_train(
     progress: bool = True,
 ) -> dict:
     from rlhflab.feedback.pairs import read_pairs
-    from rlhflab.reward.train import train_reward_model
+    from rlhflab.reward.train import backbone_of, train_reward_model
     from rlhflab.rollout.models import load_scalar_model, load_tokenizer
     from rlhflab.run.checkpoint import run_hooks
 
     pairs = read_pairs(pairs_path)
-    tokenizer = load_tokenizer(model, pad_token)
+    backbone = backbone_of(config, model)
+    # --pad-token names a token of the policy's tokenizer: it applies when the reward model is built on it
+    tokenizer = load_tokenizer(backbone, pad_token if backbone == model else None)
     args = {"model": model, "pairs": str(pairs_path), "pad_token": pad_token}
     with stage(run, "reward", config, args, {"pairs": pairs_path}) as results:
         hooks = run_hooks(run, "reward", resume, run / RunDir.REWARD_METRICS, progress=progress)
         reward, summary = train_reward_model(
-            lambda: load_scalar_model(model, tokenizer.pad_token_id), tokenizer, pairs, config, hooks=hooks,
+            lambda: load_scalar_model(backbone, tokenizer.pad_token_id), tokenizer, pairs, config, hooks=hooks,
             source=str(pairs_path),
         )  # fmt: skip
+        summary["backbone"] = backbone
         config_dict = summary.pop("config")
         if _is_main():
             reward.save(run / RunDir.REWARD_MODEL, config_dict)

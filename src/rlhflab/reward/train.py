@@ -38,17 +38,25 @@ class RewardTrainConfig:
     """How an ensemble combines its members' normalised scores."""
     std_coef: float = 1.0
     """lambda in mean - lambda * std (aggregate mean_minus_std)."""
+    backbone: str = "auto"
+    """What the reward model is built on: 'model' (the policy, --model: the usual RLHF recipe), 'minilm' (the
+    sentence encoder all-MiniLM-L6-v2), or a Hugging Face folder; 'auto' is 'minilm' when --model is the
+    embedded policy (whose 5M-parameter backbone learns sentiment from labels far more slowly: see the README's
+    label curve) and 'model' otherwise."""
     max_length: int = 128
     """Tokens of prompt + completion the model reads (longer texts keep their end)."""
     pooling: Pooling = "mean"
     """How a text's score is read from the per-token head: 'last' token (Ziegler et al. 2019; what
     AutoModelForSequenceClassification computes) or 'mean' over the completion's tokens (learns far faster
     from few labels on small models)."""
+    head_lr_scale: float = 10.0
+    """The new scalar head learns at this multiple of the learning rate (the backbone at the rate itself):
+    a pretrained backbone wants small steps, a head that starts from random weights larger ones."""
     eval_every: int = 50
     """Measure held-out accuracy every this many steps."""
     eval_batch_size: int = 64
     """Pairs per forward pass when measuring held-out accuracy and the normalisation."""
-    optimizer: OptimizerConfig = optimizer_field(lr=1e-4)
+    optimizer: OptimizerConfig = optimizer_field(lr=5e-5)
     """AdamW settings (linear warm-up over the first 5% of steps, then linear decay to 0)."""
     run: RunConfig = run_field(checkpoint_every=50)
     """Seed of the train/validation split, data order and head initialisation; checkpoint cadence."""
@@ -59,13 +67,24 @@ class RewardTrainConfig:
         check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
         check(self.ensemble >= 1, "ensemble", self.ensemble, ">= 1")
         check(self.std_coef >= 0, "std_coef", self.std_coef, ">= 0")
+        check(bool(self.backbone.strip()), "backbone", self.backbone, "'auto', 'model', 'minilm' or a folder")
         check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
+        check(self.head_lr_scale > 0, "head_lr_scale", self.head_lr_scale, "> 0")
         check(self.eval_every >= 1, "eval_every", self.eval_every, ">= 1")
         check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
 
 
 SEPARATED = 0.5
 """|gold difference| at or above which a pair counts as clearly separated (``val/gold_accuracy_separated``)."""
+
+
+def backbone_of(config: RewardTrainConfig, model: str) -> str:
+    """The model a reward model is built on, from ``config.backbone`` and the policy ``model``."""
+    from rlhflab.rollout.models import EMBEDDED, MINILM, resolve_model
+
+    if config.backbone == "auto":
+        return MINILM if resolve_model(model) == resolve_model(EMBEDDED) else model
+    return model if config.backbone == "model" else config.backbone
 
 
 def split_pairs(pairs: list[PreferencePair], val_fraction: float, seed: int):
@@ -178,7 +197,12 @@ def train_reward_model(
 
     for member in range(start_member, config.ensemble):
         model = fresh(member)
-        optimizer = make_optimizer(model.parameters(), config.optimizer)
+        head = {id(p) for p in model.head_parameters()}
+        optimizer = make_optimizer(
+            [{"params": [p for p in model.parameters() if id(p) not in head]},
+             {"params": model.head_parameters(), "lr_scale": config.head_lr_scale}],
+            config.optimizer,
+        )  # fmt: skip
         model, optimizer = loop.accelerator.prepare(model, optimizer)
         batches = ShardedEpochs(len(train), config.batch_size, loop.world, loop.rank, config.run.seed + 1000 * member)
         start = 0

@@ -78,8 +78,14 @@ def encode(
     """
     if not prompts:
         return []
-    full = tokenizer([p + c for p, c in zip(prompts, completions)])["input_ids"]
-    prompt_lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    texts = [p + c for p, c in zip(prompts, completions)]
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(texts, return_offsets_mapping=True)
+        full = encoded["input_ids"]
+        prompt_lengths = [completion_start(offsets, len(p)) for offsets, p in zip(encoded["offset_mapping"], prompts)]
+    else:  # no character offsets: the prompt's own token count
+        full = tokenizer(texts)["input_ids"]
+        prompt_lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
     ended = ended if ended is not None else [False] * len(full)
     out = []
     for ids, n_prompt, stop in zip(full, prompt_lengths, ended):
@@ -89,6 +95,14 @@ def encode(
         ids = ids[cut:]
         out.append((ids, min(max(0, n_prompt - cut), len(ids) - 1)))
     return out
+
+
+def completion_start(offsets: Sequence[tuple[int, int]], prompt_chars: int) -> int:
+    """Index of the first token that carries a character of the completion, from each token's character span
+    in prompt + completion: a token that straddles the boundary (BPE joins the prompt's trailing space to the
+    next word) belongs to the completion, and special tokens (empty spans: BOS, [CLS], an appended EOS or
+    [SEP]) to neither side; ``len(offsets)`` when no token does (an empty completion)."""
+    return next((i for i, (a, b) in enumerate(offsets) if b > a and b > prompt_chars), len(offsets))
 
 
 def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:

