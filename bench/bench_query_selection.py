@@ -37,9 +37,11 @@ import torch
 
 from rlhflab.config import build
 from rlhflab.feedback.label.queries import QueryConfig, candidate_pairs, preference_variance
+from rlhflab.feedback.pairs import write_pairs
 from rlhflab.feedback.simulated import SimulatedRater
+from rlhflab.pipeline import stages
 from rlhflab.reward.model import RewardModel
-from rlhflab.reward.train import RewardTrainConfig, train_reward_model
+from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.rollout.models import EMBEDDED, load_policy
 from rlhflab.rollout.sampling import sample
 from rlhflab.run.rundir import RunDir
@@ -57,9 +59,11 @@ def label(rows, rater, generator):
 
 
 def train(model_name, pairs, config, workdir):
+    """A reward model trained through the pipeline, as 'rlhflab reward train' does."""
     run = RunDir(Path(tempfile.mkdtemp(dir=workdir)))
-    train_reward_model(model_name, pairs, run, config, progress=False)
-    return RewardModel.load(run / "reward_model")
+    write_pairs(run / RunDir.PAIRS, pairs)
+    stages.reward_train(run, model_name, run / RunDir.PAIRS, config, progress=False)
+    return RewardModel.load(run / RunDir.REWARD_MODEL)
 
 
 def gold_accuracy(reward, heldout):
@@ -103,6 +107,7 @@ def run_seed(seed, args, workdir):
     config = build(
         RewardTrainConfig,
         ensemble=args.ensemble,
+        backbone=args.backbone,
         epochs=args.epochs,
         val_fraction=0.0,
         seed=seed,
@@ -196,6 +201,7 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=2500, help="candidate pairs sampled per seed")
     p.add_argument("--heldout", type=int, default=400)
     p.add_argument("--ensemble", type=int, default=3)
+    p.add_argument("--backbone", default="auto", help="the reward models' backbone (the demo's: auto = minilm)")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the labels (at least --min-steps steps)")
     p.add_argument("--min-steps", type=int, default=30, help="optimiser steps of 16 pairs, at least")
     p.add_argument("--n", type=int, default=8, help="best-of-n")
