@@ -20,7 +20,8 @@ count (linear interpolation between counts; ``>max`` when not reached).
         [--out runs/query_selection]
 
 Reward models are trained for max(--epochs, --min-steps steps) so that 50 labels get more than
-three optimiser steps. Takes about half an hour on 2 CPU cores with the defaults; ``--quick`` is
+three optimiser steps. Takes about 26 minutes per seed on 2 CPU cores with the defaults (MiniLM reward
+models); ``--quick`` is
 a minutes-long smoke version.
 """
 
