@@ -197,12 +197,7 @@ def train_reward_model(
 
     for member in range(start_member, config.ensemble):
         model = fresh(member)
-        head = {id(p) for p in model.head_parameters()}
-        optimizer = make_optimizer(
-            [{"params": [p for p in model.parameters() if id(p) not in head]},
-             {"params": model.head_parameters(), "lr_scale": config.head_lr_scale}],
-            config.optimizer,
-        )  # fmt: skip
+        optimizer = make_optimizer(model.parameter_groups(config.head_lr_scale), config.optimizer)
         model, optimizer = loop.accelerator.prepare(model, optimizer)
         batches = ShardedEpochs(len(train), config.batch_size, loop.world, loop.rank, config.run.seed + 1000 * member)
         start = 0

