@@ -132,6 +132,21 @@ def micro_run(micro_model, tmp_path_factory):
     return run
 
 
+def without_pad_token(model: Path, dest: Path) -> Path:
+    """A copy of the model folder ``model`` whose tokenizer has no pad token (as GPT-2's and Llama's)."""
+    import json
+    import shutil
+
+    shutil.copytree(model, dest)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = dest / name
+        if path.exists():
+            data = json.loads(path.read_text())
+            data.pop("pad_token", None)
+            path.write_text(json.dumps(data))
+    return dest
+
+
 def copy_run_with_policy_text(run: Path, dest: Path, text: str) -> Path:
     """A copy of ``run`` whose first evaluation sample of the tuned policy reads ``text``."""
     import json

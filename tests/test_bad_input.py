@@ -377,7 +377,7 @@ def test_model_folder(consumer, kind, micro_model, tmp_path, capsys):
         stage = None
     else:
         args = ["evaluate", "--run-dir", run, "--policy", folder, "--base", micro_model, *TASK, "--quiet"]
-        args += ["--prompts", "1", "--max-new-tokens", "2"]
+        args += ["--num-prompts", "1", "--max-new-tokens", "2"]
         stage = (run, "evaluate")
     err = refused(capsys, tmp_path, args, folder, stage=stage)
     assert member in err or "could not load" in err, err
@@ -454,7 +454,7 @@ SAMPLERS = {
 def test_sampler_json(kind, micro_model, tmp_path, capsys):
     run = tmp_path / "run"
     sampler = write(run / "sampler.json", SAMPLERS[kind])
-    args = ["evaluate", "--run-dir", run, "--base", micro_model, *TASK, "--prompts", "1", "--max-new-tokens", "2"]
+    args = ["evaluate", "--run-dir", run, "--base", micro_model, *TASK, "--num-prompts", "1", "--max-new-tokens", "2"]
     refused(capsys, tmp_path, [*args, "--quiet"], sampler, stage=(run, "evaluate"))
 
 
@@ -477,7 +477,7 @@ def test_policy_sampling_json(kind, micro_model, tmp_path, capsys):
     folder = copy_model(micro_model, tmp_path / "policy")
     sampling = write(folder / "rlhflab_sampling.json", SAMPLINGS[kind])
     run = tmp_path / "run"
-    args = ["evaluate", "--run-dir", run, "--policy", folder, "--base", micro_model, *TASK, "--prompts", "1"]
+    args = ["evaluate", "--run-dir", run, "--policy", folder, "--base", micro_model, *TASK, "--num-prompts", "1"]
     refused(capsys, tmp_path, [*args, "--max-new-tokens", "2", "--quiet"], sampling, stage=(run, "evaluate"))
 
 

@@ -62,7 +62,7 @@ def pipeline_run(micro_model, tmp_path_factory):
             check=True,
         ),
         "evaluate": rlhflab(
-            "evaluate", "--run-dir", run, *TASK, "--prompts", "12", "--max-new-tokens", "8", "--quiet", check=True
+            "evaluate", "--run-dir", run, *TASK, "--num-prompts", "12", "--max-new-tokens", "8", "--quiet", check=True
         ),
     }
     return run, outs
@@ -168,7 +168,9 @@ def test_missing_reward_model(tmp_path, micro_model):
 
 def test_unknown_task(tmp_path, micro_model):
     out = rlhflab("feedback", "simulate", "--run-dir", tmp_path, "--model", micro_model, "--task", "nope")
-    assert out.returncode == 2 and "--task must be one of ['sentiment', 'sentiment-natural']" in no_traceback(out)
+    assert out.returncode == 2 and "--task must be one of ['none', 'sentiment', 'sentiment-natural']" in no_traceback(
+        out
+    )
 
 
 def test_debug_shows_the_traceback(tmp_path):

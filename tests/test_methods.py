@@ -107,7 +107,7 @@ def test_control_token_already_in_the_vocabulary(micro_model):
 
 def test_conditional_training_learns_the_condition(micro_model, task, tmp_path):
     run = RunDir(tmp_path / "cond")
-    config = build(ConditionalConfig, prompts=100, samples_per_prompt=4, epochs=8, lr=3e-3, max_new_tokens=10)
+    config = build(ConditionalConfig, num_prompts=100, samples_per_prompt=4, epochs=8, lr=3e-3, max_new_tokens=10)
     result = run_method("conditional", micro_model, run.path, config)
     assert 0 < result["good_share"] < 0.5 and result["texts"] > 300
     model, tokenizer = load_policy(run / "policy")

@@ -1,10 +1,8 @@
 """Loading, sampling and log-probabilities of policies; scalar-head models."""
 
-import json
-import shutil
-
 import pytest
 import torch
+from conftest import without_pad_token
 
 from rlhflab.errors import ConfigError, RlhflabError
 from rlhflab.losses import kl_estimators
@@ -106,18 +104,7 @@ def test_load_errors_are_one_clear_line(tmp_path, micro_model):
 
 
 def test_tokenizer_without_pad_token(tmp_path, micro_model):
-    copy = tmp_path / "nopad"
-    shutil.copytree(micro_model, copy)
-    config_path = copy / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config.pop("pad_token", None)
-    config_path.write_text(json.dumps(config))
-    for extra in ("special_tokens_map.json",):
-        p = copy / extra
-        if p.exists():
-            data = json.loads(p.read_text())
-            data.pop("pad_token", None)
-            p.write_text(json.dumps(data))
+    copy = without_pad_token(micro_model, tmp_path / "nopad")
     with pytest.raises(RlhflabError, match="has no pad token; pass --pad-token"):
         load_tokenizer(copy)
     tokenizer = load_tokenizer(copy, pad_token="<|endoftext|>")

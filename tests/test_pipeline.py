@@ -60,7 +60,7 @@ def test_diagnose_works_on_a_best_of_n_run(micro_model, tmp_path):
     run_method("best-of-n", micro_model, run.path, BestOfNConfig(n=2))
     assert run.output() == run.path
     stages.evaluate_run(run, str(run.output()), str(micro_model), "conftest:planted_task", "gold",
-                        build(EvalConfig, prompts=4, max_new_tokens=6), progress=False, show=False)  # fmt: skip
+                        build(EvalConfig, num_prompts=4, max_new_tokens=6), progress=False, show=False)  # fmt: skip
     out = stages.diagnose_run(run, str(run.output()), str(micro_model), "conftest:planted_task",
                               build(DiagnoseConfig, heldout_sentences=8, remisalign_steps=2), progress=False)  # fmt: skip
     assert "sampler" in out["calibration"]["skipped"] and "sampler" in out["remisalignment"]["skipped"]

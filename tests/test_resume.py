@@ -109,7 +109,7 @@ CASES = {
         "conditional",
         (
             *RL,
-            *"--prompts 32 --samples-per-prompt 2 --batch-size 4 --epochs 6 --max-new-tokens 8 --lr 1e-3".split(),
+            *"--num-prompts 32 --samples-per-prompt 2 --batch-size 4 --epochs 6 --max-new-tokens 8 --lr 1e-3".split(),
         ),
         rows=96,
     ),

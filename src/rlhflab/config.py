@@ -98,6 +98,9 @@ class RunConfig:
     """Log a few training samples (train_samples.jsonl; the report animates them) every this many steps."""
     samples_logged: int = 3
     """How many training samples to log each time."""
+    log_with: Literal["none", "tensorboard", "wandb"] = "none"
+    """Also send every metrics row to TensorBoard (RUN/tensorboard/<stage>) or Weights & Biases (if installed);
+    metrics.jsonl is written either way."""
 
     def __post_init__(self) -> None:
         check(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")

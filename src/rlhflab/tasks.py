@@ -32,8 +32,10 @@ class Task:
     """Prompts for collecting feedback and optimising."""
     eval_prompts: list[str]
     """Held-out prompts for evaluation."""
-    gold: GoldFn
-    """The true reward: what we want, known to the experimenter, not to the policy."""
+    gold: GoldFn | None
+    """The true reward: what we want, known to the experimenter, not to the policy. None when nobody knows it
+    (your own prompts): evaluation then reports proxy, KL and diversity and says gold is unknown; a simulated
+    rater, ``--reward gold`` and the diagnostics that measure gold need one."""
     description: str = ""
     heldout_text: Path | None = None
     """Held-out corpus text (one passage a line) for perplexity and calibration checks."""
@@ -48,6 +50,36 @@ class Task:
 def read_prompts(path: str | Path) -> list[str]:
     """One prompt per line; blank lines are skipped."""
     prompts = [line for line in read_text(path, "prompt file").splitlines() if line.strip()]
+    if not prompts:
+        raise DataError(path, "the prompt file is empty")
+    return prompts
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """Your prompts (``--prompts FILE``): a ``.jsonl`` file of objects with ``prompt`` (a string) or ``messages``
+    (``[{"role", "content"}, ...]``, rendered as ``feedback import`` renders them, in the HH convention, ending
+    with the assistant's turn), or any other file with one prompt per line (blank lines skipped). Errors name
+    the file and the line."""
+    path = Path(path)
+    if path.suffix.lower() != ".jsonl":
+        return read_prompts(path)
+    from rlhflab.feedback.formats import ASSISTANT, render_messages
+    from rlhflab.files import iter_jsonl
+
+    prompts = []
+    for line, obj in iter_jsonl(path, "prompt file"):
+        if not isinstance(obj, dict):
+            raise DataError(path, f"expected an object with 'prompt' or 'messages', got {type(obj).__name__}", line)
+        if "prompt" in obj:
+            if not isinstance(obj["prompt"], str) or not obj["prompt"]:
+                raise DataError(path, "must be a non-empty string", line, "prompt")
+            prompts.append(obj["prompt"])
+        elif "messages" in obj:
+            if not isinstance(obj["messages"], list):
+                raise DataError(path, "must be a list of messages", line, "messages")
+            prompts.append(render_messages(obj["messages"], path, line, "messages") + ASSISTANT)
+        else:
+            raise DataError(path, "has neither 'prompt' nor 'messages'", line)
     if not prompts:
         raise DataError(path, "the prompt file is empty")
     return prompts
@@ -110,15 +142,45 @@ def sentiment_natural() -> Task:
     )
 
 
+NO_TASK = "none"
+"""The task of your own prompts with no gold reward: ``--task none --prompts FILE``."""
+
 BUILTIN: dict[str, Callable[[], Task]] = {"sentiment": sentiment, "sentiment-natural": sentiment_natural}
 
 
-def load_task(name: str) -> Task:
-    """A built-in task by name, or ``package.module:function`` returning a Task."""
+def with_prompts(task: Task, prompts: Sequence[str], source: str) -> Task:
+    """``task`` sampling from ``prompts`` (both splits: each command samples from one of them)."""
+    return dataclasses.replace(
+        task, train_prompts=list(prompts), eval_prompts=list(prompts),
+        description=(task.description + " " if task.description else "") + f"Prompts from {source}.",
+    )  # fmt: skip
+
+
+def need_gold(task: Task, what: str) -> GoldFn:
+    """The task's gold scorer, or a one-line error saying ``what`` needs it."""
+    if task.gold is None:
+        raise RlhflabError(f"task '{task.name}' has no gold reward, and {what} needs one")
+    return task.gold
+
+
+def load_task(name: str, prompts: str | Path | None = None) -> Task:
+    """A built-in task by name, ``none`` (no gold reward; needs ``prompts``), or ``package.module:function``
+    returning a Task; with ``prompts`` (a file, see ``read_prompt_file``) it samples from those prompts."""
+    if name == NO_TASK:
+        if prompts is None:
+            raise ConfigError("--task none (no gold reward) samples your own prompts: pass --prompts FILE")
+        found = read_prompt_file(prompts)
+        return Task(name=NO_TASK, train_prompts=found, eval_prompts=found, gold=None,
+                    description=f"Your prompts from {prompts}; no gold reward.")  # fmt: skip
+    task = _load_task(name)
+    return with_prompts(task, read_prompt_file(prompts), str(prompts)) if prompts is not None else task
+
+
+def _load_task(name: str) -> Task:
     if name in BUILTIN:
         return BUILTIN[name]()
     if ":" not in name:
-        raise ConfigError(f"--task must be one of {sorted(BUILTIN)} or 'module:function', got {name!r}")
+        raise ConfigError(f"--task must be one of {sorted([*BUILTIN, NO_TASK])} or 'module:function', got {name!r}")
     task = import_object(name, "--task")()
     if not isinstance(task, Task):
         raise RlhflabError(f"--task {name!r}: returned {type(task).__name__}, expected rlhflab.tasks.Task")

@@ -12,7 +12,8 @@
     rlhflab label queue / serve / export / stats   preference labels from people, in a browser
 
 Errors in the input print one line and exit with status 2 (1 for a diverged training run,
-130 when interrupted); ``--debug`` shows the traceback.
+130 when interrupted); ``--debug`` shows the traceback. Every command takes ``--config FILE.yaml``
+(settings from a file; flags override them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import click
 
 from rlhflab.cli import analysis, feedback, train  # noqa: F401  (each registers its commands)
 from rlhflab.cli.common import cli
+from rlhflab.cli.config_file import add_config_option
 from rlhflab.errors import RlhflabError, TrainingDiverged
+
+add_config_option(cli)  # after every command is registered: --config FILE on each of them
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from rlhflab.cli.common import (
     default_run_dir_option,
     model_option,
     pad_option,
+    prompts_option,
     quiet_option,
     run_dir_option,
     say,
@@ -36,6 +37,7 @@ from rlhflab.run.rundir import RunDir
     help="Reward model for the proxy column (default: RUN/reward_model if present; 'none' to skip).",
 )
 @task_option
+@prompts_option
 @pad_option
 @click_options(EvalConfig)
 @quiet_option
@@ -45,6 +47,7 @@ def evaluate_cmd(
     base: str | None,
     reward_name: str | None,
     task: str,
+    prompts_file: Path | None,
     pad_token,
     quiet: bool,
     **options,
@@ -58,7 +61,9 @@ def evaluate_cmd(
     if reward_name is None:
         reward_name = str(run / RunDir.REWARD_MODEL) if (run / RunDir.REWARD_MODEL).is_dir() else None
     config = config_from_options(EvalConfig, options)
-    pipeline.evaluate_run(run, policy, base, task, reward_name, config, pad_token, progress=not quiet)
+    pipeline.evaluate_run(
+        run, policy, base, task, reward_name, config, pad_token, progress=not quiet, prompts=prompts_file
+    )
     say(f"wrote {run / RunDir.SUMMARY} and {run / RunDir.SAMPLES}")
 
 
@@ -70,11 +75,19 @@ def evaluate_cmd(
 @click.option("--policy", default=None, help="Tuned policy (default: RUN/policy).")
 @click.option("--base", default=None, help="Base policy (default: the model the run's PPO started from).")
 @task_option
+@prompts_option
 @pad_option
 @click_options(DiagnoseConfig)
 @quiet_option
 def diagnose_cmd(
-    run_dir: Path, policy: str | None, base: str | None, task: str, pad_token, quiet: bool, **options
+    run_dir: Path,
+    policy: str | None,
+    base: str | None,
+    task: str,
+    prompts_file: Path | None,
+    pad_token,
+    quiet: bool,
+    **options,
 ) -> None:
     """Calibration, cost of undoing the alignment, embedding spread -> RUN/diagnostics.json."""
     from rlhflab.pipeline import stages as pipeline
@@ -82,9 +95,8 @@ def diagnose_cmd(
     run = RunDir(run_dir)
     policy = policy or str(run.output())
     base = base or pipeline.base_model_of(run) or EMBEDDED
-    pipeline.diagnose_run(
-        run, policy, base, task, config_from_options(DiagnoseConfig, options), pad_token, progress=not quiet
-    )
+    config = config_from_options(DiagnoseConfig, options)
+    pipeline.diagnose_run(run, policy, base, task, config, pad_token, progress=not quiet, prompts=prompts_file)
     say(f"wrote {run / RunDir.DIAGNOSTICS}")
 
 
@@ -141,6 +153,7 @@ def _numbers(option: str, text: str | None, kind=float, what: str = "") -> tuple
     help="Run the whole comparison K times, with seeds SEED, SEED+1, ... (in RUN/seed-<i>/), and report "
     "means with 95% intervals and paired tests across the seeds.",
 )
+@prompts_option
 @pad_option
 @quiet_option
 def compare_cmd(
@@ -153,6 +166,7 @@ def compare_cmd(
     budgets: str,
     seed: int,
     seeds: int,
+    prompts_file: Path | None,
     pad_token,
     quiet: bool,
 ) -> None:
@@ -162,7 +176,9 @@ def compare_cmd(
     budget_values = _numbers("--budgets", budgets, what="numbers of nats")
     specs = presets("quick" if quick else preset, seed, seeds)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    run_compare(run_dir, model, task, specs, chosen, budget_values, pad_token, progress=not quiet, say=say)
+    run_compare(
+        run_dir, model, task, specs, chosen, budget_values, pad_token, progress=not quiet, say=say, prompts=prompts_file
+    )
     say(
         f"wrote {run_dir / 'frontier.png'}, {run_dir / 'frontier.csv'}, {run_dir / 'frontier_seeds.csv'} "
         f"and {run_dir / 'budgets.csv'}"
@@ -200,10 +216,11 @@ def compare_cmd(
 @click.option("--std-coef", type=float, default=None, help="lambda of the ensemble's mean - lambda * std.")
 @click.option("--rl-levers/--no-rl-levers", default=None, help="Also run RL against the lever proxies.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the first repetition.")
+@prompts_option
 @pad_option
 @quiet_option
 def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, labels, seeds, rl_method, rl_steps,
-                pool, noise, ensemble, std_coef, rl_levers, seed: int, pad_token, quiet: bool) -> None:  # fmt: skip
+                pool, noise, ensemble, std_coef, rl_levers, seed: int, prompts_file, pad_token, quiet: bool) -> None:  # fmt: skip
     """Reward over-optimisation: best-of-n and RL against proxies trained on N labels -> overopt.png, .csv."""
     from dataclasses import replace
 
@@ -237,7 +254,8 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
         cls = PPOConfig if rl_method == "ppo" else CriticFreeConfig
         changes["rl"] = build(cls, steps=old.steps, kl_coef=old.kl_coef, sampling=old.sampling, run=old.run)
     spec = replace(spec, **changes)
-    run_overopt(run_dir, model, task, spec, seed=seed, pad_token=pad_token, progress=not quiet, say=say)
+    run_overopt(run_dir, model, task, spec, seed=seed, pad_token=pad_token, progress=not quiet, say=say,
+                prompts=prompts_file)  # fmt: skip
     say(f"wrote {run_dir / 'overopt.png'}, {run_dir / 'overopt.csv'} and {run_dir / 'overopt.json'}")
 
 
@@ -248,11 +266,25 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
 @default_run_dir_option("runs/demo", "Where to write the run.")
 @model_option
 @task_option
+@prompts_option
+@pad_option
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
 @click.option("--quick", is_flag=True, help="A tiny version for smoke tests (seconds, not minutes).")
 @quiet_option
-def demo_cmd(run_dir: Path, model: str, task: str, seed: int, quick: bool, quiet: bool) -> None:
+def demo_cmd(
+    run_dir: Path,
+    model: str,
+    task: str,
+    prompts_file: Path | None,
+    pad_token: str | None,
+    seed: int,
+    quick: bool,
+    quiet: bool,
+) -> None:
     """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
     from rlhflab.pipeline.demo import run_demo
 
-    run_demo(run_dir, model=model, seed=seed, quick=quick, task=task, progress=not quiet)
+    run_demo(
+        run_dir, model=model, seed=seed, quick=quick, task=task, pad_token=pad_token, progress=not quiet,
+        prompts=prompts_file,
+    )  # fmt: skip

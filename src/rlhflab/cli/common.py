@@ -21,9 +21,18 @@ task_option = click.option(
     "--task",
     default="sentiment",
     show_default=True,
-    help="Built-in task name, or 'module:function' returning an rlhflab.tasks.Task.",
+    help="Built-in task name (sentiment, sentiment-natural; 'none': your --prompts, no gold reward), or "
+    "'module:function' returning an rlhflab.tasks.Task.",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")
+prompts_option = click.option(
+    "--prompts",
+    "prompts_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Sample these prompts instead of the task's: one per line, or JSONL with 'prompt' or 'messages' "
+    "(default: RUN/prompts.jsonl if the run has one). With --task none there is no gold reward.",
+)
 
 
 def run_dir_option(required: bool = True):

@@ -11,6 +11,7 @@ from rlhflab.cli.common import (
     cli,
     model_option,
     pad_option,
+    prompts_option,
     quiet_option,
     run_dir_option,
     say,
@@ -37,17 +38,22 @@ def feedback() -> None:
 @run_dir_option()
 @model_option
 @task_option
+@prompts_option
 @pad_option
 @click_options(SimulateConfig)
 @click_options(SimulatedRater, prefix="rater_")
 @quiet_option
-def feedback_simulate(run_dir: Path, model: str, task: str, pad_token, quiet: bool, **options) -> None:
+def feedback_simulate(
+    run_dir: Path, model: str, task: str, prompts_file: Path | None, pad_token, quiet: bool, **options
+) -> None:
     """Sample two continuations per prompt and label them with a simulated rater -> RUN/pairs.jsonl."""
     from rlhflab.pipeline import stages as pipeline
 
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
-    stats = pipeline.feedback_simulate(RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet)
+    stats = pipeline.feedback_simulate(
+        RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet, prompts=prompts_file
+    )
     say(
         f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "
         f"(rater agrees with gold on {stats['agreement_with_gold']:.1%})"
@@ -65,10 +71,17 @@ def feedback_simulate(run_dir: Path, model: str, task: str, pad_token, quiet: bo
     help="Input format; auto decides from the keys of the first record.",
 )
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PreferencePair JSONL to write."
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PreferencePair JSONL to write."
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Import into this run instead: RUN/pairs.jsonl, and RUN/prompts.jsonl (the pairs' prompts, each once), "
+    "which the run's later stages then sample from.",
 )
 @click.option("--skip-identical", is_flag=True, help="Leave out records whose chosen equals rejected (default: error).")
-def feedback_import(src: Path, fmt: str, out: Path, skip_identical: bool) -> None:
+def feedback_import(src: Path, fmt: str, out: Path | None, run_dir: Path | None, skip_identical: bool) -> None:
     """Convert TRL/OpenRLHF or Anthropic HH-RLHF preference JSONL -> PreferencePair JSONL (label 1).
 
     \b
@@ -79,8 +92,16 @@ def feedback_import(src: Path, fmt: str, out: Path, skip_identical: bool) -> Non
     """
     from rlhflab.feedback.formats import read_foreign
     from rlhflab.feedback.pairs import write_pairs
+    from rlhflab.files import atomic_write_text, jsonl_text
 
+    if (out is None) == (run_dir is None):
+        raise click.UsageError("pass --out FILE or --run-dir RUN (one of them)")
     pairs, stats = read_foreign(src, fmt, skip_identical=skip_identical)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        out = run_dir / RunDir.PAIRS
+        prompts = list(dict.fromkeys(p.prompt for p in pairs))
+        atomic_write_text(run_dir / RunDir.PROMPTS, jsonl_text([{"prompt": p} for p in prompts]))
     write_pairs(out, pairs)
     notes = [f"format {stats.format}"]
     if stats.conversational:
@@ -95,6 +116,10 @@ def feedback_import(src: Path, fmt: str, out: Path, skip_identical: bool) -> Non
             f"(first at line {stats.first_lines['diverged_early']}; their completions hold later turns)"
         )
     say(f"wrote {stats.pairs} pairs to {out} ({'; '.join(notes)})")
+    if run_dir is not None:
+        say(
+            f"wrote their {len(prompts)} prompts to {run_dir / RunDir.PROMPTS}: the run's stages sample them by default"
+        )
 
 
 @feedback.command("export")
@@ -252,6 +277,7 @@ def label_add(name: str, run_dir: Path) -> None:
 @label_run_option
 @model_option
 @task_option
+@prompts_option
 @pad_option
 @click_options(QueryConfig)
 @click.option(
@@ -268,7 +294,15 @@ def label_add(name: str, run_dir: Path) -> None:
 )
 @quiet_option
 def label_queue(
-    run_dir: Path, model: str, task: str, pad_token, ensemble: Path | None, from_pairs: Path | None, quiet, **options
+    run_dir: Path,
+    model: str,
+    task: str,
+    prompts_file: Path | None,
+    pad_token,
+    ensemble: Path | None,
+    from_pairs: Path | None,
+    quiet,
+    **options,
 ) -> None:
     """Fill the query queue: pairs of continuations of the same prompt from the current policy."""
     from rlhflab.feedback.label.queries import make_queries
@@ -284,7 +318,7 @@ def label_queue(
         rows = [{"prompt": p.prompt, "a": p.chosen, "b": p.rejected} for p in pairs]
         origin = str(from_pairs)
     else:
-        rows = make_queries(model, load_task(task), config, ensemble, pad_token, progress=not quiet)
+        rows = make_queries(model, load_task(task, prompts_file), config, ensemble, pad_token, progress=not quiet)
         origin = f"{config.query}:{model}"
     store = LabelStore(run_dir)  # created only once the input is known to be good
     n = store.add_queries(rows, config.overlap, config.seed, origin)

@@ -11,6 +11,7 @@ from rlhflab.cli.common import (
     model_option,
     need_run_dir,
     pad_option,
+    prompts_option,
     quiet_option,
     resume_option,
     run_dir_option,
@@ -75,7 +76,8 @@ def optimize() -> None:
 def _method_command(spec) -> None:
     """Register ``rlhflab optimize METHOD`` with the method's config as options."""
 
-    def command(run_dir, model, task, pad_token, resume, quiet, reward_name=None, pairs=None, **options):
+    def command(run_dir, model, task, pad_token, resume, quiet, reward_name=None, pairs=None, prompts_file=None,
+                **options):  # fmt: skip
         from rlhflab import metric_names as names
         from rlhflab.pipeline import stages
 
@@ -86,7 +88,7 @@ def _method_command(spec) -> None:
             result = stages.optimize(
                 run, spec.name, model, task, config_from_options(spec.config, options),
                 reward=reward_name or str(run / RunDir.REWARD_MODEL), pairs=pairs or run / RunDir.PAIRS,
-                pad_token=pad_token, progress=not quiet,
+                pad_token=pad_token, progress=not quiet, prompts=prompts_file,
             )  # fmt: skip
         final = result.get("final") or {}
         detail = ", ".join(
@@ -109,6 +111,7 @@ def _method_command(spec) -> None:
             )
         )
     else:
+        decorators.append(prompts_option)
         decorators.append(
             click.option(
                 "--reward",

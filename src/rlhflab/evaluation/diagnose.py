@@ -70,13 +70,13 @@ def next_token_predictions(model, tokenizer, texts: Sequence[str], batch_size: i
     for s in tqdm(range(0, len(texts), batch_size), desc="calibration", unit="batch", disable=not progress):
         # every token after the first is a target: encoded as a "completion" starting at token 1
         ids = [(tokenizer(t)["input_ids"][: limit - len(eos)] + eos, 1) for t in texts[s : s + batch_size]]
-        x, mask, targets = collate(ids, tokenizer.pad_token_id, "cpu")
+        x, mask, targets = collate(ids, tokenizer.pad_token_id, next(model.parameters()).device)
         logp = torch.log_softmax(model(**forward_inputs(model, x, mask)).logits[:, :-1].float(), -1)
         target, valid = x[:, 1:], targets[:, 1:].bool()
         top_logp, top = logp.max(-1)
-        confidence.append(top_logp.exp()[valid])
-        correct.append((top == target)[valid])
-        logliks.append(torch.gather(logp, 2, target[..., None]).squeeze(-1)[valid])
+        confidence.append(top_logp.exp()[valid].cpu())
+        correct.append((top == target)[valid].cpu())
+        logliks.append(torch.gather(logp, 2, target[..., None]).squeeze(-1)[valid].cpu())
     return torch.cat(confidence), torch.cat(correct), torch.cat(logliks)
 
 
@@ -141,7 +141,7 @@ def remisalignment_cost(
             break
         model.train()
         idx = torch.randint(len(texts), (config.remisalign_batch_size,), generator=g).tolist()
-        loss = completion_nll(model, [texts[i] for i in idx], tokenizer.pad_token_id, "cpu")
+        loss = completion_nll(model, [texts[i] for i in idx], tokenizer.pad_token_id, next(model.parameters()).device)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -172,7 +172,7 @@ def diagnose(
     samples: list[dict],
     pairs: list[PreferencePair],
     eval_prompts: Sequence[str],
-    gold: Callable,
+    gold: Callable | None,
     config: DiagnoseConfig,
     pad_token: str | None = None,
     progress: bool = True,
@@ -214,6 +214,8 @@ def diagnose(
 
     if sampler:
         out["remisalignment"] = not_applicable
+    elif gold is None:
+        out["remisalignment"] = {"skipped": "the task has no gold reward to measure the undoing with"}
     elif config.remisalign_steps and pairs:
         prompts = list(eval_prompts[: config.remisalign_prompts])
         base_gold = mean_gold(base, tokenizer, prompts, gold, config)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from rlhflab.config import SamplingConfig, check, sampling_field
 from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
 from rlhflab.evaluation.diagnostics.stats import spearman
+from rlhflab.reward.sources import checked_scores
 from rlhflab.rollout.models import check_fits, load_policy
 from rlhflab.rollout.samplers import PolicySampler, load_sampler
 from rlhflab.tasks import Task
@@ -31,8 +32,9 @@ BON_KL_ESTIMATOR = (
 
 @dataclass(frozen=True)
 class EvalConfig:
-    prompts: int = 500
-    """Held-out prompts to evaluate on (0 = all of the task's evaluation prompts)."""
+    num_prompts: int = 500
+    """Held-out prompts to evaluate on, the first this many (0 = all of the task's evaluation prompts, or of
+    --prompts FILE)."""
     batch_size: int = 64
     """Prompts sampled at once."""
     seed: int = 1
@@ -41,7 +43,7 @@ class EvalConfig:
     """Sample length and temperature (log-probabilities and KL use the same temperature)."""
 
     def __post_init__(self) -> None:
-        check(self.prompts >= 0, "prompts", self.prompts, ">= 0")
+        check(self.num_prompts >= 0, "num_prompts", self.num_prompts, ">= 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
 
 
@@ -72,7 +74,8 @@ class Side:
 
     stats: dict
     texts: list[str]
-    gold: list[float]
+    gold: list[float] | None
+    """None when the task has no gold reward."""
     proxy: list[float]
     kl: list[float] | None
 
@@ -87,16 +90,18 @@ def evaluate_side(
     progress: bool = True,
 ) -> Side:
     texts, entropy, kls = _samples(sampler, prompts, config, desc, progress)
-    g = list(task.gold(prompts, texts))
+    g = None
+    if task.gold is not None:
+        g = checked_scores(task.gold(prompts, texts), len(texts), f"the gold scorer of task '{task.name}'").tolist()
     p = [float(x) for x in proxy(prompts, texts)] if proxy is not None else []
     stats: dict = {}
-    stats["gold"], stats["gold_stderr"] = mean_and_stderr(g)
+    stats["gold"], stats["gold_stderr"] = mean_and_stderr(g) if g is not None else (None, None)
     if proxy is not None:
         stats["proxy"], stats["proxy_stderr"] = mean_and_stderr(p)
         # how well the proxy ranks these samples as gold does (on base samples: the reward model's quality
         # where it was trained; on tuned samples: where the policy took it)
-        rho = spearman(p, g)
-        stats["proxy_gold_spearman"] = rho if math.isfinite(rho) else None  # None: one side constant
+        rho = spearman(p, g) if g is not None else math.nan
+        stats["proxy_gold_spearman"] = rho if math.isfinite(rho) else None  # None: one side constant, or no gold
     stats["distinct_1"], stats["distinct_2"] = distinct_n(texts, 1), distinct_n(texts, 2)
     stats["words"] = sum(len(t.split()) for t in texts) / max(len(texts), 1)
     stats["entropy"], stats["entropy_stderr"] = _stats(entropy)
@@ -105,7 +110,7 @@ def evaluate_side(
 
 
 def eval_prompts(task: Task, config: EvalConfig) -> list[str]:
-    return task.eval_prompts[: config.prompts] if config.prompts else list(task.eval_prompts)
+    return task.eval_prompts[: config.num_prompts] if config.num_prompts else list(task.eval_prompts)
 
 
 def evaluate_base(
@@ -159,7 +164,8 @@ def evaluate(
         "sampler": info,
         "base": base.stats,
         "policy": policy.stats,
-        "gold_gain": policy.stats["gold"] - base.stats["gold"],
+        "gold_known": task.gold is not None,
+        "gold_gain": policy.stats["gold"] - base.stats["gold"] if task.gold is not None else None,
     }
     rows = []
     for i, prompt in enumerate(prompts):
@@ -167,8 +173,8 @@ def evaluate(
             "prompt": prompt,
             "base": base.texts[i],
             "policy": policy.texts[i],
-            "gold_base": base.gold[i],
-            "gold_policy": policy.gold[i],
+            "gold_base": base.gold[i] if base.gold is not None else None,
+            "gold_policy": policy.gold[i] if policy.gold is not None else None,
             "kl_policy": policy.kl[i] if policy.kl else None,
         }
         if proxy is not None:
@@ -203,4 +209,6 @@ def format_table(summary: dict) -> str:
         f"(mean ± standard error over {summary['prompts']} held-out prompts; KL in nats, "
         f"estimator k1 on the policy's samples)"
     )
+    if summary.get("gold_known") is False:
+        lines.append(f"(gold unknown: task '{summary['task']}' has no gold reward; proxy, KL and diversity only)")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from rlhflab.rollout.sampling import sample
 
 @dataclass(frozen=True)
 class ConditionalConfig:
-    prompts: int = 1000
+    num_prompts: int = 1000
     """Training prompts whose base-policy continuations are tagged (0 = all)."""
     samples_per_prompt: int = 2
     """Continuations sampled per prompt."""
@@ -57,7 +57,7 @@ class ConditionalConfig:
     """Seed of prompt order, sampling and data order."""
 
     def __post_init__(self) -> None:
-        check(self.prompts >= 0, "prompts", self.prompts, ">= 0")
+        check(self.num_prompts >= 0, "num_prompts", self.num_prompts, ">= 0")
         check(self.samples_per_prompt >= 1, "samples_per_prompt", self.samples_per_prompt, ">= 1")
         check(0 < self.threshold_quantile < 1, "threshold_quantile", self.threshold_quantile, "in (0, 1)")
         check(
@@ -120,7 +120,7 @@ def train_conditional(
     if state is not None and "rows" in state:
         rows = state["rows"]
     else:
-        n = config.prompts or len(prompts)
+        n = config.num_prompts or len(prompts)
         chosen = prompt_stream(list(prompts), n, torch.Generator().manual_seed(seed))
         repeated = [p for p in chosen for _ in range(config.samples_per_prompt)]
         mine = repeated[loop.rank :: loop.world]

@@ -91,7 +91,7 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
         return ComparePreset(
             feedback=build(SimulateConfig, pairs=48, batch_size=16, **small),
             reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000, seed=seed),
-            evaluate=build(EvalConfig, prompts=12, max_new_tokens=8, batch_size=16, seed=seed + 1),
+            evaluate=build(EvalConfig, num_prompts=12, max_new_tokens=8, batch_size=16, seed=seed + 1),
             sweeps=(
                 Sweep(
                     "ppo", "kl_coef", (0.5, 0.05), build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, **small)
@@ -103,7 +103,7 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
                     "conditional",
                     "threshold_quantile",
                     (0.5,),
-                    build(ConditionalConfig, prompts=16, epochs=1, batch_size=8, **small),
+                    build(ConditionalConfig, num_prompts=16, epochs=1, batch_size=8, **small),
                 ),
                 Sweep(
                     "rloo",
@@ -124,14 +124,17 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
         return ComparePreset(
             feedback=build(SimulateConfig, seed=seed),
             reward=build(RewardTrainConfig, seed=seed),
-            evaluate=build(EvalConfig, prompts=200, seed=seed + 1),
+            evaluate=build(EvalConfig, num_prompts=200, seed=seed + 1),
             sweeps=(
                 Sweep("ppo", "kl_coef", (1.0, 0.2, 0.05), build(PPOConfig, steps=40, seed=seed)),
                 Sweep("dpo", "beta", (0.05, 0.2, 0.5), build(DPOConfig, ties="drop", seed=seed)),
                 Sweep("best-of-n", "n", (1, 4, 16), BestOfNConfig()),
                 Sweep("ranked-sft", "rounds", (1, 3), build(RankedSFTConfig, prompts_per_round=192, seed=seed)),
                 Sweep(
-                    "conditional", "threshold_quantile", (0.5, 0.8), build(ConditionalConfig, prompts=600, seed=seed)
+                    "conditional",
+                    "threshold_quantile",
+                    (0.5, 0.8),
+                    build(ConditionalConfig, num_prompts=600, seed=seed),
                 ),
                 Sweep("rloo", "kl_coef", (0.5, 0.05), build(CriticFreeConfig, steps=40, seed=seed)),
                 Sweep("grpo", "kl_coef", (0.5, 0.05), build(CriticFreeConfig, steps=40, seed=seed)),
@@ -158,10 +161,12 @@ def run_compare(
     pad_token: str | None = None,
     progress: bool = True,
     say=print,
+    prompts: str | Path | None = None,
 ) -> dict:
     """Run the comparison once per preset in ``specs`` (one preset, or one per seed as ``presets`` makes
     them), then write the frontier files in ``root``. Returns the rows (means over the seeds), the
-    budget table and every seed's rows."""
+    budget table and every seed's rows. ``prompts`` (a file) replaces the task's prompts, for training and
+    evaluation alike."""
     from rlhflab.tasks import load_task
 
     specs = [specs] if isinstance(specs, ComparePreset) else list(specs)
@@ -171,7 +176,7 @@ def run_compare(
     if unknown:
         raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     _check_layout(root, len(specs))
-    task = load_task(task_name)
+    task = load_task(task_name, prompts)
     started = time.time()
 
     seed_rows = []
@@ -179,7 +184,7 @@ def run_compare(
         folder, tag = seed_folder(root, i, len(specs)), "" if len(specs) == 1 else f"[seed-{i}] "
         say_seed = functools.partial(_say_tagged, say, tag)
         seed_rows.append(
-            _compare_one_seed(folder, model, task, task_name, spec, methods, pad_token, progress, say_seed)
+            _compare_one_seed(folder, model, task, task_name, spec, methods, pad_token, progress, say_seed, prompts)
         )
     rows = aggregate_frontier(seed_rows)
     seed_tables = [budget_table(r, budgets) for r in seed_rows]
@@ -226,7 +231,7 @@ def _check_layout(root: Path, seeds: int) -> None:
 
 
 def _compare_one_seed(
-    root: Path, model: str, task, task_name: str, spec: ComparePreset, methods, pad_token, progress, say
+    root: Path, model: str, task, task_name: str, spec: ComparePreset, methods, pad_token, progress, say, prompts=None
 ) -> list[dict]:
     """The comparison of one preset in ``root`` (``shared/``, ``points/``): its frontier rows, base first."""
     from rlhflab.evaluation.evaluate import evaluate_base
@@ -239,9 +244,11 @@ def _compare_one_seed(
     reward = str(shared / RunDir.REWARD_MODEL)
     if not (shared / RunDir.REWARD_MODEL / "rlhflab_reward.json").is_file():
         say(f"[shared] {spec.feedback.pairs} preference pairs and a reward model")
-        stages.feedback_simulate(shared, model, task_name, spec.feedback, spec.rater, pad_token, progress)
+        stages.feedback_simulate(shared, model, task_name, spec.feedback, spec.rater, pad_token, progress, prompts)
         stages.reward_train(shared, model, shared / RunDir.PAIRS, spec.reward, pad_token, progress=progress)
-    proxy, _ = load_reward(reward, task, "cpu")
+    from rlhflab.rollout import distributed
+
+    proxy, _ = load_reward(reward, task, distributed.state().device)
     base = evaluate_base(model, task, spec.evaluate, proxy, pad_token, progress)
 
     rows = [{"method": "base", "knob": "", "value": "", "run": "", **_row_stats(base.stats)}]
@@ -253,11 +260,11 @@ def _compare_one_seed(
                 config = replace(sweep.config, **{sweep.knob: value})
                 stages.optimize(
                     run, sweep.method, model, task_name, config, reward=reward, pairs=shared / RunDir.PAIRS,
-                    pad_token=pad_token, progress=progress,
+                    pad_token=pad_token, progress=progress, prompts=prompts,
                 )  # fmt: skip
                 stages.evaluate_run(
                     run, str(run.output()), model, task_name, reward, spec.evaluate, pad_token, progress,
-                    base_side=base, show=False,
+                    base_side=base, show=False, prompts=prompts,
                 )  # fmt: skip
             summary = read_json(run / RunDir.SUMMARY)
             rows.append(

@@ -25,11 +25,15 @@ from rlhflab.reward.train import RewardTrainConfig, backbone_of
 from rlhflab.rollout.models import EMBEDDED
 from rlhflab.run.rundir import RunDir
 
-DEMO_KL = dict(adaptive_kl=True, kl_coef=0.1, kl_target=6.0, kl_horizon=256)
-"""The demo's KL control: Ziegler et al.'s adaptive controller with lm-human-preferences' target of 6 nats
-(``rlhflab optimize ppo --adaptive-kl --kl-coef 0.1 --kl-target 6 --kl-horizon 256``). Their horizon of
+DEMO_KL = dict(adaptive_kl=True, kl_coef=0.3, kl_target=3.0, kl_horizon=256)
+"""The demo's KL control: Ziegler et al.'s adaptive controller, starting at beta 0.3, towards 3 nats
+(``rlhflab optimize ppo --adaptive-kl --kl-coef 0.3 --kl-target 3 --kl-horizon 256``). Their horizon of
 10,000 episodes is 1% of a million-episode run; the demo's run is 1,920 episodes, so at that horizon beta
-would move by at most 8% in the whole run. 256 episodes (8 steps) lets it move several-fold within the run."""
+would move by at most 8% in the whole run. 256 episodes (8 steps) lets it move up to 2.5% a step, about
+4-fold in 60 steps -- slowly enough that the starting beta decides much of where the run goes. KL trades
+gold against diversity; ``bench/demo_kl_sweep.py`` measures the trade on seed 0 (README, "Choosing the KL
+target"): of the settings tried, this is the one that keeps distinct-2 above 0.8 of the base's and still
+moves gold by 0.3."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def preset(seed: int, quick: bool) -> DemoPreset:
                 checkpoint_every=2,
                 seed=seed,
             ),  # fmt: skip
-            evaluate=build(EvalConfig, prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
+            evaluate=build(EvalConfig, num_prompts=16, max_new_tokens=8, batch_size=16, seed=seed + 1),
             diagnose=build(
                 DiagnoseConfig,
                 heldout_sentences=32,
@@ -87,7 +91,12 @@ def run_demo(
     quick: bool = False,
     task: str = "sentiment",
     progress: bool = True,
+    pad_token: str | None = None,
+    prompts: str | Path | None = None,
 ) -> dict:
+    """Every stage of the demo into ``run_dir``; ``pad_token`` (for a ``model`` whose tokenizer has none) is
+    given to the first stage and remembered by the run for the others; ``prompts`` (a file) replaces the task's
+    prompts in every stage (a simulated rater still needs the task's gold reward)."""
     run = RunDir(run_dir)
     p = preset(seed, quick)
     t0 = time.time()
@@ -97,7 +106,8 @@ def run_demo(
         f"[1/6] feedback: {p.feedback.pairs} pairs from the base policy, simulated rater "
         f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)"
     )
-    fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, progress=progress)
+    fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, pad_token, progress=progress,
+                                    prompts=prompts)  # fmt: skip
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
     say(f"[2/6] reward model: Bradley-Terry on {backbone_of(p.reward, model)}, {p.reward.epochs:g} epochs")
@@ -116,18 +126,19 @@ def run_demo(
     )
     say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, {kl}")
     reward = str(run / RunDir.REWARD_MODEL)
-    pipeline.optimize(run, "ppo", model, task, p.ppo, reward=reward, progress=progress)
+    pipeline.optimize(run, "ppo", model, task, p.ppo, reward=reward, progress=progress, prompts=prompts)
 
     from rlhflab.evaluation.evaluate import eval_prompts
     from rlhflab.tasks import load_task
 
-    say(f"[4/6] evaluate on {len(eval_prompts(load_task(task), p.evaluate))} held-out prompts")
-    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, reward, p.evaluate, progress=progress)
+    say(f"[4/6] evaluate on {len(eval_prompts(load_task(task, prompts), p.evaluate))} held-out prompts")
+    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, reward, p.evaluate, progress=progress,
+                                    prompts=prompts)  # fmt: skip
     rho = summary["base"].get("proxy_gold_spearman")
     if rho is not None:
         say(f"      the proxy ranks the base policy's samples as gold does with Spearman rho {rho:.2f}")
     say("[5/6] diagnose: calibration on held-out text, cost of undoing the alignment")
-    pipeline.diagnose_run(run, str(run / RunDir.POLICY), model, task, p.diagnose, progress=progress)
+    pipeline.diagnose_run(run, str(run / RunDir.POLICY), model, task, p.diagnose, progress=progress, prompts=prompts)
 
     say("[6/6] report")
     from rlhflab.report import write_report

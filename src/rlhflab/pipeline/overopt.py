@@ -150,8 +150,8 @@ def preset(name: str) -> OveroptPreset:
             seeds=3,
             feedback=build(SimulateConfig),
             # the reward-model settings docs/overopt.* were measured with (before the demo's moved to minilm):
-            # the policy's own backbone, learning rate 1e-4 for backbone and head alike
-            reward=build(RewardTrainConfig, backbone="model", lr=1e-4, head_lr_scale=1.0),
+            # the policy's own backbone, learning rate 1e-4 for backbone and head alike, 3 epochs
+            reward=build(RewardTrainConfig, backbone="model", lr=1e-4, head_lr_scale=1.0, epochs=3.0),
             rl_method="ppo",
             rl=build(PPOConfig, steps=40, kl_coef=0.0, checkpoint_every=10),
             pool=256,
@@ -248,7 +248,16 @@ def _bon_curves(proxy: Proxy, reward_dir: Path, pool: list[dict], spec: OveroptP
 
 
 def _rl_run(
-    run: RunDir, model: str, task_name: str, spec: OveroptPreset, reward: str, pad_token, progress, say, what: str
+    run: RunDir,
+    model: str,
+    task_name: str,
+    spec: OveroptPreset,
+    reward: str,
+    pad_token,
+    progress,
+    say,
+    what: str,
+    prompts=None,
 ) -> None:
     """One RL run against ``reward``, unless it finished; an interrupted one continues from its last checkpoint."""
     if (run / RunDir.POLICY / "config.json").is_file():
@@ -261,7 +270,7 @@ def _rl_run(
     if run.path.exists():
         shutil.rmtree(run.path)
     stages.optimize(run, spec.rl_method, model, task_name, spec.rl, reward=reward, pad_token=pad_token,
-                    progress=progress)  # fmt: skip
+                    progress=progress, prompts=prompts)  # fmt: skip
 
 
 def _rl_points(metrics: Path, window: int) -> list[dict]:
@@ -294,10 +303,11 @@ def run_overopt(
     pad_token: str | None = None,
     progress: bool = True,
     say=print,
+    prompts: str | Path | None = None,
 ) -> dict:
     from rlhflab.tasks import load_task
 
-    task = load_task(task_name)
+    task = load_task(task_name, prompts)
     if task.gold is None:
         raise ConfigError(f"task '{task_name}' has no gold reward; overopt measures proxies against gold")
     started = time.time()
@@ -313,7 +323,7 @@ def run_overopt(
             collect = RunDir(seed_dir / "feedback")
             stages.feedback_simulate(
                 collect, model, task_name, replace(spec.feedback, pairs=largest, seed=s_seed),
-                SimulatedRater(temperature=0.0, random_rate=0.0, name="gold"), pad_token, progress,
+                SimulatedRater(temperature=0.0, random_rate=0.0, name="gold"), pad_token, progress, prompts,
             )  # fmt: skip
             shutil.copyfile(collect / RunDir.PAIRS, pairs_path)
         all_pairs = read_pairs(pairs_path)
@@ -359,7 +369,7 @@ def run_overopt(
                 if objective not in ("single", "mean"):
                     reward = _objective_view(reward_dir, pdir / f"reward-{objective}", objective, spec.std_coef)
                 _rl_run(rl_dir, model, task_name, spec, reward, pad_token, progress, say,
-                        f"[seed {s}] {spec.rl_method} against {proxy.name} ({objective})")  # fmt: skip
+                        f"[seed {s}] {spec.rl_method} against {proxy.name} ({objective})", prompts)  # fmt: skip
                 for point in _rl_points(rl_dir / RunDir.METRICS, spec.window):
                     rows.append(
                         {"labels": proxy.labels, "method": spec.rl_method, "objective": objective,

@@ -70,20 +70,33 @@ def recorded(run_dir: Path, name: str, config_cls: type, needs: tuple[str, ...] 
 # ---------------------------------------------------------------- feedback and reward model
 
 
+def _prompt_input(prompts: str | None) -> dict[str, Path]:
+    """The manifest's record of a prompts file (its sha256), when the stage samples from one."""
+    return {"prompts": Path(prompts)} if prompts is not None else {}
+
+
 def feedback_simulate(
-    run: RunDir, model: str, task_name: str, config, rater, pad_token: str | None = None, progress: bool = True
+    run: RunDir,
+    model: str,
+    task_name: str,
+    config,
+    rater,
+    pad_token: str | None = None,
+    progress: bool = True,
+    prompts: str | Path | None = None,
 ) -> dict:
     from rlhflab.feedback.pairs import write_pairs
     from rlhflab.feedback.simulated import simulate_feedback
     from rlhflab.rollout.models import load_policy
     from rlhflab.tasks import load_task
 
-    task = load_task(task_name)
+    prompts = run.prompts(prompts)
+    task = load_task(task_name, prompts)
+    pad_token = run.pad_token(pad_token)
     policy, tokenizer = load_policy(model, pad_token)
     policy.eval()
-    with stage(
-        run, "feedback", config, {"model": model, "task": task_name, "pad_token": pad_token, "rater": asdict(rater)}
-    ) as results:
+    args = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token, "rater": asdict(rater)}
+    with stage(run, "feedback", config, args, _prompt_input(prompts)) as results:
         pairs, stats = simulate_feedback(policy, tokenizer, task, rater, config, progress=progress)
         if not pairs:
             raise RlhflabError(
@@ -110,12 +123,14 @@ def reward_train(
     from rlhflab.run.checkpoint import run_hooks
 
     pairs = read_pairs(pairs_path)
+    pad_token = run.pad_token(pad_token)
     backbone = backbone_of(config, model)
     # --pad-token names a token of the policy's tokenizer: it applies when the reward model is built on it
     tokenizer = load_tokenizer(backbone, pad_token if backbone == model else None)
     args = {"model": model, "pairs": str(pairs_path), "pad_token": pad_token}
     with stage(run, "reward", config, args, {"pairs": pairs_path}) as results:
-        hooks = run_hooks(run, "reward", resume, run / RunDir.REWARD_METRICS, progress=progress)
+        hooks = run_hooks(run, "reward", resume, run / RunDir.REWARD_METRICS, progress=progress,
+                          log_with=config.run.log_with, config=asdict(config))  # fmt: skip
         reward, summary = train_reward_model(
             lambda: load_scalar_model(backbone, tokenizer.pad_token_id), tokenizer, pairs, config, hooks=hooks,
             source=str(pairs_path),
@@ -151,6 +166,7 @@ def optimize(
     pad_token: str | None = None,
     resume: bool = False,
     progress: bool = True,
+    prompts: str | Path | None = None,
 ) -> dict:
     """Run one method (looked up in the registry); record it as the stage ``method`` of the manifest.
 
@@ -167,13 +183,15 @@ def optimize(
     from rlhflab.tasks import load_task
 
     spec = registry.get(method)
-    task = load_task(task_name)
+    prompts = run.prompts(prompts) if spec.data != "pairs" else None
+    task = load_task(task_name, prompts)
+    pad_token = run.pad_token(pad_token)
     inputs = registry.MethodInputs(
         model=model, load_policy=lambda: load_policy(model, pad_token), prompts=list(task.train_prompts),
         gold=task.gold, load_scalar=load_scalar_model,
     )  # fmt: skip
-    args: dict[str, Any] = {"model": model, "task": task_name, "pad_token": pad_token}
-    files: dict[str, Path] = {}
+    args: dict[str, Any] = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token}
+    files: dict[str, Path] = _prompt_input(prompts)
     if spec.data == "pairs":
         if pairs is None:
             raise RlhflabError(f"{method} learns from preference pairs: pass --pairs FILE")
@@ -184,13 +202,15 @@ def optimize(
             raise RlhflabError(f"{method} learns from a reward: pass --reward (a reward-model folder, gold, or a rule)")
         args["reward"] = reward
         device = "cpu" if spec.output == "sampler" else distributed.state().device
-        inputs.reward, inputs.reward_folder = load_reward(reward, task, device)
+        inputs.reward, inputs.reward_folder = load_reward(reward, task, device, _base(model, pad_token, config))
         inputs.reward_name = reward
         if inputs.reward_folder is not None:
             files["reward_model"] = Path(inputs.reward_folder) / META
     with stage(run, method, config, args, files) as results:
         samples = run / RunDir.TRAIN_SAMPLES if spec.logs_samples else None
-        hooks = run_hooks(run, method, resume, run / RunDir.METRICS, samples, progress)
+        run_config = getattr(config, "run", None)
+        hooks = run_hooks(run, method, resume, run / RunDir.METRICS, samples, progress,
+                          log_with=run_config.log_with if run_config else "none", config=asdict(config))  # fmt: skip
         out = spec.run(inputs, config, hooks)
         if out.sampler is not None:
             if _is_main():
@@ -198,7 +218,19 @@ def optimize(
         else:
             write_model(run, RunDir.POLICY, out.policy, out.tokenizer, out.policy_files)
         results.update(out.summary)
+        if getattr(inputs.reward, "norm", None) is not None:
+            mean, std = inputs.reward.norm
+            results["reward_normalisation"] = {"mean": mean, "std": std, "on": "base-policy samples"}
     return results
+
+
+def _base(model: str, pad_token: str | None, config) -> dict:
+    """The base policy and sampling settings an off-the-shelf reward model is normalised with."""
+    from rlhflab.config import SamplingConfig
+
+    sampling = getattr(config, "sampling", None) or SamplingConfig()
+    return {"model": model, "pad_token": pad_token, "max_new_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature}  # fmt: skip
 
 
 def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
@@ -210,7 +242,7 @@ def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
     pairs = Path(args["pairs"]) if args.get("pairs") else None
     return optimize(
         RunDir(run_dir), method, args["model"], args["task"], config, args.get("reward"), pairs,
-        args.get("pad_token"), resume=True, progress=progress,
+        args.get("pad_token"), resume=True, progress=progress, prompts=args.get("prompts"),
     )  # fmt: skip
 
 
@@ -239,23 +271,30 @@ def evaluate_run(
     progress: bool = True,
     base_side=None,
     show: bool = True,
+    prompts: str | Path | None = None,
 ) -> dict:
     """Evaluate ``policy`` (a policy folder or a sampler) against ``base`` -> RUN/summary.json and
     RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
     from rlhflab.evaluation.evaluate import evaluate, format_table
     from rlhflab.reward.sources import load_reward
+    from rlhflab.rollout import distributed
     from rlhflab.tasks import load_task
 
-    task = load_task(task_name)
+    prompts = run.prompts(prompts)
+    task = load_task(task_name, prompts)
+    pad_token = run.pad_token(pad_token)
     proxy = None
     if reward not in (None, "", "none"):
-        proxy, _ = load_reward(reward, task, "cpu")
+        proxy, _ = load_reward(reward, task, distributed.state().device, _base(base, pad_token, config))
 
     def reward_loader(name: str):  # the reward a best-of-n sampler selects with
-        return proxy if name == reward and proxy is not None else load_reward(name, task, "cpu")[0]
+        if name == reward and proxy is not None:
+            return proxy
+        return load_reward(name, task, distributed.state().device, _base(base, pad_token, config))[0]
 
-    args = {"policy": str(policy), "base": base, "task": task_name, "reward": reward, "pad_token": pad_token}
-    with stage(run, "evaluate", config, args) as results:
+    args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "reward": reward,
+            "pad_token": pad_token}  # fmt: skip
+    with stage(run, "evaluate", config, args, _prompt_input(prompts)) as results:
         summary, rows = evaluate(
             str(policy), base, task, config, proxy=proxy, pad_token=pad_token, progress=progress,
             reward_loader=reward_loader, base=base_side,
@@ -270,13 +309,22 @@ def evaluate_run(
                 "kl": summary["policy"]["kl"],
             }  # fmt: skip
         )
+        if getattr(proxy, "norm", None) is not None:
+            results["reward_normalisation"] = {"mean": proxy.norm[0], "std": proxy.norm[1], "on": "base-policy samples"}
     if _is_main() and show:
         print(format_table(summary))
     return summary
 
 
 def diagnose_run(
-    run: RunDir, policy: str, base: str, task_name: str, config, pad_token: str | None = None, progress: bool = True
+    run: RunDir,
+    policy: str,
+    base: str,
+    task_name: str,
+    config,
+    pad_token: str | None = None,
+    progress: bool = True,
+    prompts: str | Path | None = None,
 ) -> dict:
     """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
     from rlhflab.evaluation.diagnose import diagnose
@@ -284,14 +332,16 @@ def diagnose_run(
     from rlhflab.files import read_jsonl
     from rlhflab.tasks import load_task
 
-    task = load_task(task_name)
+    prompts = run.prompts(prompts)
+    task = load_task(task_name, prompts)
+    pad_token = run.pad_token(pad_token)
     samples_path = run / RunDir.SAMPLES
     if not samples_path.is_file():
         raise RlhflabError(f"{run.path}: no {RunDir.SAMPLES} (run 'rlhflab evaluate' first)")
     samples = read_jsonl(samples_path)
     pairs = read_pairs(run / RunDir.PAIRS) if (run / RunDir.PAIRS).is_file() else []
-    args = {"policy": str(policy), "base": base, "task": task_name, "pad_token": pad_token}
-    with stage(run, "diagnose", config, args, {"samples": samples_path}) as results:
+    args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "pad_token": pad_token}
+    with stage(run, "diagnose", config, args, {"samples": samples_path, **_prompt_input(prompts)}) as results:
         out = diagnose(
             str(policy), base, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config, pad_token,
             progress,

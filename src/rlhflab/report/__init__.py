@@ -42,6 +42,10 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
+def _num(x, digits: int = 2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
 def _summary_table(runs: list[RunData], measures: list[dict]) -> str:
     head = (
         "<tr><th>run</th><th>gold: base → tuned</th><th>proxy: base → tuned</th><th>KL (nats)</th>"
@@ -51,9 +55,13 @@ def _summary_table(runs: list[RunData], measures: list[dict]) -> str:
     for run, m in zip(runs, measures):
         b, p = m["summary"]["base"], m["summary"]["policy"]
         proxy = f"{b['proxy']:.2f} → {p['proxy']:.2f}" if b.get("proxy") is not None else "—"
+        gold = (
+            f"{b['gold']:.3f} ± {b['gold_stderr']:.3f} → {p['gold']:.3f} ± {p['gold_stderr']:.3f}"
+            if b.get("gold") is not None and p.get("gold") is not None
+            else "unknown (the task has no gold reward)"
+        )
         rows.append(
-            f"<tr><td>{_e(run.name)}</td><td class=num>{b['gold']:.3f} ± {b['gold_stderr']:.3f} → "
-            f"{p['gold']:.3f} ± {p['gold_stderr']:.3f}</td><td class=num>{proxy}</td>"
+            f"<tr><td>{_e(run.name)}</td><td class=num>{gold}</td><td class=num>{proxy}</td>"
             f"<td class=num>{p['kl']:.2f}</td><td class=num>{b['distinct_2']:.2f} → {p['distinct_2']:.2f}</td>"
             f"<td class=num>{b['words']:.1f} → {p['words']:.1f}</td><td class=num>{run.summary['prompts']}</td></tr>"
         )
@@ -103,8 +111,8 @@ def _samples(runs: list[RunData], n: int = 20) -> str:
     for run in runs:
         rows = "".join(
             f"<tr><td class=text>{_e(r['prompt'])}</td><td class=text>{_e(r['base'])}</td>"
-            f"<td class=num>{r['gold_base']:.2f}</td><td class=text>{_e(r['policy'])}</td>"
-            f"<td class=num>{r['gold_policy']:.2f}</td></tr>"
+            f"<td class=num>{_num(r['gold_base'])}</td><td class=text>{_e(r['policy'])}</td>"
+            f"<td class=num>{_num(r['gold_policy'])}</td></tr>"
             for r in run.samples[:n]
         )
         parts.append(
@@ -120,6 +128,8 @@ def build_report(runs: list[RunData]) -> str:
     points = []
     for r, m in zip(runs, measures):
         s = r.summary
+        if s["policy"].get("gold") is None or s["base"].get("gold") is None:
+            continue  # no gold: no point on the gold-vs-KL figure
         points.append(
             {
                 "name": r.name,
@@ -163,7 +173,11 @@ def build_report(runs: list[RunData]) -> str:
             "overoptimization",
             "Over-optimisation and the KL frontier",
             _img(figures.overoptimization(named("overoptimization")), "over-optimisation")
-            + _img(figures.frontier(points), "gold and proxy reward against KL"),
+            + (
+                _img(figures.frontier(points), "gold and proxy reward against KL")
+                if points
+                else '<p class="muted">No gold reward: no gold-against-KL figure.</p>'
+            ),
         ),
         (
             "diversity",

@@ -1,7 +1,8 @@
 """What ``--reward`` names, as a function (prompts, completions) -> scores.
 
-``gold`` (the task's gold scorer), a reward-model folder (``rlhflab reward train``), or a rule
-``package.module:function`` taking (prompts, completions) and returning one number per completion.
+``gold`` (the task's gold scorer), a reward-model folder (``rlhflab reward train``, or an off-the-shelf
+Hugging Face sequence-classification folder, normalised on base-policy samples: ``rlhflab.reward.foreign``),
+or a rule ``package.module:function`` taking (prompts, completions) and returning one number per completion.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from rlhflab.errors import RlhflabError
 from rlhflab.plugins import import_object
-from rlhflab.tasks import Task
+from rlhflab.tasks import Task, need_gold
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
@@ -32,15 +33,30 @@ def checked_scores(values, n: int, what: str) -> torch.Tensor:
     return scores
 
 
-def load_reward(spec: str, task: Task, device="cpu") -> tuple[RewardFn, str | None]:
-    """(reward function, the reward-model folder or None) for a ``--reward`` value."""
+def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -> tuple[RewardFn, str | None]:
+    """(reward function, the reward-model folder or None) for a ``--reward`` value. ``base`` (``model``,
+    ``pad_token``, ``max_new_tokens``, ``temperature``) is the base policy an off-the-shelf reward model is
+    normalised on, by sampling it on the task's training prompts; the normalisation is the function's
+    ``norm``."""
     from rlhflab.reward.model import RewardModel
 
     if spec == "gold":
-        return (lambda prompts, completions: checked_scores(task.gold(prompts, completions), len(completions),
+        gold = need_gold(task, "--reward gold")
+        return (lambda prompts, completions: checked_scores(gold(prompts, completions), len(completions),
                                                              f"the gold scorer of task '{task.name}'")), None  # fmt: skip
     path = Path(spec)
     if path.is_dir():
+        from rlhflab.reward.foreign import ClassifierReward, is_classifier_folder
+
+        if is_classifier_folder(path):  # an off-the-shelf reward model: normalised on base samples before use
+            from rlhflab.reward.foreign import calibrate
+
+            if base is None:
+                raise RlhflabError(f"--reward {spec}: an off-the-shelf reward model needs a base policy to be "
+                                   "normalised on")  # fmt: skip
+            reward = ClassifierReward.load(path, device=device)
+            calibrate(reward, prompts=task.train_prompts, **base)
+            return reward, str(path)
         return RewardModel.load(path, device=device), str(path)
     if ":" in spec and not path.exists():
         rule = import_object(spec, "--reward")

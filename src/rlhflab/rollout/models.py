@@ -138,8 +138,11 @@ def load_tokenizer(name: str | Path, pad_token: str | None = None):
 
 
 def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dtype | None = None):
-    """(causal LM, tokenizer) from a local folder, ``embedded`` or a hub id."""
+    """(causal LM, tokenizer) from a local folder, ``embedded`` or a hub id, on this process's accelerator
+    when there is one (every stage that runs a model runs it there)."""
     from transformers import AutoModelForCausalLM
+
+    from rlhflab.rollout import distributed
 
     tokenizer = load_tokenizer(name, pad_token)
     try:
@@ -148,7 +151,7 @@ def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dty
         raise _load_error(str(name), e) from None
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return model.to(distributed.state().device), tokenizer
 
 
 def context_length(model: nn.Module) -> int | None:

@@ -131,19 +131,36 @@ def _untie(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def run_hooks(run: RunDir, stage: str, resume: bool, metrics: Path, samples: Path | None = None, progress=True):
+def run_hooks(
+    run: RunDir,
+    stage: str,
+    resume: bool,
+    metrics: Path,
+    samples: Path | None = None,
+    progress=True,
+    log_with: str = "none",
+    config: dict | None = None,
+):
     """Hooks that write a method's metric rows and samples to ``metrics``/``samples`` (JSONL, one
     whole line per row) and its checkpoints to ``checkpoints/<stage>``; without ``resume`` the old
-    ones are removed first."""
+    ones are removed first. ``log_with`` mirrors the metric rows to a tracker (``rlhflab.run.tracking``)."""
     from rlhflab.methods.api import Hooks
     from rlhflab.rollout import distributed
+    from rlhflab.run.tracking import open_tracker
 
     run.path.mkdir(parents=True, exist_ok=True)
     checkpoints = RunCheckpoints(run, stage, metrics, samples)
     if not resume:
         checkpoints.clear(distributed.accelerator())
+    mirror = open_tracker(log_with, run.path, stage, config or {}) if distributed.state().is_main_process else None
+
+    def write_metrics(row: dict) -> None:
+        append_jsonl(metrics, row)
+        if mirror is not None:
+            mirror(row)
+
     return Hooks(
-        metrics=lambda row: append_jsonl(metrics, row),
+        metrics=write_metrics,
         samples=(lambda row: append_jsonl(samples, row)) if samples is not None else None,
         checkpoints=checkpoints,
         progress=progress,

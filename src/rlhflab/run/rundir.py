@@ -81,6 +81,8 @@ class RunDir:
     """A run directory and its manifest. The run directory owns every file name; stages ask it."""
 
     PAIRS = "pairs.jsonl"
+    PROMPTS = "prompts.jsonl"
+    """The run's own prompts (``feedback import --run-dir`` writes them): what its stages sample by default."""
     REWARD_MODEL = "reward_model"
     REWARD_METRICS = "reward_metrics.jsonl"
     POLICY = "policy"
@@ -131,6 +133,25 @@ class RunDir:
                 self.manifest_path, f"expected an object, got {type(stage).__name__}", field=f"stages.{name}"
             )
         return stage
+
+    def prompts(self, given: str | Path | None) -> str | None:
+        """``given`` (``--prompts FILE``), or else the run's own ``prompts.jsonl`` if it has one."""
+        if given is not None:
+            return str(given)
+        own = self.path / self.PROMPTS
+        return str(own) if own.is_file() else None
+
+    def pad_token(self, given: str | None) -> str | None:
+        """``given``, or else the ``--pad-token`` an earlier stage of this run was given (the latest started),
+        so that it need not be repeated at every stage."""
+        if given is not None or not self.manifest_path.exists():
+            return given
+        recorded = [
+            (str(s.get("started", "")), i, s["args"]["pad_token"])
+            for i, s in enumerate(self.manifest().get("stages", {}).values())
+            if isinstance(s, dict) and isinstance(s.get("args"), dict) and isinstance(s["args"].get("pad_token"), str)
+        ]
+        return max(recorded)[2] if recorded else None
 
     def begin_stage(
         self, name: str, config: dict[str, Any], inputs: dict[str, str | Path] | None = None, **extra: Any

@@ -74,7 +74,8 @@ def candidate_pairs(model, tokenizer, task, n: int, config: QueryConfig, generat
     for batch, a, b, gold_a, gold_b in batches:
         for prompt, ta, tb, ga, gb in zip(batch, a, b, gold_a, gold_b):
             if ta.strip() and tb.strip() and ta != tb:
-                rows.append({"prompt": prompt, "a": ta, "b": tb, "gold_a": float(ga), "gold_b": float(gb)})
+                gold = {"gold_a": None, "gold_b": None} if ga is None else {"gold_a": float(ga), "gold_b": float(gb)}
+                rows.append({"prompt": prompt, "a": ta, "b": tb, **gold})
         bar.update(len(batch))
     bar.close()
     return rows
