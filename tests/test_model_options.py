@@ -288,3 +288,16 @@ def test_log_with_wandb_when_installed(tmp_path, monkeypatch):
     log({"member": 0, "step": 5, "loss": 0.25})
     assert calls[0][1]["name"] == "run-a/reward" and calls[0][1]["config"] == {"epochs": 1}
     assert calls[1] == ({"member-0/loss": 0.25}, 5)
+
+
+def test_a_relative_model_path_that_exists_is_a_folder(micro_model, tmp_path, monkeypatch):
+    import shutil
+
+    from rlhflab.rollout.models import load_policy, resolve_model
+
+    shutil.copytree(micro_model, tmp_path / "models" / "x")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("models/x") == "models/x"  # a folder, not the hub id 'models/x'
+    model, tokenizer = load_policy("models/x")
+    assert model.config.model_type == "gpt2" and tokenizer.pad_token_id == model.config.pad_token_id
+    assert resolve_model("org/model") == "org/model"  # no such folder: a hub id
