@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import click
 
 from rlhflab.errors import DataError
+from rlhflab.files import read_text
 
 OPTION = "--config"
 
@@ -35,12 +36,7 @@ def read_settings(path: Path) -> list[tuple[tuple[str, ...], Any, int]]:
     """(key path, value, 1-based line) for every leaf of the file's mapping, in file order."""
     import yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise DataError(path, f"cannot read the config file ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "the config file is not UTF-8 text") from None
+    text = read_text(path, "config file")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:

@@ -6,7 +6,6 @@ is one file and one entry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
@@ -56,14 +55,15 @@ def _ppo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
     reference, _ = x.load_policy()
     source = x.model
     if config.value_init == "reward" and x.reward_folder:
-        from rlhflab.reward.model import META, RewardModel
+        from rlhflab.reward.foreign import is_classifier_folder
+        from rlhflab.reward.model import RewardModel
         from rlhflab.rollout.models import load_tokenizer
 
-        # an ensemble's: its first member; an off-the-shelf reward model (no META): its folder
+        # an off-the-shelf reward model: its folder; rlhflab's: its (an ensemble's first) member's folder
         member = (
-            str(RewardModel.member_folder(x.reward_folder))
-            if (Path(x.reward_folder) / META).is_file()
-            else x.reward_folder
+            x.reward_folder
+            if is_classifier_folder(x.reward_folder)
+            else str(RewardModel.member_folder(x.reward_folder))
         )
         # the value function reads the policy's tokens: it starts from the reward model only when that model
         # reads the same vocabulary (a reward model on another backbone, e.g. minilm, scores re-tokenised text)

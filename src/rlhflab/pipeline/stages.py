@@ -218,9 +218,8 @@ def optimize(
         else:
             write_model(run, RunDir.POLICY, out.policy, out.tokenizer, out.policy_files)
         results.update(out.summary)
-        if getattr(inputs.reward, "norm", None) is not None:
-            mean, std = inputs.reward.norm
-            results["reward_normalisation"] = {"mean": mean, "std": std, "on": "base-policy samples"}
+        if getattr(inputs.reward, "normalisation", None) is not None:  # an off-the-shelf reward model's
+            results["reward_normalisation"] = inputs.reward.normalisation
     return results
 
 
@@ -283,14 +282,15 @@ def evaluate_run(
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
     pad_token = run.pad_token(pad_token)
+    device, base_policy = distributed.state().device, _base(base, pad_token, config)
     proxy = None
     if reward not in (None, "", "none"):
-        proxy, _ = load_reward(reward, task, distributed.state().device, _base(base, pad_token, config))
+        proxy, _ = load_reward(reward, task, device, base_policy)
 
     def reward_loader(name: str):  # the reward a best-of-n sampler selects with
         if name == reward and proxy is not None:
             return proxy
-        return load_reward(name, task, distributed.state().device, _base(base, pad_token, config))[0]
+        return load_reward(name, task, device, base_policy)[0]
 
     args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "reward": reward,
             "pad_token": pad_token}  # fmt: skip
@@ -309,8 +309,8 @@ def evaluate_run(
                 "kl": summary["policy"]["kl"],
             }  # fmt: skip
         )
-        if getattr(proxy, "norm", None) is not None:
-            results["reward_normalisation"] = {"mean": proxy.norm[0], "std": proxy.norm[1], "on": "base-policy samples"}
+        if getattr(proxy, "normalisation", None) is not None:  # an off-the-shelf reward model's
+            results["reward_normalisation"] = proxy.normalisation
     if _is_main() and show:
         print(format_table(summary))
     return summary

@@ -45,7 +45,8 @@ class ClassifierReward:
 
     def __init__(self, model, tokenizer, folder: str, max_length: int = 512):
         self.model, self.tokenizer, self.folder, self.max_length = model, tokenizer, folder, max_length
-        self.norm: tuple[float, float] | None = None
+        self.normalisation: dict | None = None
+        """mean and std of the raw scores of base samples, their count and what they were (for the manifest)."""
         self.members = [model]  # one member, as RewardModel's callers expect
 
     @classmethod
@@ -94,24 +95,25 @@ class ClassifierReward:
         return torch.cat(out) if out else torch.zeros(0)
 
     def set_norm(self, scores: torch.Tensor) -> dict:
-        """Normalise by the mean and standard deviation of ``scores`` (raw scores of base samples)."""
+        """Normalise by the mean and standard deviation of ``scores`` (raw scores of base samples); returns
+        ``normalisation``."""
         mean, std = float(scores.mean()), float(scores.std(unbiased=False))
         if not std > 0:
             raise RlhflabError(
                 f"--reward {self.folder}: every base-policy sample got the same score ({mean:.4g}); the model "
                 "cannot be normalised (is its head trained?)"
             )
-        self.norm = (mean, std)
-        return {"mean": mean, "std": std, "samples": int(scores.numel())}
+        self.normalisation = {"mean": mean, "std": std, "samples": int(scores.numel()), "on": "base-policy samples"}
+        return self.normalisation
 
     def member_scores(self, prompts: Sequence[str], completions: Sequence[str], **_) -> torch.Tensor:
         return self(prompts, completions)[None]
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        if self.norm is None:
+        if self.normalisation is None:
             raise RuntimeError("calibrate the reward model on base samples first (rlhflab.reward.foreign.calibrate)")
-        mean, std = self.norm
-        return (self.raw_scores(prompts, completions) - mean) / std
+        norm = self.normalisation
+        return (self.raw_scores(prompts, completions) - norm["mean"]) / norm["std"]
 
 
 def calibrate(
@@ -125,12 +127,11 @@ def calibrate(
 ) -> dict:
     """Normalise ``reward`` on one continuation from the base policy ``model`` for each of the first
     ``CALIBRATION_SAMPLES`` prompts; returns the normalisation (for the manifest)."""
-    from rlhflab.rollout import distributed
     from rlhflab.rollout.models import load_policy
     from rlhflab.rollout.sampling import sample
 
-    policy, tokenizer = load_policy(model, pad_token)
-    policy.to(distributed.state().device).eval()
+    policy, tokenizer = load_policy(model, pad_token)  # on the accelerator when there is one
+    policy.eval()
     chosen = list(prompts[:CALIBRATION_SAMPLES])
     texts: list[str] = []
     for start in range(0, len(chosen), 64):

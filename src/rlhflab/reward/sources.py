@@ -37,7 +37,7 @@ def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -
     """(reward function, the reward-model folder or None) for a ``--reward`` value. ``base`` (``model``,
     ``pad_token``, ``max_new_tokens``, ``temperature``) is the base policy an off-the-shelf reward model is
     normalised on, by sampling it on the task's training prompts; the normalisation is the function's
-    ``norm``."""
+    ``normalisation``."""
     from rlhflab.reward.model import RewardModel
 
     if spec == "gold":
@@ -46,11 +46,9 @@ def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -
                                                              f"the gold scorer of task '{task.name}'")), None  # fmt: skip
     path = Path(spec)
     if path.is_dir():
-        from rlhflab.reward.foreign import ClassifierReward, is_classifier_folder
+        from rlhflab.reward.foreign import ClassifierReward, calibrate, is_classifier_folder
 
         if is_classifier_folder(path):  # an off-the-shelf reward model: normalised on base samples before use
-            from rlhflab.reward.foreign import calibrate
-
             if base is None:
                 raise RlhflabError(f"--reward {spec}: an off-the-shelf reward model needs a base policy to be "
                                    "normalised on")  # fmt: skip
