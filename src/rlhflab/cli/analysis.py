@@ -9,6 +9,7 @@ import click
 from rlhflab.cli.common import (
     cli,
     default_run_dir_option,
+    dtype_option,
     model_option,
     pad_option,
     prompts_option,
@@ -21,6 +22,7 @@ from rlhflab.config import click_options, config_from_options
 from rlhflab.evaluation.diagnose import DiagnoseConfig
 from rlhflab.evaluation.evaluate import EvalConfig
 from rlhflab.rollout.models import EMBEDDED
+from rlhflab.rollout.precision import ModelConfig
 from rlhflab.run.rundir import RunDir
 
 # ------------------------------------------------------------------ evaluate
@@ -39,6 +41,7 @@ from rlhflab.run.rundir import RunDir
 @task_option
 @prompts_option
 @pad_option
+@dtype_option
 @click_options(EvalConfig)
 @quiet_option
 def evaluate_cmd(
@@ -49,6 +52,7 @@ def evaluate_cmd(
     task: str,
     prompts_file: Path | None,
     pad_token,
+    dtype: str | None,
     quiet: bool,
     **options,
 ) -> None:
@@ -62,7 +66,7 @@ def evaluate_cmd(
         reward_name = str(run / RunDir.REWARD_MODEL) if (run / RunDir.REWARD_MODEL).is_dir() else None
     config = config_from_options(EvalConfig, options)
     pipeline.evaluate_run(
-        run, policy, base, task, reward_name, config, pad_token, progress=not quiet, prompts=prompts_file
+        run, policy, base, task, reward_name, config, pad_token, progress=not quiet, prompts=prompts_file, dtype=dtype
     )
     say(f"wrote {run / RunDir.SUMMARY} and {run / RunDir.SAMPLES}")
 
@@ -77,6 +81,7 @@ def evaluate_cmd(
 @task_option
 @prompts_option
 @pad_option
+@dtype_option
 @click_options(DiagnoseConfig)
 @quiet_option
 def diagnose_cmd(
@@ -86,6 +91,7 @@ def diagnose_cmd(
     task: str,
     prompts_file: Path | None,
     pad_token,
+    dtype: str | None,
     quiet: bool,
     **options,
 ) -> None:
@@ -96,7 +102,9 @@ def diagnose_cmd(
     policy = policy or str(run.output())
     base = base or pipeline.base_model_of(run) or EMBEDDED
     config = config_from_options(DiagnoseConfig, options)
-    pipeline.diagnose_run(run, policy, base, task, config, pad_token, progress=not quiet, prompts=prompts_file)
+    pipeline.diagnose_run(
+        run, policy, base, task, config, pad_token, progress=not quiet, prompts=prompts_file, dtype=dtype
+    )
     say(f"wrote {run / RunDir.DIAGNOSTICS}")
 
 
@@ -270,6 +278,7 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
 @pad_option
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
 @click.option("--quick", is_flag=True, help="A tiny version for smoke tests (seconds, not minutes).")
+@click_options(ModelConfig)
 @quiet_option
 def demo_cmd(
     run_dir: Path,
@@ -280,11 +289,12 @@ def demo_cmd(
     seed: int,
     quick: bool,
     quiet: bool,
+    **options,
 ) -> None:
     """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
     from rlhflab.pipeline.demo import run_demo
 
     run_demo(
         run_dir, model=model, seed=seed, quick=quick, task=task, pad_token=pad_token, progress=not quiet,
-        prompts=prompts_file,
+        prompts=prompts_file, model_options=config_from_options(ModelConfig, options),
     )  # fmt: skip

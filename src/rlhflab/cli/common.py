@@ -17,6 +17,13 @@ model_option = click.option(
 pad_option = click.option(
     "--pad-token", default=None, help="An existing token to pad with, for tokenizers that have no pad token."
 )
+dtype_option = click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default=None,
+    help="Load the models this command only runs (samples, scores) in this precision (default: the run's "
+    "recorded --dtype, else as saved).",
+)
 task_option = click.option(
     "--task",
     default="sentiment",

@@ -9,6 +9,7 @@ import click
 
 from rlhflab.cli.common import (
     cli,
+    dtype_option,
     model_option,
     pad_option,
     prompts_option,
@@ -40,11 +41,12 @@ def feedback() -> None:
 @task_option
 @prompts_option
 @pad_option
+@dtype_option
 @click_options(SimulateConfig)
 @click_options(SimulatedRater, prefix="rater_")
 @quiet_option
 def feedback_simulate(
-    run_dir: Path, model: str, task: str, prompts_file: Path | None, pad_token, quiet: bool, **options
+    run_dir: Path, model: str, task: str, prompts_file: Path | None, pad_token, dtype, quiet: bool, **options
 ) -> None:
     """Sample two continuations per prompt and label them with a simulated rater -> RUN/pairs.jsonl."""
     from rlhflab.pipeline import stages as pipeline
@@ -52,7 +54,7 @@ def feedback_simulate(
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
     stats = pipeline.feedback_simulate(
-        RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet, prompts=prompts_file
+        RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet, prompts=prompts_file, dtype=dtype
     )
     say(
         f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "

@@ -25,6 +25,7 @@ from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, make_o
 from rlhflab.methods.sft import supervised_pass
 from rlhflab.rollout.batching import encode, prompt_stream
 from rlhflab.rollout.models import check_fits, disable_dropout
+from rlhflab.rollout.precision import ModelConfig, model_field
 from rlhflab.rollout.samplers import SAMPLING_FILE
 from rlhflab.rollout.sampling import sample
 
@@ -55,6 +56,8 @@ class ConditionalConfig:
     """AdamW settings of the fine-tuning (warm-up and linear decay)."""
     run: RunConfig = run_field()
     """Seed of prompt order, sampling and data order."""
+    model_options: ModelConfig = model_field()
+    """Precision, gradient checkpointing and LoRA of the trained policy."""
 
     def __post_init__(self) -> None:
         check(self.num_prompts >= 0, "num_prompts", self.num_prompts, ">= 0")

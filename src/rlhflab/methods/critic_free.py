@@ -24,6 +24,7 @@ from rlhflab.losses import clipped_pg_loss, kl_estimators, kl_negative_beyond_no
 from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import check_fits, disable_dropout
+from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
 from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
@@ -56,6 +57,8 @@ class CriticFreeConfig:
     """AdamW settings."""
     run: RunConfig = run_field(checkpoint_every=20, sample_every=3)
     """Seed, checkpoint and sample cadence."""
+    model_options: ModelConfig = model_field()
+    """Precision, gradient checkpointing and LoRA of the trained policy."""
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "steps", self.steps, ">= 1")
@@ -100,7 +103,7 @@ def train_critic_free(
 
     # ---------------------------------------------------------- models and state
     check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
-    reference = reference if reference is not None else frozen_copy(policy)
+    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
     for m in (policy, reference):
         disable_dropout(m)
     reference.to(loop.device).eval().requires_grad_(False)

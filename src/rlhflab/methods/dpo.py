@@ -28,6 +28,7 @@ from rlhflab.losses import conservative_dpo_loss, dpo_loss, ipo_loss
 from rlhflab.methods.api import Hooks, MethodResult, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.rollout.batching import ShardedEpochs, encode, lr_at
 from rlhflab.rollout.models import disable_dropout
+from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
 from rlhflab.rollout.sampling import sequence_logprobs
 
 
@@ -53,6 +54,8 @@ class DPOConfig:
     """AdamW settings; the rate warms up over 5% of the steps, then decays linearly."""
     run: RunConfig = run_field(checkpoint_every=50)
     """Seed of the data order, checkpoint cadence."""
+    model_options: ModelConfig = model_field()
+    """Precision, gradient checkpointing and LoRA of the trained policy."""
 
     def __post_init__(self) -> None:
         check(self.beta > 0, "beta", self.beta, "> 0")
@@ -112,7 +115,7 @@ def train_dpo(
     loop.require_divisible(batch_size=config.batch_size)
 
     # ---------------------------------------------------------- data and reference log-probabilities
-    reference = reference if reference is not None else frozen_copy(policy)
+    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
     for m in (policy, reference):
         disable_dropout(m)
     reference.to(loop.device).eval()

@@ -42,6 +42,7 @@ from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen
 from rlhflab.methods.kl_control import AdaptiveKLController, FixedKLController
 from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import ScalarHeadModel, check_fits, disable_dropout, forward_inputs
+from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
 from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
@@ -83,6 +84,8 @@ class PPOConfig:
     """One AdamW over policy and value function."""
     run: RunConfig = run_field(checkpoint_every=20, sample_every=3)
     """Seed, checkpoint and sample cadence."""
+    model_options: ModelConfig = model_field()
+    """Precision, gradient checkpointing and LoRA of the trained policy."""
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "steps", self.steps, ">= 1")
@@ -130,7 +133,7 @@ def train_ppo(
 
     # ---------------------------------------------------------- models
     check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
-    reference = reference if reference is not None else frozen_copy(policy)
+    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
     if value is None:
         value = ScalarHeadModel.from_causal_lm(policy, seed)
     for m in (policy, reference, value):

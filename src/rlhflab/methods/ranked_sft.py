@@ -22,6 +22,7 @@ from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen
 from rlhflab.methods.sft import supervised_pass
 from rlhflab.rollout.batching import encode, prompt_stream
 from rlhflab.rollout.models import check_fits, disable_dropout, unwrap
+from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
 from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
@@ -48,6 +49,8 @@ class RankedSFTConfig:
     """AdamW settings of each round's fine-tuning (warm-up and linear decay within the round)."""
     run: RunConfig = run_field(checkpoint_every=1, sample_every=1)
     """Seed; a checkpoint after every round (checkpoint_every counts rounds)."""
+    model_options: ModelConfig = model_field()
+    """Precision, gradient checkpointing and LoRA of the trained policy."""
 
     def __post_init__(self) -> None:
         check(self.rounds >= 1, "rounds", self.rounds, ">= 1")
@@ -79,7 +82,7 @@ def train_ranked_sft(
     ``reference`` (a frozen copy of ``policy`` when None) is only used to report the KL."""
     loop = TrainLoop("ranked_sft", hooks)
     check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
-    reference = reference if reference is not None else frozen_copy(policy)
+    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
     for m in (policy, reference):
         disable_dropout(m)
     reference.to(loop.device).eval()

@@ -20,8 +20,9 @@ class MethodInputs:
 
     model: str
     """The base policy's name (a folder, a hub id or 'embedded')."""
-    load_policy: Callable[[], tuple[Any, Any]]
-    """Loads (causal LM, tokenizer) of ``model``; called once per copy a method needs."""
+    load_policy: Callable[..., tuple[Any, Any]]
+    """Loads (causal LM, tokenizer) of ``model``, weights in ``dtype`` (a ``--dtype`` name; None: as saved);
+    called once per copy a method needs."""
     prompts: list[str] = field(default_factory=list)
     gold: Callable | None = None
     reward: Callable | None = None
@@ -31,8 +32,8 @@ class MethodInputs:
     """The reward model's folder, when the reward is one (PPO's value function starts from it)."""
     pairs: list | None = None
     pairs_source: str = "pairs"
-    load_scalar: Callable[[str, int], Any] | None = None
-    """Loads a scalar-head model (name, pad id) -> model, for PPO's value function."""
+    load_scalar: Callable[..., Any] | None = None
+    """Loads a scalar-head model (name, pad id, dtype) -> model, for PPO's value function."""
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,24 @@ class Method:
     logs_samples: bool = True
 
 
+def _models(x: MethodInputs, config, reference: bool = True) -> tuple[Any, Any, Any]:
+    """(policy as the method trains it, tokenizer, reference policy) under the config's model options: with
+    LoRA the base weights in --dtype and the reference is the adapter switched off; otherwise float32 trained
+    weights and a frozen copy in --dtype."""
+    from rlhflab.rollout.precision import reference_for, trainable_policy
+
+    options = config.model_options
+    policy, tokenizer = x.load_policy(options.dtype if options.lora else "float32")
+    policy = trainable_policy(policy, options)
+    ref = reference_for(policy, lambda: x.load_policy(options.dtype)[0]) if reference else None
+    return policy, tokenizer, ref
+
+
 def _ppo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
     from rlhflab.methods.ppo import train_ppo
+    from rlhflab.rollout.precision import trainable_value
 
-    policy, tokenizer = x.load_policy()
-    reference, _ = x.load_policy()
+    policy, tokenizer, reference = _models(x, config)
     source = x.model
     if config.value_init == "reward" and x.reward_folder:
         from rlhflab.reward.foreign import is_classifier_folder
@@ -70,7 +84,10 @@ def _ppo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
         if load_tokenizer(member).get_vocab() == tokenizer.get_vocab():
             source = member
     torch.manual_seed(config.run.seed)  # the value head, when new
-    value = x.load_scalar(source, tokenizer.pad_token_id)
+    options = config.model_options
+    # trained weights load in float32; with LoRA the value model's frozen backbone in --dtype
+    value = x.load_scalar(source, tokenizer.pad_token_id, options.torch_dtype if options.lora else torch.float32)
+    value = trainable_value(value, options)
     return train_ppo(
         policy, tokenizer, x.reward, x.prompts, config, reference=reference, value=value, gold=x.gold, hooks=hooks
     )
@@ -78,8 +95,7 @@ def _ppo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
 
 def _on_prompts(train: Callable, x: MethodInputs, config, hooks: Hooks) -> MethodResult:
     """A method that samples the policy on prompts, scores with the reward, and keeps a reference copy."""
-    policy, tokenizer = x.load_policy()
-    reference, _ = x.load_policy()
+    policy, tokenizer, reference = _models(x, config)
     return train(policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks)
 
 
@@ -104,7 +120,7 @@ def _ranked_sft(x, config, hooks):
 def _conditional(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
     from rlhflab.methods.conditional import train_conditional
 
-    policy, tokenizer = x.load_policy()
+    policy, tokenizer, _ = _models(x, config, reference=False)
     return train_conditional(policy, tokenizer, x.reward, x.prompts, config, hooks=hooks)
 
 
@@ -112,8 +128,7 @@ def _dpo(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
     from rlhflab.methods.dpo import train_dpo, usable_pairs
 
     usable_pairs(x.pairs, config, x.pairs_source)  # fail before loading any model
-    policy, tokenizer = x.load_policy()
-    reference, _ = x.load_policy()
+    policy, tokenizer, reference = _models(x, config)
     return train_dpo(policy, tokenizer, x.pairs, config, reference=reference, hooks=hooks, source=x.pairs_source)
 
 

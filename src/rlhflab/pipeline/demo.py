@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlhflab.config import build
@@ -23,6 +23,7 @@ from rlhflab.methods.ppo import PPOConfig
 from rlhflab.pipeline import stages as pipeline
 from rlhflab.reward.train import RewardTrainConfig, backbone_of
 from rlhflab.rollout.models import EMBEDDED
+from rlhflab.rollout.precision import ModelConfig
 from rlhflab.run.rundir import RunDir
 
 DEMO_KL = dict(adaptive_kl=True, kl_coef=0.3, kl_target=3.0, kl_horizon=256)
@@ -93,12 +94,16 @@ def run_demo(
     progress: bool = True,
     pad_token: str | None = None,
     prompts: str | Path | None = None,
+    model_options: ModelConfig | None = None,
 ) -> dict:
     """Every stage of the demo into ``run_dir``; ``pad_token`` (for a ``model`` whose tokenizer has none) is
     given to the first stage and remembered by the run for the others; ``prompts`` (a file) replaces the task's
-    prompts in every stage (a simulated rater still needs the task's gold reward)."""
+    prompts in every stage (a simulated rater still needs the task's gold reward); ``model_options`` (precision,
+    gradient checkpointing, LoRA) apply to PPO's policy, and their dtype to every model the stages only run."""
     run = RunDir(run_dir)
     p = preset(seed, quick)
+    if model_options is not None:
+        p = replace(p, ppo=replace(p.ppo, model_options=model_options))
     t0 = time.time()
     say = print
 
@@ -107,7 +112,7 @@ def run_demo(
         f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)"
     )
     fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, pad_token, progress=progress,
-                                    prompts=prompts)  # fmt: skip
+                                    prompts=prompts, dtype=p.ppo.model_options.dtype)  # fmt: skip
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
     say(f"[2/6] reward model: Bradley-Terry on {backbone_of(p.reward, model)}, {p.reward.epochs:g} epochs")

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from rlhflab.config import from_dict
 from rlhflab.errors import DataError, RlhflabError
 from rlhflab.files import atomic_write_json, atomic_write_text, jsonl_text
+from rlhflab.rollout.precision import frozen_dtype
 from rlhflab.run.rundir import RunDir
 
 
@@ -84,6 +85,7 @@ def feedback_simulate(
     pad_token: str | None = None,
     progress: bool = True,
     prompts: str | Path | None = None,
+    dtype: str | None = None,
 ) -> dict:
     from rlhflab.feedback.pairs import write_pairs
     from rlhflab.feedback.simulated import simulate_feedback
@@ -92,10 +94,12 @@ def feedback_simulate(
 
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
-    pad_token = run.pad_token(pad_token)
-    policy, tokenizer = load_policy(model, pad_token)
+    pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
+    with frozen_dtype(dtype):
+        policy, tokenizer = load_policy(model, pad_token)
     policy.eval()
-    args = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token, "rater": asdict(rater)}
+    args = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token, "dtype": dtype,
+            "rater": asdict(rater)}  # fmt: skip
     with stage(run, "feedback", config, args, _prompt_input(prompts)) as results:
         pairs, stats = simulate_feedback(policy, tokenizer, task, rater, config, progress=progress)
         if not pairs:
@@ -179,6 +183,7 @@ def optimize(
     from rlhflab.reward.sources import load_reward
     from rlhflab.rollout import distributed
     from rlhflab.rollout.models import load_policy, load_scalar_model
+    from rlhflab.rollout.precision import ModelConfig, saveable_policy
     from rlhflab.run.checkpoint import run_hooks, write_model
     from rlhflab.tasks import load_task
 
@@ -187,10 +192,12 @@ def optimize(
     task = load_task(task_name, prompts)
     pad_token = run.pad_token(pad_token)
     inputs = registry.MethodInputs(
-        model=model, load_policy=lambda: load_policy(model, pad_token), prompts=list(task.train_prompts),
+        model=model, load_policy=lambda dtype=None: load_policy(model, pad_token, dtype), prompts=list(task.train_prompts),
         gold=task.gold, load_scalar=load_scalar_model,
     )  # fmt: skip
-    args: dict[str, Any] = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token}
+    options = getattr(config, "model_options", None) or ModelConfig(dtype=run.remembered("dtype", None) or "float32")
+    args: dict[str, Any] = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token,
+                            "dtype": options.dtype}  # fmt: skip
     files: dict[str, Path] = _prompt_input(prompts)
     if spec.data == "pairs":
         if pairs is None:
@@ -202,7 +209,8 @@ def optimize(
             raise RlhflabError(f"{method} learns from a reward: pass --reward (a reward-model folder, gold, or a rule)")
         args["reward"] = reward
         device = "cpu" if spec.output == "sampler" else distributed.state().device
-        inputs.reward, inputs.reward_folder = load_reward(reward, task, device, _base(model, pad_token, config))
+        with frozen_dtype(options.dtype):
+            inputs.reward, inputs.reward_folder = load_reward(reward, task, device, _base(model, pad_token, config))
         inputs.reward_name = reward
         if inputs.reward_folder is not None:
             files["reward_model"] = Path(inputs.reward_folder) / META
@@ -211,12 +219,13 @@ def optimize(
         run_config = getattr(config, "run", None)
         hooks = run_hooks(run, method, resume, run / RunDir.METRICS, samples, progress,
                           log_with=run_config.log_with if run_config else "none", config=asdict(config))  # fmt: skip
-        out = spec.run(inputs, config, hooks)
+        with frozen_dtype(options.dtype):
+            out = spec.run(inputs, config, hooks)
         if out.sampler is not None:
             if _is_main():
                 atomic_write_json(run / RunDir.SAMPLER, out.sampler)
         else:
-            write_model(run, RunDir.POLICY, out.policy, out.tokenizer, out.policy_files)
+            write_model(run, RunDir.POLICY, saveable_policy(out.policy, options), out.tokenizer, out.policy_files)
         results.update(out.summary)
         if getattr(inputs.reward, "normalisation", None) is not None:  # an off-the-shelf reward model's
             results["reward_normalisation"] = inputs.reward.normalisation
@@ -271,6 +280,7 @@ def evaluate_run(
     base_side=None,
     show: bool = True,
     prompts: str | Path | None = None,
+    dtype: str | None = None,
 ) -> dict:
     """Evaluate ``policy`` (a policy folder or a sampler) against ``base`` -> RUN/summary.json and
     RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
@@ -281,11 +291,12 @@ def evaluate_run(
 
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
-    pad_token = run.pad_token(pad_token)
+    pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
     device, base_policy = distributed.state().device, _base(base, pad_token, config)
     proxy = None
     if reward not in (None, "", "none"):
-        proxy, _ = load_reward(reward, task, device, base_policy)
+        with frozen_dtype(dtype):
+            proxy, _ = load_reward(reward, task, device, base_policy)
 
     def reward_loader(name: str):  # the reward a best-of-n sampler selects with
         if name == reward and proxy is not None:
@@ -293,8 +304,8 @@ def evaluate_run(
         return load_reward(name, task, device, base_policy)[0]
 
     args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "reward": reward,
-            "pad_token": pad_token}  # fmt: skip
-    with stage(run, "evaluate", config, args, _prompt_input(prompts)) as results:
+            "pad_token": pad_token, "dtype": dtype}  # fmt: skip
+    with stage(run, "evaluate", config, args, _prompt_input(prompts)) as results, frozen_dtype(dtype):
         summary, rows = evaluate(
             str(policy), base, task, config, proxy=proxy, pad_token=pad_token, progress=progress,
             reward_loader=reward_loader, base=base_side,
@@ -325,6 +336,7 @@ def diagnose_run(
     pad_token: str | None = None,
     progress: bool = True,
     prompts: str | Path | None = None,
+    dtype: str | None = None,
 ) -> dict:
     """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
     from rlhflab.evaluation.diagnose import diagnose
@@ -340,8 +352,11 @@ def diagnose_run(
         raise RlhflabError(f"{run.path}: no {RunDir.SAMPLES} (run 'rlhflab evaluate' first)")
     samples = read_jsonl(samples_path)
     pairs = read_pairs(run / RunDir.PAIRS) if (run / RunDir.PAIRS).is_file() else []
-    args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "pad_token": pad_token}
-    with stage(run, "diagnose", config, args, {"samples": samples_path, **_prompt_input(prompts)}) as results:
+    dtype = run.remembered("dtype", dtype)
+    args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "pad_token": pad_token,
+            "dtype": dtype}  # fmt: skip
+    inputs = {"samples": samples_path, **_prompt_input(prompts)}
+    with stage(run, "diagnose", config, args, inputs) as results, frozen_dtype(dtype):
         out = diagnose(
             str(policy), base, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config, pad_token,
             progress,

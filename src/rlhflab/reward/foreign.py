@@ -60,11 +60,12 @@ class ClassifierReward:
             context_length,
             load_tokenizer,
         )
+        from rlhflab.rollout.precision import default_dtype
 
         tokenizer = load_tokenizer(folder)
         try:
             with _quiet_transformers():
-                model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+                model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=default_dtype())
         except _load_errors() as e:
             raise _load_error(str(folder), e) from None
         if model.config.num_labels != 1:

@@ -50,6 +50,8 @@ def resolve_model(name: str | Path) -> str:
         return minilm_folder()
     path = Path(name).expanduser()
     if path.exists():
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            return str(path)  # a LoRA adapter saved with --save-adapter: transformers loads it with its base
         if not (path / "config.json").is_file():
             raise RlhflabError(
                 f"model '{name}': directory has no config.json (expected a Hugging Face model "
@@ -137,13 +139,16 @@ def load_tokenizer(name: str | Path, pad_token: str | None = None):
     return tokenizer
 
 
-def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dtype | None = None):
+def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dtype | str | None = None):
     """(causal LM, tokenizer) from a local folder, ``embedded`` or a hub id, on this process's accelerator
-    when there is one (every stage that runs a model runs it there)."""
+    when there is one (every stage that runs a model runs it there); ``dtype`` (a torch dtype or a ``--dtype``
+    name): the weights' precision (None: as saved)."""
     from transformers import AutoModelForCausalLM
 
     from rlhflab.rollout import distributed
+    from rlhflab.rollout.precision import default_dtype, dtype_of
 
+    dtype = dtype_of(dtype) if isinstance(dtype, str) else (dtype or default_dtype())
     tokenizer = load_tokenizer(name, pad_token)
     try:
         model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
@@ -194,9 +199,13 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def _accepts_position_ids(model: nn.Module) -> bool:
+    from rlhflab.rollout.precision import AdapterOff, is_peft
+
     inner = unwrap(model)
-    if isinstance(inner, ScalarHeadModel):
+    if isinstance(inner, (ScalarHeadModel, AdapterOff)):
         return True
+    if is_peft(inner):  # a LoRA model passes keyword arguments on to the model it wraps
+        inner = inner.get_base_model()
     return "position_ids" in inspect.signature(inner.forward).parameters
 
 
@@ -252,13 +261,19 @@ class ScalarHeadModel(nn.Module):
         function when none is given."""
         from transformers import AutoModelForSequenceClassification
 
+        from rlhflab.rollout.precision import is_peft
+
         inner = unwrap(policy)
+        state = inner.state_dict()
+        if is_peft(inner):  # a LoRA policy: its base weights, without the adapter
+            inner = inner.get_base_model()
+            state = {k.replace(".base_layer", ""): v for k, v in inner.state_dict().items() if "lora_" not in k}
         config = copy.deepcopy(inner.config)
         config.num_labels = 1
         torch.manual_seed(seed)
         with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_config(config)
-        model.load_state_dict(inner.state_dict(), strict=False)  # the backbone; the new head stays
+        model.load_state_dict(state, strict=False)  # the backbone; the new head stays
         return cls(model.to(next(inner.parameters()).device))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None):
@@ -280,13 +295,17 @@ class ScalarHeadModel(nn.Module):
         self.model.save_pretrained(path)
 
 
-def load_scalar_model(name: str | Path, pad_token_id: int) -> ScalarHeadModel:
-    """A scalar-head model from a reward-model folder, or from a causal LM (new, small head)."""
+def load_scalar_model(name: str | Path, pad_token_id: int, dtype: torch.dtype | None = None) -> ScalarHeadModel:
+    """A scalar-head model from a reward-model folder, or from a causal LM (new, small head); weights in
+    ``dtype`` (None: ``precision.frozen_dtype``'s, else as saved)."""
     from transformers import AutoModelForSequenceClassification
 
+    from rlhflab.rollout.precision import default_dtype
+
+    dtype = dtype or default_dtype()
     try:
         with _quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=1)
+            model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=1, dtype=dtype)
     except _load_errors() as e:
         raise _load_error(str(name), e) from None
     model.config.pad_token_id = pad_token_id

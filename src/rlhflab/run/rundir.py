@@ -144,12 +144,17 @@ class RunDir:
     def pad_token(self, given: str | None) -> str | None:
         """``given``, or else the ``--pad-token`` an earlier stage of this run was given (the latest started),
         so that it need not be repeated at every stage."""
+        return self.remembered("pad_token", given)
+
+    def remembered(self, name: str, given: str | None) -> str | None:
+        """``given``, or else the value of the argument ``name`` (``pad_token``, ``dtype``, ``chat_template``)
+        that the latest started stage of this run recorded."""
         if given is not None or not self.manifest_path.exists():
             return given
         recorded = [
-            (str(s.get("started", "")), i, s["args"]["pad_token"])
+            (str(s.get("started", "")), i, s["args"][name])
             for i, s in enumerate(self.manifest().get("stages", {}).values())
-            if isinstance(s, dict) and isinstance(s.get("args"), dict) and isinstance(s["args"].get("pad_token"), str)
+            if isinstance(s, dict) and isinstance(s.get("args"), dict) and isinstance(s["args"].get(name), str)
         ]
         return max(recorded)[2] if recorded else None
 

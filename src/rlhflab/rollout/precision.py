@@ -1,0 +1,289 @@
+"""How a trained model is held in memory: precision, gradient checkpointing and LoRA (``ModelConfig``).
+
+The rule for precision (``--dtype bfloat16|float16``):
+
+- **frozen models** (the reference policy, the reward model, a LoRA model's base weights, every model an
+  evaluation only samples) are loaded in ``dtype``: half the memory, and their forward passes run in it;
+- **trained weights** (a fully fine-tuned policy or value model, LoRA adapters, a new value head) stay
+  float32, and so do their gradients and AdamW's two moments: the master weights. Their forward passes run
+  under ``torch.autocast(dtype)``, so the matmuls are in ``dtype``; nothing else changes in the methods;
+- **the saved policy** is written in ``dtype`` (its config says so), merged with its adapter unless
+  ``--save-adapter``.
+
+With LoRA (``--lora-r R``, peft) only the adapters train; the reference policy is the same model with the
+adapter switched off (``AdapterOff``: no second copy in memory). PPO's value function is then a LoRA model
+of its own: a frozen copy of its backbone in ``dtype`` with an adapter and a float32 head (why, and what it
+costs, in the README's "Memory" section).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import torch
+from torch import nn
+
+from rlhflab.config import check
+from rlhflab.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Precision of frozen models' weights and of every model's matmuls (autocast); trained weights, their
+    gradients and the AdamW state stay float32. The saved policy is written in it."""
+    gradient_checkpointing: bool = False
+    """Recompute the trained model's activations in the backward pass instead of keeping them (less memory,
+    about a third more compute)."""
+    lora_r: int = 0
+    """Train a LoRA adapter of this rank (peft) instead of every weight; 0: full fine-tuning."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is scaled by lora_alpha / lora_r."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapter's input."""
+    lora_target_modules: str = "all-linear"
+    """Comma-separated names of the modules to adapt (e.g. q_proj,v_proj), or all-linear (every linear layer
+    but the output layer)."""
+    save_adapter: bool = False
+    """With LoRA, save the adapter alone (peft format, loads with its base) instead of the merged model."""
+
+    def __post_init__(self) -> None:
+        check(self.lora_r >= 0, "lora_r", self.lora_r, ">= 0 (0: no LoRA)")
+        check(self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "> 0")
+        check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "in [0, 1)")
+        check(bool(self.targets()), "lora_target_modules", self.lora_target_modules, "module names or all-linear")
+        check(not self.save_adapter or self.lora_r > 0, "save_adapter", self.save_adapter, "used with --lora-r > 0")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def lora(self) -> bool:
+        return self.lora_r > 0
+
+    def targets(self) -> str | list[str]:
+        if self.lora_target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+
+def model_field(**values) -> ModelConfig:
+    """A method config's ``model_options`` field."""
+    return dataclasses.field(default_factory=lambda: ModelConfig(**values))
+
+
+def dtype_of(name: str | None) -> torch.dtype | None:
+    """torch dtype for a ``--dtype`` name (None: the weights' own)."""
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {list(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+_FROZEN = contextvars.ContextVar("rlhflab_frozen_dtype", default=None)
+
+
+@contextlib.contextmanager
+def frozen_dtype(name: str | None) -> Iterator[None]:
+    """Within this block, models loaded without an explicit dtype (every model a stage only evaluates or
+    samples: base, tuned policy, reference, reward model) are loaded in ``name`` (None: as saved)."""
+    token = _FROZEN.set(dtype_of(name))
+    try:
+        yield
+    finally:
+        _FROZEN.reset(token)
+
+
+def default_dtype() -> torch.dtype | None:
+    """The dtype ``frozen_dtype`` set, or None."""
+    return _FROZEN.get()
+
+
+# ---------------------------------------------------------------- autocast
+
+
+def autocast_forward(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Run ``model``'s forward (and so ``generate``, which calls it) under ``torch.autocast(dtype)`` on the
+    device its weights are on. Float32 weights stay float32; their matmuls run in ``dtype``."""
+    if dtype == torch.float32 or getattr(model, "_rlhflab_autocast", None) == dtype:
+        return model
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        device = next(model.parameters()).device.type
+        with torch.autocast(device_type=device, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    model.forward = wrapped
+    model._rlhflab_autocast = dtype
+    return model
+
+
+# ---------------------------------------------------------------- trained models
+
+
+def is_peft(model: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+def trainable_policy(model: nn.Module, options: ModelConfig) -> nn.Module:
+    """The policy as a method trains it under ``options``: a LoRA model (peft) around the base weights loaded
+    in ``dtype``, or every weight in float32; gradient checkpointing; autocast to ``dtype``."""
+    if options.gradient_checkpointing:
+        _checkpointing(model)
+    if options.lora:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
+            target_modules=options.targets(), task_type="CAUSAL_LM", fan_in_fan_out=_has_conv1d(model),
+        )  # fmt: skip
+        try:
+            model = get_peft_model(model, config)  # adapters float32 (peft's autocast_adapter_dtype)
+        except ValueError as e:
+            raise ConfigError(f"--lora-target-modules {options.lora_target_modules!r}: {str(e).splitlines()[0]}")
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    else:
+        model.float()
+    autocast_forward(_innermost(model), options.torch_dtype)
+    return model
+
+
+def _checkpointing(model: nn.Module) -> None:
+    """Turn on activation checkpointing (non-reentrant: frozen inputs and LoRA need no special care); it acts
+    in training mode only, so sampling (in eval mode) keeps its cache."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise ConfigError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
+
+
+def _has_conv1d(model: nn.Module) -> bool:
+    """GPT-2-style models keep linear weights transposed (Conv1D); LoRA must know (peft's fan_in_fan_out)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(m, Conv1D) for m in model.modules())
+
+
+def _innermost(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft wrapper (its forward is what generate calls)."""
+    return model.get_base_model() if is_peft(model) else model
+
+
+def lora_value_model(value: nn.Module, options: ModelConfig) -> nn.Module:
+    """PPO's value function (a ``ScalarHeadModel``) as a LoRA model of its own: its backbone frozen in
+    ``dtype`` with an adapter injected in place (the forward is unchanged), the head trained in float32."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inner = value.model
+    head = getattr(inner, value._head)
+    inner.to(options.torch_dtype)
+    config = LoraConfig(
+        r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
+        target_modules=options.targets() if options.targets() != "all-linear" else _linear_names(inner, head),
+        fan_in_fan_out=_has_conv1d(inner),
+    )  # fmt: skip
+    inject_adapter_in_model(config, inner)
+    for name, p in inner.named_parameters():
+        trained = "lora_" in name
+        p.requires_grad_(trained)
+        if trained:
+            p.data = p.data.float()
+    head.float().requires_grad_(True)
+    if options.gradient_checkpointing:
+        _checkpointing(inner)
+    autocast_forward(value, options.torch_dtype)
+    return value
+
+
+def trainable_value(value: nn.Module, options: ModelConfig) -> nn.Module:
+    """PPO's value function under ``options``: a LoRA model of its own with LoRA, else float32 weights
+    (autocast to ``dtype``, gradient checkpointing when asked)."""
+    if options.lora:
+        return lora_value_model(value, options)
+    value.float()
+    if options.gradient_checkpointing:
+        _checkpointing(value.model)
+    return autocast_forward(value, options.torch_dtype)
+
+
+def _linear_names(model: nn.Module, head: nn.Module) -> list[str]:
+    """The names (last part) of every linear layer of ``model`` except ``head``: 'all-linear' for a model
+    peft's own shorthand does not cover (a scalar-head model, not a causal LM)."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    linear = (nn.Linear, Conv1D)
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, linear) and m is not head}
+    if not names:
+        raise ConfigError("--lora-r: the value model has no linear layers to adapt")
+    return sorted(names)
+
+
+class AdapterOff(nn.Module):
+    """The reference policy of a LoRA policy: the same model with its adapter switched off, no second copy.
+
+    Only evaluated without gradients (``token_logprobs(reference, ...)``); the methods' ``.to``, ``.eval``
+    and ``.requires_grad_`` on their reference must not reach the policy's weights, so they do nothing here.
+    """
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "_policy", policy)  # not a submodule: its parameters stay the policy's own
+
+    def forward(self, input_ids, attention_mask, position_ids=None):
+        from rlhflab.rollout.models import unwrap
+
+        model = unwrap(self._policy)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        with torch.no_grad(), model.disable_adapter():
+            return model(**kwargs)
+
+    def parameters(self, recurse: bool = True):
+        return self._policy.parameters(recurse)
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True):
+        return self
+
+
+def reference_for(policy: nn.Module, load_frozen) -> nn.Module:
+    """The reference policy: the adapter-off view of a LoRA policy, else ``load_frozen()`` (a second copy)."""
+    from rlhflab.rollout.models import unwrap
+
+    return AdapterOff(policy) if is_peft(unwrap(policy)) else load_frozen()
+
+
+def saveable_policy(policy: nn.Module, options: ModelConfig) -> nn.Module:
+    """The trained policy as it is written to RUN/policy: in ``dtype``, merged with its adapter (loadable by
+    ``AutoModelForCausalLM.from_pretrained``) unless ``--save-adapter``."""
+    from rlhflab.rollout.models import unwrap
+
+    policy = unwrap(policy)
+    if is_peft(policy) and not options.save_adapter:
+        policy = policy.merge_and_unload()
+    return policy.to(options.torch_dtype)
