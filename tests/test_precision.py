@@ -158,10 +158,11 @@ def test_dpo_and_grpo_train_a_lora_adapter_with_checkpointing(method, micro_mode
 
 
 def test_model_options_are_checked():
-    with pytest.raises(ConfigError, match="--save-adapter must be used with --lora-r > 0"):
+    with pytest.raises(ConfigError, match="--save-adapter must be used with --lora-r"):
         ModelConfig(save_adapter=True)
-    with pytest.raises(ConfigError, match="--lora-r must be >= 0"):
-        ModelConfig(lora_r=-1)
+    for r in (0, -1):
+        with pytest.raises(ConfigError, match="--lora-r must be >= 1"):
+            ModelConfig(lora_r=r)
     with pytest.raises(ConfigError, match="--lora-target-modules"):
         ModelConfig(lora_r=2, lora_target_modules=" , ")
 
@@ -170,3 +171,38 @@ def test_lora_target_modules_that_the_model_lacks_are_named(micro_model):
     model, _ = load_policy(micro_model)
     with pytest.raises(ConfigError, match="--lora-target-modules 'q_proj'"):
         trainable_policy(model, ModelConfig(lora_r=2, lora_target_modules="q_proj"))
+
+
+def test_a_reward_model_trains_under_bfloat16_with_checkpointing_and_refuses_lora(micro_model, tmp_path):
+    from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+    from rlhflab.reward.train import RewardTrainConfig
+
+    run = RunDir(tmp_path / "run")
+    stages.feedback_simulate(run, str(micro_model), TASK, build(SimulateConfig, pairs=16, max_new_tokens=4,
+                             batch_size=16), SimulatedRater(), progress=False)  # fmt: skip
+    config = build(RewardTrainConfig, backbone="model", epochs=1, batch_size=4, dtype="bfloat16",
+                   gradient_checkpointing=True)  # fmt: skip
+    result = stages.reward_train(run, str(micro_model), run / RunDir.PAIRS, config, progress=False)
+    assert 0 <= result["val_accuracy"] <= 1
+    with pytest.raises(ConfigError, match="has no setting 'lora_r'"):
+        build(RewardTrainConfig, lora_r=4)
+    out = rlhflab("reward", "train", "--help")
+    assert "--dtype" in out.stdout and "--lora-r" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--dtype", "float8"], "Invalid value for '--dtype': 'float8' is not one of"),
+        (["--lora-r", "0"], "--lora-r must be >= 1 (leave it unset for no LoRA), got 0"),
+        (["--lora-r", "2", "--lora-target-modules", "q_proj"], "--lora-target-modules 'q_proj'"),
+        (["--dtype", "float16"], "--dtype float16 needs a GPU"),
+    ],
+)
+def test_bad_model_options_are_refused_in_one_line(flags, said, micro_model, tmp_path):
+    if "float16" in flags and torch.cuda.is_available():
+        pytest.skip("float16 is allowed on a GPU")
+    out = rlhflab("optimize", "grpo", "--run-dir", tmp_path / "run", "--model", micro_model, "--task", TASK,
+                  "--reward", RULE, "--steps", "1", "--quiet", *flags)  # fmt: skip
+    assert out.returncode == 2 and said in out.stderr, out.stderr
+    assert len([line for line in out.stderr.splitlines() if line.strip()]) <= 3  # usage + error, no traceback

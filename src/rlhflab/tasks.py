@@ -39,6 +39,9 @@ class Task:
     description: str = ""
     heldout_text: Path | None = None
     """Held-out corpus text (one passage a line) for perplexity and calibration checks."""
+    checkable: bool = False
+    """Each prompt has one correct answer and ``gold`` is a verifier scoring 1 (right) or 0: evaluation then
+    adds pass@k of base and tuned policy."""
 
     def __post_init__(self) -> None:
         if not self.train_prompts:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from rlhflab.cli.common import (
+    chat_option,
     cli,
     default_run_dir_option,
     dtype_option,
@@ -42,6 +43,7 @@ from rlhflab.run.rundir import RunDir
 @prompts_option
 @pad_option
 @dtype_option
+@chat_option
 @click_options(EvalConfig)
 @quiet_option
 def evaluate_cmd(
@@ -53,6 +55,7 @@ def evaluate_cmd(
     prompts_file: Path | None,
     pad_token,
     dtype: str | None,
+    chat_template: str | None,
     quiet: bool,
     **options,
 ) -> None:
@@ -66,7 +69,17 @@ def evaluate_cmd(
         reward_name = str(run / RunDir.REWARD_MODEL) if (run / RunDir.REWARD_MODEL).is_dir() else None
     config = config_from_options(EvalConfig, options)
     pipeline.evaluate_run(
-        run, policy, base, task, reward_name, config, pad_token, progress=not quiet, prompts=prompts_file, dtype=dtype
+        run,
+        policy,
+        base,
+        task,
+        reward_name,
+        config,
+        pad_token,
+        progress=not quiet,
+        prompts=prompts_file,
+        dtype=dtype,
+        chat_template=chat_template,
     )
     say(f"wrote {run / RunDir.SUMMARY} and {run / RunDir.SAMPLES}")
 
@@ -82,6 +95,7 @@ def evaluate_cmd(
 @prompts_option
 @pad_option
 @dtype_option
+@chat_option
 @click_options(DiagnoseConfig)
 @quiet_option
 def diagnose_cmd(
@@ -92,6 +106,7 @@ def diagnose_cmd(
     prompts_file: Path | None,
     pad_token,
     dtype: str | None,
+    chat_template: str | None,
     quiet: bool,
     **options,
 ) -> None:
@@ -103,7 +118,16 @@ def diagnose_cmd(
     base = base or pipeline.base_model_of(run) or EMBEDDED
     config = config_from_options(DiagnoseConfig, options)
     pipeline.diagnose_run(
-        run, policy, base, task, config, pad_token, progress=not quiet, prompts=prompts_file, dtype=dtype
+        run,
+        policy,
+        base,
+        task,
+        config,
+        pad_token,
+        progress=not quiet,
+        prompts=prompts_file,
+        dtype=dtype,
+        chat_template=chat_template,
     )
     say(f"wrote {run / RunDir.DIAGNOSTICS}")
 
@@ -278,6 +302,7 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
 @pad_option
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
 @click.option("--quick", is_flag=True, help="A tiny version for smoke tests (seconds, not minutes).")
+@chat_option
 @click_options(ModelConfig)
 @quiet_option
 def demo_cmd(
@@ -288,6 +313,7 @@ def demo_cmd(
     pad_token: str | None,
     seed: int,
     quick: bool,
+    chat_template: str | None,
     quiet: bool,
     **options,
 ) -> None:
@@ -296,5 +322,5 @@ def demo_cmd(
 
     run_demo(
         run_dir, model=model, seed=seed, quick=quick, task=task, pad_token=pad_token, progress=not quiet,
-        prompts=prompts_file, model_options=config_from_options(ModelConfig, options),
+        prompts=prompts_file, model_options=config_from_options(ModelConfig, options), chat_template=chat_template,
     )  # fmt: skip

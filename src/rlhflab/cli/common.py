@@ -24,6 +24,14 @@ dtype_option = click.option(
     help="Load the models this command only runs (samples, scores) in this precision (default: the run's "
     "recorded --dtype, else as saved).",
 )
+chat_option = click.option(
+    "--chat-template",
+    "chat_template",
+    default=None,
+    help="auto: render prompts with the tokenizer's chat template when it has one (conversations keep their "
+    "turns) and stop at its end-of-turn token; none: plain text; or a Jinja template FILE (default: the run's "
+    "recorded choice, else auto).",
+)
 task_option = click.option(
     "--task",
     default="sentiment",

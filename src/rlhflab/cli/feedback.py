@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from rlhflab.cli.common import (
+    chat_option,
     cli,
     dtype_option,
     model_option,
@@ -42,11 +43,20 @@ def feedback() -> None:
 @prompts_option
 @pad_option
 @dtype_option
+@chat_option
 @click_options(SimulateConfig)
 @click_options(SimulatedRater, prefix="rater_")
 @quiet_option
 def feedback_simulate(
-    run_dir: Path, model: str, task: str, prompts_file: Path | None, pad_token, dtype, quiet: bool, **options
+    run_dir: Path,
+    model: str,
+    task: str,
+    prompts_file: Path | None,
+    pad_token,
+    dtype,
+    chat_template,
+    quiet: bool,
+    **options,
 ) -> None:
     """Sample two continuations per prompt and label them with a simulated rater -> RUN/pairs.jsonl."""
     from rlhflab.pipeline import stages as pipeline
@@ -54,7 +64,16 @@ def feedback_simulate(
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
     stats = pipeline.feedback_simulate(
-        RunDir(run_dir), model, task, config, rater, pad_token, progress=not quiet, prompts=prompts_file, dtype=dtype
+        RunDir(run_dir),
+        model,
+        task,
+        config,
+        rater,
+        pad_token,
+        progress=not quiet,
+        prompts=prompts_file,
+        dtype=dtype,
+        chat_template=chat_template,
     )
     say(
         f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "

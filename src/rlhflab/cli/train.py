@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from rlhflab.cli.common import (
+    chat_option,
     cli,
     model_option,
     need_run_dir,
@@ -76,8 +77,8 @@ def optimize() -> None:
 def _method_command(spec) -> None:
     """Register ``rlhflab optimize METHOD`` with the method's config as options."""
 
-    def command(run_dir, model, task, pad_token, resume, quiet, reward_name=None, pairs=None, prompts_file=None,
-                **options):  # fmt: skip
+    def command(run_dir, model, task, pad_token, chat_template, resume, quiet, reward_name=None, pairs=None,
+                prompts_file=None, **options):  # fmt: skip
         from rlhflab import metric_names as names
         from rlhflab.pipeline import stages
 
@@ -88,7 +89,7 @@ def _method_command(spec) -> None:
             result = stages.optimize(
                 run, spec.name, model, task, config_from_options(spec.config, options),
                 reward=reward_name or str(run / RunDir.REWARD_MODEL), pairs=pairs or run / RunDir.PAIRS,
-                pad_token=pad_token, progress=not quiet, prompts=prompts_file,
+                pad_token=pad_token, progress=not quiet, prompts=prompts_file, chat_template=chat_template,
             )  # fmt: skip
         final = result.get("final") or {}
         detail = ", ".join(
@@ -121,7 +122,14 @@ def _method_command(spec) -> None:
                 "gold scorer, or a rule 'module:function'.",
             )
         )
-    decorators += [task_option, pad_option, click_options(spec.config), resume_option(spec.name), quiet_option]
+    decorators += [
+        task_option,
+        pad_option,
+        chat_option,
+        click_options(spec.config),
+        resume_option(spec.name),
+        quiet_option,
+    ]
     for decorate in reversed(decorators):
         command = decorate(command)
 

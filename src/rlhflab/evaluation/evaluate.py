@@ -39,12 +39,18 @@ class EvalConfig:
     """Prompts sampled at once."""
     seed: int = 1
     """Seed of the sampling noise (the same for both policies)."""
+    pass_k_samples: int = 64
+    """For a task with checkable answers: samples per problem for pass@k (k = 1, 2, 4, ... up to this)."""
+    pass_k_prompts: int = 100
+    """For a task with checkable answers: how many of the evaluation problems pass@k samples (the first ones)."""
     sampling: SamplingConfig = sampling_field()
     """Sample length and temperature (log-probabilities and KL use the same temperature)."""
 
     def __post_init__(self) -> None:
         check(self.num_prompts >= 0, "num_prompts", self.num_prompts, ">= 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.pass_k_samples >= 1, "pass_k_samples", self.pass_k_samples, ">= 1")
+        check(self.pass_k_prompts >= 1, "pass_k_prompts", self.pass_k_prompts, ">= 1")
 
 
 @torch.no_grad()
@@ -78,6 +84,8 @@ class Side:
     """None when the task has no gold reward."""
     proxy: list[float]
     kl: list[float] | None
+    verdicts: list[list[bool]] | None = None
+    """For a task with checkable answers: the verifier's verdict on each of n samples of each problem."""
 
 
 def evaluate_side(
@@ -109,6 +117,27 @@ def evaluate_side(
     return Side(stats, texts, g, p, kls)
 
 
+def pass_at_k_side(sampler, task: Task, config: EvalConfig, desc: str, progress: bool = True) -> list[list[bool]]:
+    """[problems][n] verdicts of the task's verifier on n = ``pass_k_samples`` samples of each of the first
+    ``pass_k_prompts`` evaluation problems (the sampling seeded as the rest of the evaluation)."""
+    problems = eval_prompts(task, config)[: config.pass_k_prompts]
+    n = config.pass_k_samples
+    repeated = [p for p in problems for _ in range(n)]
+    texts, _, _ = _samples(sampler, repeated, config, desc, progress)
+    scores = checked_scores(task.gold(repeated, texts), len(texts), f"the verifier of task '{task.name}'").tolist()
+    return [[s > 0.5 for s in scores[i * n : (i + 1) * n]] for i in range(len(problems))]
+
+
+def pass_at_k_summary(base: list[list[bool]], policy: list[list[bool]]) -> dict:
+    """pass@k curves of both sides, where they cross, and the share of newly solved problems."""
+    from rlhflab.evaluation.diagnostics.pass_at_k import crossing, default_ks, newly_solved, pass_at_k_curve
+
+    ks = default_ks(len(base[0]))
+    b, p = pass_at_k_curve(base, ks), pass_at_k_curve(policy, ks)
+    return {"base": b, "policy": p, "crossing_k": crossing(b, p), "newly_solved": newly_solved(base, policy),
+            "problems": len(base), "samples": len(base[0])}  # fmt: skip
+
+
 def eval_prompts(task: Task, config: EvalConfig) -> list[str]:
     return task.eval_prompts[: config.num_prompts] if config.num_prompts else list(task.eval_prompts)
 
@@ -125,8 +154,11 @@ def evaluate_base(
     prompts = eval_prompts(task, config)
     base, tokenizer = load_policy(base_name, pad_token)
     check_fits(base, tokenizer, prompts, config.sampling.max_new_tokens)
-    side = evaluate_side(PolicySampler(base, tokenizer), prompts, task, config, proxy, "evaluate: base", progress)
+    sampler = PolicySampler(base, tokenizer)
+    side = evaluate_side(sampler, prompts, task, config, proxy, "evaluate: base", progress)
     side.stats["kl"], side.stats["kl_stderr"] = 0.0, 0.0
+    if task.checkable:
+        side.verdicts = pass_at_k_side(sampler, task, config, "pass@k: base", progress)
     return side
 
 
@@ -155,6 +187,12 @@ def evaluate(
     policy = evaluate_side(sampler, prompts, task, config, proxy, "evaluate: policy", progress)
     if info["type"] == "best_of_n":
         policy.stats["kl_bound"] = info["kl_bound"]
+    if task.checkable:
+        if base.verdicts is None:
+            raise ValueError("a reused base evaluation of a checkable task must carry its pass@k verdicts")
+        policy.verdicts = pass_at_k_side(sampler, task, config, "pass@k: policy", progress)
+        curves = pass_at_k_summary(base.verdicts, policy.verdicts)
+        base.stats["pass_at_k"], policy.stats["pass_at_k"] = curves.pop("base"), curves.pop("policy")
     summary = {
         "task": task.name,
         "prompts": len(prompts),
@@ -167,6 +205,8 @@ def evaluate(
         "gold_known": task.gold is not None,
         "gold_gain": policy.stats["gold"] - base.stats["gold"] if task.gold is not None else None,
     }
+    if task.checkable:
+        summary["pass_at_k"] = curves  # where the curves cross, newly solved problems, n and problem count
     rows = []
     for i, prompt in enumerate(prompts):
         row = {

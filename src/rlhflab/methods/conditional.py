@@ -60,6 +60,11 @@ class ConditionalConfig:
     """Precision, gradient checkpointing and LoRA of the trained policy."""
 
     def __post_init__(self) -> None:
+        if self.model_options.lora:
+            raise ConfigError(
+                "--lora-r: conditional training adds control tokens whose embeddings must train, and LoRA freezes "
+                "the embeddings; fine-tune every weight (--lora-r 0), with --dtype and --gradient-checkpointing"
+            )
         check(self.num_prompts >= 0, "num_prompts", self.num_prompts, ">= 0")
         check(self.samples_per_prompt >= 1, "samples_per_prompt", self.samples_per_prompt, ">= 1")
         check(0 < self.threshold_quantile < 1, "threshold_quantile", self.threshold_quantile, "in (0, 1)")
@@ -163,6 +168,7 @@ def train_conditional(
         [r["completion"] for r in rows],
         config.max_length,
         [r["ended"] for r in rows],
+        as_generated=True,
     )
     optimizer = make_optimizer(policy.parameters(), config.optimizer)
     policy, optimizer = loop.accelerator.prepare(policy, optimizer)

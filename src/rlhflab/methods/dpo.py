@@ -120,8 +120,8 @@ def train_dpo(
         disable_dropout(m)
     reference.to(loop.device).eval()
     prompts = [p.prompt for p in pairs]
-    chosen = encode(tokenizer, prompts, [p.chosen for p in pairs], config.max_length)
-    rejected = encode(tokenizer, prompts, [p.rejected for p in pairs], config.max_length)
+    chosen = encode(tokenizer, prompts, [p.chosen for p in pairs], config.max_length, as_generated=True)
+    rejected = encode(tokenizer, prompts, [p.rejected for p in pairs], config.max_length, as_generated=True)
     labels = torch.tensor([p.label for p in pairs])
     ref_sums, ref_counts = torch.zeros(2, len(pairs)), torch.zeros(2, len(pairs))
     rb = config.reference_batch_size

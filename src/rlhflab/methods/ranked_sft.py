@@ -20,7 +20,7 @@ from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, op
 from rlhflab.losses import kl_estimators
 from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
 from rlhflab.methods.sft import supervised_pass
-from rlhflab.rollout.batching import encode, prompt_stream
+from rlhflab.rollout.batching import generated_ids, prompt_stream
 from rlhflab.rollout.models import check_fits, disable_dropout, unwrap
 from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
 from rlhflab.rollout.sampling import sample, token_logprobs
@@ -115,19 +115,15 @@ def train_ranked_sft(
         kl = kl_estimators(logp, logp_ref, r.response_mask)["k1"]
         scores = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).view(len(batch), k)
         best = top_per_prompt(scores, keep)
-        kept = [
-            (batch[i], r.responses[i * k + int(j)], r.ended[i * k + int(j)]) for i in range(len(batch)) for j in best[i]
-        ]
-        kept = [(p, c, e) for p, c, e in kept if c.strip()]
+        rows = [i * k + int(j) for i in range(len(batch)) for j in best[i]]
+        kept = generated_ids(r, [i for i in rows if r.responses[i].strip()], config.max_length)  # as sampled
         if loop.world > 1:
             from accelerate.utils import gather_object
 
             kept = gather_object(kept)
 
         # ------------------------------------------------------ fine-tune on the best
-        encoded = encode(
-            tokenizer, [p for p, _, _ in kept], [c for _, c, _ in kept], config.max_length, [e for _, _, e in kept]
-        )
+        encoded = kept
         losses = supervised_pass(
             loop, policy, optimizer, encoded, batch_size=config.batch_size, epochs=config.epochs,
             config=config.optimizer, seed=seed + rnd, pad_id=tokenizer.pad_token_id,

@@ -95,6 +95,7 @@ def run_demo(
     pad_token: str | None = None,
     prompts: str | Path | None = None,
     model_options: ModelConfig | None = None,
+    chat_template: str | None = None,
 ) -> dict:
     """Every stage of the demo into ``run_dir``; ``pad_token`` (for a ``model`` whose tokenizer has none) is
     given to the first stage and remembered by the run for the others; ``prompts`` (a file) replaces the task's
@@ -112,7 +113,8 @@ def run_demo(
         f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)"
     )
     fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, pad_token, progress=progress,
-                                    prompts=prompts, dtype=p.ppo.model_options.dtype)  # fmt: skip
+                                    prompts=prompts, dtype=p.ppo.model_options.dtype,
+                                    chat_template=chat_template)  # fmt: skip
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
     say(f"[2/6] reward model: Bradley-Terry on {backbone_of(p.reward, model)}, {p.reward.epochs:g} epochs")

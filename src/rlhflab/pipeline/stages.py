@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from rlhflab.config import from_dict
 from rlhflab.errors import DataError, RlhflabError
 from rlhflab.files import atomic_write_json, atomic_write_text, jsonl_text
+from rlhflab.rollout.chat import use_chat_template
 from rlhflab.rollout.precision import frozen_dtype
 from rlhflab.run.rundir import RunDir
 
@@ -68,6 +69,23 @@ def recorded(run_dir: Path, name: str, config_cls: type, needs: tuple[str, ...] 
     return from_dict(config_cls, entry["config"], source=run.manifest_path), args
 
 
+def _chat(run: RunDir, given: str | None, model: str, pad_token: str | None, task):
+    """(the --chat-template the stage uses: given, else the run's, else auto; ``task`` with its prompts rendered
+    by it for ``model``'s tokenizer -- unchanged when that tokenizer has no template)."""
+    import dataclasses
+
+    from rlhflab.rollout.chat import check_spec, configure, render
+    from rlhflab.rollout.models import load_tokenizer
+
+    spec = check_spec(run.remembered("chat_template", given))
+    tokenizer = configure(load_tokenizer(model, pad_token), spec)
+    if getattr(tokenizer, "chat_template", None) and task is not None:
+        task = dataclasses.replace(
+            task, train_prompts=render(tokenizer, task.train_prompts), eval_prompts=render(tokenizer, task.eval_prompts)
+        )
+    return spec, task, tokenizer
+
+
 # ---------------------------------------------------------------- feedback and reward model
 
 
@@ -86,6 +104,7 @@ def feedback_simulate(
     progress: bool = True,
     prompts: str | Path | None = None,
     dtype: str | None = None,
+    chat_template: str | None = None,
 ) -> dict:
     from rlhflab.feedback.pairs import write_pairs
     from rlhflab.feedback.simulated import simulate_feedback
@@ -95,11 +114,12 @@ def feedback_simulate(
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
     pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
-    with frozen_dtype(dtype):
+    chat, task, _ = _chat(run, chat_template, model, pad_token, task)
+    with frozen_dtype(dtype), use_chat_template(chat):
         policy, tokenizer = load_policy(model, pad_token)
     policy.eval()
     args = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token, "dtype": dtype,
-            "rater": asdict(rater)}  # fmt: skip
+            "chat_template": chat, "rater": asdict(rater)}  # fmt: skip
     with stage(run, "feedback", config, args, _prompt_input(prompts)) as results:
         pairs, stats = simulate_feedback(policy, tokenizer, task, rater, config, progress=progress)
         if not pairs:
@@ -121,9 +141,13 @@ def reward_train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
+    import torch
+
     from rlhflab.feedback.pairs import read_pairs
     from rlhflab.reward.train import backbone_of, train_reward_model
+    from rlhflab.rollout import distributed
     from rlhflab.rollout.models import load_scalar_model, load_tokenizer
+    from rlhflab.rollout.precision import check_device, trainable_value
     from rlhflab.run.checkpoint import run_hooks
 
     pairs = read_pairs(pairs_path)
@@ -135,10 +159,13 @@ def reward_train(
     with stage(run, "reward", config, args, {"pairs": pairs_path}) as results:
         hooks = run_hooks(run, "reward", resume, run / RunDir.REWARD_METRICS, progress=progress,
                           log_with=config.run.log_with, config=asdict(config))  # fmt: skip
-        reward, summary = train_reward_model(
-            lambda: load_scalar_model(backbone, tokenizer.pad_token_id), tokenizer, pairs, config, hooks=hooks,
-            source=str(pairs_path),
-        )  # fmt: skip
+
+        def fresh():  # a member to train: float32 weights under autocast to --dtype
+            return trainable_value(load_scalar_model(backbone, tokenizer.pad_token_id, torch.float32), options)
+
+        options = config.model_options
+        check_device(options.torch_dtype, distributed.state().device)
+        reward, summary = train_reward_model(fresh, tokenizer, pairs, config, hooks=hooks, source=str(pairs_path))
         summary["backbone"] = backbone
         config_dict = summary.pop("config")
         if _is_main():
@@ -171,6 +198,7 @@ def optimize(
     resume: bool = False,
     progress: bool = True,
     prompts: str | Path | None = None,
+    chat_template: str | None = None,
 ) -> dict:
     """Run one method (looked up in the registry); record it as the stage ``method`` of the manifest.
 
@@ -191,19 +219,28 @@ def optimize(
     prompts = run.prompts(prompts) if spec.data != "pairs" else None
     task = load_task(task_name, prompts)
     pad_token = run.pad_token(pad_token)
+    chat, task, chat_tokenizer = _chat(run, chat_template, model, pad_token, task)
     inputs = registry.MethodInputs(
         model=model, load_policy=lambda dtype=None: load_policy(model, pad_token, dtype), prompts=list(task.train_prompts),
         gold=task.gold, load_scalar=load_scalar_model,
     )  # fmt: skip
+    # a method without model options (best-of-n) samples in the run's dtype; the others record theirs in config
     options = getattr(config, "model_options", None) or ModelConfig(dtype=run.remembered("dtype", None) or "float32")
     args: dict[str, Any] = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token,
-                            "dtype": options.dtype}  # fmt: skip
+                            "chat_template": chat}  # fmt: skip
     files: dict[str, Path] = _prompt_input(prompts)
     if spec.data == "pairs":
         if pairs is None:
             raise RlhflabError(f"{method} learns from preference pairs: pass --pairs FILE")
         args["pairs"], files["pairs"] = str(pairs), Path(pairs)
         inputs.pairs, inputs.pairs_source = read_pairs(pairs), str(pairs)
+        if getattr(chat_tokenizer, "chat_template", None):  # the pairs' prompts as the policy will see them
+            from dataclasses import replace
+
+            from rlhflab.rollout.chat import render
+
+            rendered = render(chat_tokenizer, [p.prompt for p in inputs.pairs])
+            inputs.pairs = [replace(p, prompt=r) for p, r in zip(inputs.pairs, rendered)]
     else:
         if reward is None:
             raise RlhflabError(f"{method} learns from a reward: pass --reward (a reward-model folder, gold, or a rule)")
@@ -219,7 +256,7 @@ def optimize(
         run_config = getattr(config, "run", None)
         hooks = run_hooks(run, method, resume, run / RunDir.METRICS, samples, progress,
                           log_with=run_config.log_with if run_config else "none", config=asdict(config))  # fmt: skip
-        with frozen_dtype(options.dtype):
+        with frozen_dtype(options.dtype), use_chat_template(chat):
             out = spec.run(inputs, config, hooks)
         if out.sampler is not None:
             if _is_main():
@@ -251,6 +288,7 @@ def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
     return optimize(
         RunDir(run_dir), method, args["model"], args["task"], config, args.get("reward"), pairs,
         args.get("pad_token"), resume=True, progress=progress, prompts=args.get("prompts"),
+        chat_template=args.get("chat_template"),
     )  # fmt: skip
 
 
@@ -281,6 +319,7 @@ def evaluate_run(
     show: bool = True,
     prompts: str | Path | None = None,
     dtype: str | None = None,
+    chat_template: str | None = None,
 ) -> dict:
     """Evaluate ``policy`` (a policy folder or a sampler) against ``base`` -> RUN/summary.json and
     RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
@@ -292,6 +331,7 @@ def evaluate_run(
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
     pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
+    chat, task, _ = _chat(run, chat_template, base, pad_token, task)
     device, base_policy = distributed.state().device, _base(base, pad_token, config)
     proxy = None
     if reward not in (None, "", "none"):
@@ -304,8 +344,9 @@ def evaluate_run(
         return load_reward(name, task, device, base_policy)[0]
 
     args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "reward": reward,
-            "pad_token": pad_token, "dtype": dtype}  # fmt: skip
-    with stage(run, "evaluate", config, args, _prompt_input(prompts)) as results, frozen_dtype(dtype):
+            "pad_token": pad_token, "dtype": dtype, "chat_template": chat}  # fmt: skip
+    with stage(run, "evaluate", config, args, _prompt_input(prompts)) as results, frozen_dtype(dtype), \
+            use_chat_template(chat):  # fmt: skip
         summary, rows = evaluate(
             str(policy), base, task, config, proxy=proxy, pad_token=pad_token, progress=progress,
             reward_loader=reward_loader, base=base_side,
@@ -337,6 +378,7 @@ def diagnose_run(
     progress: bool = True,
     prompts: str | Path | None = None,
     dtype: str | None = None,
+    chat_template: str | None = None,
 ) -> dict:
     """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
     from rlhflab.evaluation.diagnose import diagnose
@@ -353,10 +395,11 @@ def diagnose_run(
     samples = read_jsonl(samples_path)
     pairs = read_pairs(run / RunDir.PAIRS) if (run / RunDir.PAIRS).is_file() else []
     dtype = run.remembered("dtype", dtype)
+    chat, task, _ = _chat(run, chat_template, base, pad_token, task)
     args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "pad_token": pad_token,
-            "dtype": dtype}  # fmt: skip
+            "dtype": dtype, "chat_template": chat}  # fmt: skip
     inputs = {"samples": samples_path, **_prompt_input(prompts)}
-    with stage(run, "diagnose", config, args, inputs) as results, frozen_dtype(dtype):
+    with stage(run, "diagnose", config, args, inputs) as results, frozen_dtype(dtype), use_chat_template(chat):
         out = diagnose(
             str(policy), base, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config, pad_token,
             progress,

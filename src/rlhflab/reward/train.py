@@ -22,6 +22,7 @@ from rlhflab.methods.api import Hooks, TrainLoop, make_optimizer
 from rlhflab.reward.model import Aggregate, Pooling, RewardModel, sequence_scores
 from rlhflab.rollout.batching import ShardedEpochs, collate, encode, lr_at
 from rlhflab.rollout.models import ScalarHeadModel, disable_dropout, unwrap
+from rlhflab.rollout.precision import PrecisionConfig, model_field
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class RewardTrainConfig:
     """AdamW settings (linear warm-up over the first 5% of steps, then linear decay to 0)."""
     run: RunConfig = run_field(checkpoint_every=50)
     """Seed of the train/validation split, data order and head initialisation; checkpoint cadence."""
+    model_options: PrecisionConfig = model_field(PrecisionConfig)
+    """Precision and gradient checkpointing of the reward model (every weight trains, float32 under autocast)."""
 
     def __post_init__(self) -> None:
         check(self.epochs > 0, "epochs", self.epochs, "> 0")

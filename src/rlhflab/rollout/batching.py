@@ -63,37 +63,74 @@ def prompt_stream(prompts: Sequence[str], n: int, generator: torch.Generator) ->
 # ---------------------------------------------------------------- prompt + completion batches
 
 
+def appended_count(tokenizer) -> int:
+    """How many special tokens the tokenizer appends after a text (an EOS-appending tokenizer's EOS, BERT's
+    [SEP]): 0 for GPT-2-, Llama- and Qwen-style tokenizers."""
+    plain = tokenizer("a b", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a b")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return len(full) - start - len(plain)
+    return 0
+
+
 def encode(
     tokenizer,
     prompts: Sequence[str],
     completions: Sequence[str],
     max_length: int,
     ended: Sequence[bool] | None = None,
+    as_generated: bool = False,
 ) -> list[tuple[list[int], int]]:
     """Token ids of each prompt + completion (at most ``max_length``, keeping the end), and the index of
     the completion's first token (the last token when the completion is empty).
 
-    ``ended[i]`` appends the end-of-sequence token to completion i: a sample that stopped by itself
-    (fine-tuning on it teaches the model where to stop, not only what to say).
+    ``as_generated``: the ids as a policy generates them (for its log-probabilities): without the special
+    tokens a tokenizer appends after a text (a policy writes its end token only when it stops), and
+    ``ended[i]`` appends the stop token to completion i -- a sample that stopped by itself (fine-tuning on it
+    teaches the model where to stop, not only what to say). Without it (a reward model reading a text), the
+    tokenizer's own special tokens stay.
     """
+    from rlhflab.rollout.chat import stop_ids
+
     if not prompts:
         return []
     texts = [p + c for p, c in zip(prompts, completions)]
+    appended = appended_count(tokenizer) if as_generated else 0
     if getattr(tokenizer, "is_fast", False):
         encoded = tokenizer(texts, return_offsets_mapping=True)
         full = encoded["input_ids"]
         prompt_lengths = [completion_start(offsets, len(p)) for offsets, p in zip(encoded["offset_mapping"], prompts)]
-    else:  # no character offsets: the prompt's own token count
+    else:  # no character offsets: the prompt's own token count (without what the tokenizer appends)
         full = tokenizer(texts)["input_ids"]
-        prompt_lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+        prompt_lengths = [len(ids) - appended_count(tokenizer) for ids in tokenizer(list(prompts))["input_ids"]]
+    full = [ids[: len(ids) - appended] for ids in full]
     ended = ended if ended is not None else [False] * len(full)
+    stop = (stop_ids(tokenizer) or [None])[0]
     out = []
-    for ids, n_prompt, stop in zip(full, prompt_lengths, ended):
-        if stop and tokenizer.eos_token_id is not None:
-            ids = ids + [tokenizer.eos_token_id]
+    for ids, n_prompt, stopped in zip(full, prompt_lengths, ended):
+        n_prompt = min(n_prompt, len(ids))
+        if stopped and stop is not None:
+            ids = ids + [stop]
         cut = max(0, len(ids) - max_length)
         ids = ids[cut:]
         out.append((ids, min(max(0, n_prompt - cut), len(ids) - 1)))
+    return out
+
+
+def generated_ids(rollout, rows: Sequence[int], max_length: int) -> list[tuple[list[int], int]]:
+    """The (ids, completion start) of rollout rows exactly as they were sampled -- prompt tokens as the sampler
+    encoded them, then the generated tokens up to and including the stop token -- at most ``max_length``
+    tokens, keeping the end. What fine-tuning on a policy's own samples trains on: re-tokenising their text
+    could merge or split tokens at the boundary differently from what was generated."""
+    P = rollout.prompt_length
+    out = []
+    for i in rows:
+        prompt = rollout.input_ids[i, :P][rollout.attention_mask[i, :P].bool()].tolist()
+        response = rollout.input_ids[i, P:][rollout.response_mask[i].bool()].tolist()
+        ids = prompt + response
+        cut = max(0, len(ids) - max_length)
+        out.append((ids[cut:], min(max(0, len(prompt) - cut), len(ids) - cut - 1)))
     return out
 
 

@@ -146,9 +146,11 @@ def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dty
     from transformers import AutoModelForCausalLM
 
     from rlhflab.rollout import distributed
-    from rlhflab.rollout.precision import default_dtype, dtype_of
+    from rlhflab.rollout.chat import configure
+    from rlhflab.rollout.precision import check_device, default_dtype, dtype_of
 
     dtype = dtype_of(dtype) if isinstance(dtype, str) else (dtype or default_dtype())
+    check_device(dtype, distributed.state().device)
     tokenizer = load_tokenizer(name, pad_token)
     try:
         model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
@@ -156,6 +158,7 @@ def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dty
         raise _load_error(str(name), e) from None
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    configure(tokenizer)  # the chat template the stage uses, and where generation stops
     return model.to(distributed.state().device), tokenizer
 
 

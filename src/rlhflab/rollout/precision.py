@@ -35,15 +35,29 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class PrecisionConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Precision of frozen models' weights and of every model's matmuls (autocast); trained weights, their
     gradients and the AdamW state stay float32. The saved policy is written in it."""
     gradient_checkpointing: bool = False
     """Recompute the trained model's activations in the backward pass instead of keeping them (less memory,
     about a third more compute)."""
-    lora_r: int = 0
-    """Train a LoRA adapter of this rank (peft) instead of every weight; 0: full fine-tuning."""
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def lora(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class ModelConfig(PrecisionConfig):
+    """The model options of a trained policy: ``PrecisionConfig``'s and LoRA's."""
+
+    lora_r: int | None = None
+    """Train a LoRA adapter of this rank (peft) instead of every weight; unset: full fine-tuning."""
     lora_alpha: float = 16.0
     """LoRA scaling numerator: the adapter's update is scaled by lora_alpha / lora_r."""
     lora_dropout: float = 0.0
@@ -55,19 +69,15 @@ class ModelConfig:
     """With LoRA, save the adapter alone (peft format, loads with its base) instead of the merged model."""
 
     def __post_init__(self) -> None:
-        check(self.lora_r >= 0, "lora_r", self.lora_r, ">= 0 (0: no LoRA)")
+        check(self.lora_r is None or self.lora_r >= 1, "lora_r", self.lora_r, ">= 1 (leave it unset for no LoRA)")
         check(self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "> 0")
         check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "in [0, 1)")
         check(bool(self.targets()), "lora_target_modules", self.lora_target_modules, "module names or all-linear")
-        check(not self.save_adapter or self.lora_r > 0, "save_adapter", self.save_adapter, "used with --lora-r > 0")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        check(not self.save_adapter or self.lora, "save_adapter", self.save_adapter, "used with --lora-r")
 
     @property
     def lora(self) -> bool:
-        return self.lora_r > 0
+        return self.lora_r is not None
 
     def targets(self) -> str | list[str]:
         if self.lora_target_modules.strip() == "all-linear":
@@ -75,9 +85,10 @@ class ModelConfig:
         return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
 
 
-def model_field(**values) -> ModelConfig:
-    """A method config's ``model_options`` field."""
-    return dataclasses.field(default_factory=lambda: ModelConfig(**values))
+def model_field(cls: type = ModelConfig, **values):
+    """A config's ``model_options`` field: ``ModelConfig`` for a method's policy, ``PrecisionConfig`` for a
+    model that trains every weight (the reward model)."""
+    return dataclasses.field(default_factory=lambda: cls(**values))
 
 
 def dtype_of(name: str | None) -> torch.dtype | None:
@@ -87,6 +98,13 @@ def dtype_of(name: str | None) -> torch.dtype | None:
     if name not in DTYPES:
         raise ConfigError(f"--dtype must be one of {list(DTYPES)}, got {name!r}")
     return DTYPES[name]
+
+
+def check_device(dtype: torch.dtype | None, device) -> None:
+    """float16 only on an accelerator: CPUs have no fast float16 matmul, and without loss scaling (which
+    rlhflab does not do) its gradients underflow. bfloat16 is the precision for CPUs."""
+    if dtype == torch.float16 and torch.device(device).type == "cpu":
+        raise ConfigError("--dtype float16 needs a GPU (on a CPU use --dtype bfloat16 or float32)")
 
 
 _FROZEN = contextvars.ContextVar("rlhflab_frozen_dtype", default=None)
@@ -214,7 +232,7 @@ def lora_value_model(value: nn.Module, options: ModelConfig) -> nn.Module:
     return value
 
 
-def trainable_value(value: nn.Module, options: ModelConfig) -> nn.Module:
+def trainable_value(value: nn.Module, options: PrecisionConfig) -> nn.Module:
     """PPO's value function under ``options``: a LoRA model of its own with LoRA, else float32 weights
     (autocast to ``dtype``, gradient checkpointing when asked)."""
     if options.lora:

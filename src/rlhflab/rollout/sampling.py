@@ -59,9 +59,12 @@ def sample(
     """
     from transformers import GenerationConfig
 
+    from rlhflab.rollout.chat import stop_ids
+
     inner = unwrap(model)
     device = next(inner.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    enc = encode_prompts(tokenizer, prompts, device)
+    stops = stop_ids(tokenizer)
     config = GenerationConfig(
         do_sample=True,
         temperature=temperature,
@@ -69,7 +72,7 @@ def sample(
         top_p=1.0,
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stops or None,
         bos_token_id=tokenizer.bos_token_id,
         suppress_tokens=list(suppress_tokens) or None,
     )
@@ -86,7 +89,7 @@ def sample(
     if response.shape[1] < max_new_tokens:  # every sequence ended early
         pad = torch.full((len(prompts), max_new_tokens - response.shape[1]), tokenizer.pad_token_id, device=device)
         response = torch.cat([response, pad], 1)
-    response_mask = response_mask_from_ids(response, tokenizer.eos_token_id)
+    response_mask = response_mask_from_ids(response, stops)
     response = response.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     texts = [tokenizer.decode(ids[: int(m.sum())], skip_special_tokens=True) for ids, m in zip(response, response_mask)]
     return Rollout(
@@ -95,15 +98,34 @@ def sample(
         attention_mask=torch.cat([enc["attention_mask"], response_mask.long()], 1),
         response_mask=response_mask.float(),
         prompt_length=prompt_length,
-        ended=(response == tokenizer.eos_token_id).any(1).tolist() if tokenizer.eos_token_id is not None else [],
+        ended=torch.isin(response, torch.tensor(stops, device=device)).any(1).tolist() if stops else [],
     )
 
 
-def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
-    """1 on tokens up to and including the first end-of-sequence token, 0 after it."""
-    if eos_token_id is None:
+def encode_prompts(tokenizer, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids`` and ``attention_mask`` of the prompts as generation continues them: with the
+    tokens the tokenizer adds in front (BOS), without those it appends (an EOS-appending tokenizer's EOS would
+    tell the model the text is over)."""
+    from rlhflab.rollout.batching import appended_count
+
+    cut = appended_count(tokenizer)
+    ids = [row[: len(row) - cut] if cut else row for row in tokenizer(list(prompts))["input_ids"]]
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, row in enumerate(ids):
+        if row:
+            input_ids[r, width - len(row) :] = torch.tensor(row)
+            attention_mask[r, width - len(row) :] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | Sequence[int] | None) -> torch.Tensor:
+    """1 on tokens up to and including the first stop token (``eos_token_id``: one id or several), 0 after."""
+    stops = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+    if not stops:
         return torch.ones_like(response)
-    is_eos = (response == eos_token_id).long()
+    is_eos = torch.isin(response, torch.tensor(stops, device=response.device)).long()
     after_eos = (is_eos.cumsum(1) - is_eos) > 0
     return (~after_eos).long()
 

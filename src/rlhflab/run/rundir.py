@@ -147,15 +147,21 @@ class RunDir:
         return self.remembered("pad_token", given)
 
     def remembered(self, name: str, given: str | None) -> str | None:
-        """``given``, or else the value of the argument ``name`` (``pad_token``, ``dtype``, ``chat_template``)
-        that the latest started stage of this run recorded."""
+        """``given``, or else the value of ``name`` (``pad_token``, ``dtype``, ``chat_template``) that the latest
+        started stage of this run recorded: among its arguments, or in its config's ``model_options`` (where the
+        stages that train a model record their ``--dtype``)."""
         if given is not None or not self.manifest_path.exists():
             return given
-        recorded = [
-            (str(s.get("started", "")), i, s["args"][name])
-            for i, s in enumerate(self.manifest().get("stages", {}).values())
-            if isinstance(s, dict) and isinstance(s.get("args"), dict) and isinstance(s["args"].get(name), str)
-        ]
+        recorded = []
+        for i, s in enumerate(self.manifest().get("stages", {}).values()):
+            if not isinstance(s, dict):
+                continue
+            args, config = s.get("args"), s.get("config")
+            options = config.get("model_options") if isinstance(config, dict) else None
+            for where in (args, options):
+                if isinstance(where, dict) and isinstance(where.get(name), str):
+                    recorded.append((str(s.get("started", "")), i, where[name]))
+                    break
         return max(recorded)[2] if recorded else None
 
     def begin_stage(

@@ -1,0 +1,119 @@
+"""Chat templates (``--chat-template auto|none|FILE``): how prompts reach a chat model, and where it stops.
+
+With a template (the tokenizer's own under ``auto``, a Jinja file's, none under ``none``):
+
+- every prompt is rendered by it, ending with the assistant's turn opened (``add_generation_prompt``). A
+  prompt written in the Anthropic HH convention (``"\\n\\nHuman: ...\\n\\nAssistant:"``, which is how
+  ``feedback import`` and ``--prompts`` keep conversational data) is read back into its messages, so a
+  conversation keeps its turns; any other prompt is one user message;
+- generation stops at the template's end-of-turn token (``<|im_end|>``, ``<|eot_id|>``, ...) as well as at
+  the tokenizer's end-of-sequence token: ``stop_ids``.
+
+A stage sets the template for the models it loads with ``use_chat_template``; ``load_policy`` applies it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from rlhflab.errors import ConfigError
+
+_SPEC = contextvars.ContextVar("rlhflab_chat_template", default="auto")
+_STOP_ATTR = "_rlhflab_stop_ids"
+_HH = re.compile(r"\n\n(Human|Assistant|System): ")
+_ROLES = {"Human": "user", "Assistant": "assistant", "System": "system"}
+
+
+def check_spec(spec: str | None) -> str:
+    """``auto``, ``none``, or an existing file (a Jinja chat template); a one-line error otherwise."""
+    spec = spec or "auto"
+    if spec not in ("auto", "none") and not Path(spec).is_file():
+        raise ConfigError(f"--chat-template must be auto, none or a template file, got {spec!r} (no such file)")
+    return spec
+
+
+@contextlib.contextmanager
+def use_chat_template(spec: str | None) -> Iterator[None]:
+    """Within this block, policies loaded by ``load_policy`` render and stop by ``spec``."""
+    token = _SPEC.set(check_spec(spec))
+    try:
+        yield
+    finally:
+        _SPEC.reset(token)
+
+
+def configure(tokenizer, spec: str | None = None):
+    """Give ``tokenizer`` the template ``spec`` names (default: the one ``use_chat_template`` set) and its
+    stop tokens; returns the tokenizer. Under ``none`` it renders nothing and stops at EOS only."""
+    from rlhflab.files import read_text
+
+    spec = check_spec(spec or _SPEC.get())
+    if spec == "none":
+        tokenizer.chat_template = None
+    elif spec != "auto":
+        tokenizer.chat_template = read_text(spec, "chat template")
+    stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if getattr(tokenizer, "chat_template", None):
+        end = end_of_turn(tokenizer)
+        if end is not None and end not in stops:
+            stops = [end, *stops]
+    setattr(tokenizer, _STOP_ATTR, stops)
+    return tokenizer
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """The tokens generation stops at: the template's end of turn and EOS (EOS alone without a template)."""
+    stops = getattr(tokenizer, _STOP_ATTR, None)
+    if stops is None:
+        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return list(stops)
+
+
+def end_of_turn(tokenizer) -> int | None:
+    """The special token the template writes right after an assistant's message, or None."""
+    marker = "ZqZq"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
+    except Exception as e:  # a broken template: said once, here, with the library's message
+        raise ConfigError(f"the chat template could not render a conversation: {str(e).splitlines()[0]}") from None
+    after = text[text.rfind(marker) + len(marker) :]
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    return next((i for i in ids if i in special), None)
+
+
+def messages_of(prompt: str) -> list[dict]:
+    """A prompt as chat messages: an HH-convention prompt read back into its turns (the final empty
+    ``Assistant:`` turn dropped), anything else one user message."""
+    if prompt.startswith("\n\n") and prompt.rstrip().endswith("Assistant:"):
+        body = prompt.rstrip()[: -len("Assistant:")] + "Assistant: "
+        parts = _HH.split(body)
+        if parts[0] == "" and len(parts) >= 3:
+            turns = [(_ROLES[r], c) for r, c in zip(parts[1::2], parts[2::2])]
+            if turns[-1] == ("assistant", ""):
+                return [{"role": role, "content": content} for role, content in turns[:-1]]
+    return [{"role": "user", "content": prompt}]
+
+
+def render(tokenizer, prompts: Sequence[str]) -> list[str]:
+    """``prompts`` through the tokenizer's chat template (unchanged when it has none)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return list(prompts)
+    bos = tokenizer.bos_token
+    adds_bos = bool(bos) and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]
+    out = []
+    for p in prompts:
+        try:
+            text = tokenizer.apply_chat_template(messages_of(p), tokenize=False, add_generation_prompt=True)
+        except Exception as e:
+            raise ConfigError(f"the chat template could not render prompt {p[:60]!r}: {str(e).splitlines()[0]}")
+        if adds_bos and text.startswith(bos):  # the tokenizer adds it again when the text is tokenised
+            text = text[len(bos) :]
+        out.append(text)
+    return out
