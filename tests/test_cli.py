@@ -168,8 +168,9 @@ def test_missing_reward_model(tmp_path, micro_model):
 
 def test_unknown_task(tmp_path, micro_model):
     out = rlhflab("feedback", "simulate", "--run-dir", tmp_path, "--model", micro_model, "--task", "nope")
-    assert out.returncode == 2 and "--task must be one of ['none', 'sentiment', 'sentiment-natural']" in no_traceback(
-        out
+    assert (
+        out.returncode == 2
+        and "--task must be one of ['arithmetic', 'none', 'sentiment', 'sentiment-natural']" in no_traceback(out)
     )
 
 

