@@ -77,8 +77,16 @@ class MethodResult:
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
-    """A frozen copy of ``model`` (the reference policy when none is given)."""
+    """A frozen copy of ``model``."""
     return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def default_reference(policy: nn.Module) -> nn.Module:
+    """The reference policy when none is given: a LoRA policy with its adapter switched off (no copy), else a
+    frozen copy of ``policy``."""
+    from rlhflab.rollout.precision import reference_for
+
+    return reference_for(policy, lambda: frozen_copy(policy))
 
 
 def make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:

@@ -21,10 +21,10 @@ from rlhflab import metric_names as names
 from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
 from rlhflab.errors import TrainingDiverged
 from rlhflab.losses import clipped_pg_loss, kl_estimators, kl_negative_beyond_noise, masked_mean
-from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
+from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, default_reference, make_optimizer
 from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import check_fits, disable_dropout
-from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
+from rlhflab.rollout.precision import ModelConfig, model_field
 from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
@@ -103,7 +103,7 @@ def train_critic_free(
 
     # ---------------------------------------------------------- models and state
     check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
-    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
+    reference = reference if reference is not None else default_reference(policy)
     for m in (policy, reference):
         disable_dropout(m)
     reference.to(loop.device).eval().requires_grad_(False)

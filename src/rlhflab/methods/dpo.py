@@ -25,10 +25,10 @@ from rlhflab.config import OptimizerConfig, RunConfig, check, optimizer_field, r
 from rlhflab.errors import DataError
 from rlhflab.feedback.pairs import PreferencePair, check_distinct
 from rlhflab.losses import conservative_dpo_loss, dpo_loss, ipo_loss
-from rlhflab.methods.api import Hooks, MethodResult, TrainLoop, frozen_copy, make_optimizer
+from rlhflab.methods.api import Hooks, MethodResult, TrainLoop, default_reference, make_optimizer
 from rlhflab.rollout.batching import ShardedEpochs, encode, lr_at
 from rlhflab.rollout.models import disable_dropout
-from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
+from rlhflab.rollout.precision import ModelConfig, model_field
 from rlhflab.rollout.sampling import sequence_logprobs
 
 
@@ -115,7 +115,7 @@ def train_dpo(
     loop.require_divisible(batch_size=config.batch_size)
 
     # ---------------------------------------------------------- data and reference log-probabilities
-    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
+    reference = reference if reference is not None else default_reference(policy)
     for m in (policy, reference):
         disable_dropout(m)
     reference.to(loop.device).eval()

@@ -38,11 +38,11 @@ from rlhflab.losses import (
     ppo_value_loss,
     whiten,
 )
-from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
+from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, default_reference, make_optimizer
 from rlhflab.methods.kl_control import AdaptiveKLController, FixedKLController
 from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import ScalarHeadModel, check_fits, disable_dropout, forward_inputs
-from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
+from rlhflab.rollout.precision import ModelConfig, model_field
 from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
@@ -133,7 +133,7 @@ def train_ppo(
 
     # ---------------------------------------------------------- models
     check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
-    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
+    reference = reference if reference is not None else default_reference(policy)
     if value is None:
         value = ScalarHeadModel.from_causal_lm(policy, seed)
     for m in (policy, reference, value):

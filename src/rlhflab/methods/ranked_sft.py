@@ -18,11 +18,11 @@ from torch import nn
 from rlhflab import metric_names as names
 from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
 from rlhflab.losses import kl_estimators
-from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, frozen_copy, make_optimizer
+from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, default_reference, make_optimizer
 from rlhflab.methods.sft import supervised_pass
 from rlhflab.rollout.batching import generated_ids, prompt_stream
 from rlhflab.rollout.models import check_fits, disable_dropout, unwrap
-from rlhflab.rollout.precision import ModelConfig, model_field, reference_for
+from rlhflab.rollout.precision import ModelConfig, model_field
 from rlhflab.rollout.sampling import sample, token_logprobs
 from rlhflab.tasks import GoldFn
 
@@ -82,7 +82,7 @@ def train_ranked_sft(
     ``reference`` (a frozen copy of ``policy`` when None) is only used to report the KL."""
     loop = TrainLoop("ranked_sft", hooks)
     check_fits(policy, tokenizer, list(prompts), config.sampling.max_new_tokens)
-    reference = reference if reference is not None else reference_for(policy, lambda: frozen_copy(policy))
+    reference = reference if reference is not None else default_reference(policy)
     for m in (policy, reference):
         disable_dropout(m)
     reference.to(loop.device).eval()

@@ -96,15 +96,16 @@ def encode(
     if not prompts:
         return []
     texts = [p + c for p, c in zip(prompts, completions)]
-    appended = appended_count(tokenizer) if as_generated else 0
+    trailing = appended_count(tokenizer)
     if getattr(tokenizer, "is_fast", False):
         encoded = tokenizer(texts, return_offsets_mapping=True)
         full = encoded["input_ids"]
         prompt_lengths = [completion_start(offsets, len(p)) for offsets, p in zip(encoded["offset_mapping"], prompts)]
     else:  # no character offsets: the prompt's own token count (without what the tokenizer appends)
         full = tokenizer(texts)["input_ids"]
-        prompt_lengths = [len(ids) - appended_count(tokenizer) for ids in tokenizer(list(prompts))["input_ids"]]
-    full = [ids[: len(ids) - appended] for ids in full]
+        prompt_lengths = [len(ids) - trailing for ids in tokenizer(list(prompts))["input_ids"]]
+    if as_generated:
+        full = [ids[: len(ids) - trailing] for ids in full]
     ended = ended if ended is not None else [False] * len(full)
     stop = (stop_ids(tokenizer) or [None])[0]
     out = []

@@ -164,23 +164,57 @@ def trainable_policy(model: nn.Module, options: ModelConfig) -> nn.Module:
     if options.gradient_checkpointing:
         _checkpointing(model)
     if options.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        config = LoraConfig(
-            r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
-            target_modules=options.targets(), task_type="CAUSAL_LM", fan_in_fan_out=_has_conv1d(model),
-        )  # fmt: skip
         try:
-            model = get_peft_model(model, config)  # adapters float32 (peft's autocast_adapter_dtype)
+            model = get_peft_model(model, _lora_config(options, model, options.targets(), task_type="CAUSAL_LM"))
         except ValueError as e:
             raise ConfigError(f"--lora-target-modules {options.lora_target_modules!r}: {str(e).splitlines()[0]}")
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
+        _float32_trained(model)  # the adapters (peft's autocast_adapter_dtype does so too)
     else:
         model.float()
     autocast_forward(_innermost(model), options.torch_dtype)
     return model
+
+
+def trainable_value(value: nn.Module, options: PrecisionConfig) -> nn.Module:
+    """A scalar-head model to train (PPO's value function, a reward model) under ``options``: with LoRA its
+    backbone frozen in ``dtype`` with an adapter injected in place (the forward is unchanged) and the head
+    trained, else every weight; trained weights float32, gradient checkpointing when asked, autocast to
+    ``dtype``."""
+    if options.lora:
+        from peft import inject_adapter_in_model
+
+        inner = value.model
+        head = getattr(inner, value._head)
+        inner.to(options.torch_dtype)
+        targets = options.targets()
+        inject_adapter_in_model(
+            _lora_config(options, inner, _linear_names(inner, head) if targets == "all-linear" else targets), inner
+        )
+        for name, p in inner.named_parameters():
+            p.requires_grad_("lora_" in name)
+        head.requires_grad_(True)
+        _float32_trained(value)
+    else:
+        value.float()
+    if options.gradient_checkpointing:
+        _checkpointing(value.model)
+    return autocast_forward(value, options.torch_dtype)
+
+
+def _lora_config(options: ModelConfig, model: nn.Module, targets, **kwargs):
+    from peft import LoraConfig
+
+    return LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
+                      target_modules=targets, fan_in_fan_out=_has_conv1d(model), **kwargs)  # fmt: skip
+
+
+def _float32_trained(model: nn.Module) -> None:
+    """Trained parameters in float32 (the master weights), frozen ones as they are."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
 
 
 def _checkpointing(model: nn.Module) -> None:
@@ -204,43 +238,6 @@ def _has_conv1d(model: nn.Module) -> bool:
 def _innermost(model: nn.Module) -> nn.Module:
     """The transformers model inside a peft wrapper (its forward is what generate calls)."""
     return model.get_base_model() if is_peft(model) else model
-
-
-def lora_value_model(value: nn.Module, options: ModelConfig) -> nn.Module:
-    """PPO's value function (a ``ScalarHeadModel``) as a LoRA model of its own: its backbone frozen in
-    ``dtype`` with an adapter injected in place (the forward is unchanged), the head trained in float32."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    inner = value.model
-    head = getattr(inner, value._head)
-    inner.to(options.torch_dtype)
-    config = LoraConfig(
-        r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
-        target_modules=options.targets() if options.targets() != "all-linear" else _linear_names(inner, head),
-        fan_in_fan_out=_has_conv1d(inner),
-    )  # fmt: skip
-    inject_adapter_in_model(config, inner)
-    for name, p in inner.named_parameters():
-        trained = "lora_" in name
-        p.requires_grad_(trained)
-        if trained:
-            p.data = p.data.float()
-    head.float().requires_grad_(True)
-    if options.gradient_checkpointing:
-        _checkpointing(inner)
-    autocast_forward(value, options.torch_dtype)
-    return value
-
-
-def trainable_value(value: nn.Module, options: PrecisionConfig) -> nn.Module:
-    """PPO's value function under ``options``: a LoRA model of its own with LoRA, else float32 weights
-    (autocast to ``dtype``, gradient checkpointing when asked)."""
-    if options.lora:
-        return lora_value_model(value, options)
-    value.float()
-    if options.gradient_checkpointing:
-        _checkpointing(value.model)
-    return autocast_forward(value, options.torch_dtype)
 
 
 def _linear_names(model: nn.Module, head: nn.Module) -> list[str]:

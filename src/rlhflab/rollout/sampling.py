@@ -106,18 +106,12 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device) -> dict[str, torch
     """Left-padded ``input_ids`` and ``attention_mask`` of the prompts as generation continues them: with the
     tokens the tokenizer adds in front (BOS), without those it appends (an EOS-appending tokenizer's EOS would
     tell the model the text is over)."""
-    from rlhflab.rollout.batching import appended_count
+    from rlhflab.rollout.batching import appended_count, collate
 
     cut = appended_count(tokenizer)
-    ids = [row[: len(row) - cut] if cut else row for row in tokenizer(list(prompts))["input_ids"]]
-    width = max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for r, row in enumerate(ids):
-        if row:
-            input_ids[r, width - len(row) :] = torch.tensor(row)
-            attention_mask[r, width - len(row) :] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    ids = [row[: len(row) - cut] for row in tokenizer(list(prompts))["input_ids"]]
+    input_ids, attention_mask, _ = collate([(row, len(row)) for row in ids], tokenizer.pad_token_id, device)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def response_mask_from_ids(response: torch.Tensor, eos_token_id: int | Sequence[int] | None) -> torch.Tensor:
