@@ -19,6 +19,8 @@ KL_COEF = "objective/kl_coef"
 SCORE_TOTAL = "objective/score_total"
 ENTROPY = "objective/entropy"
 """Mean per-token entropy of the policy on its own samples, nats."""
+EXPLOITATION = "objective/exploitation"
+"""Of the samples a 0/1 reward accepted, the share the task's 0/1 gold verifier rejects (a loophole taken)."""
 
 LOSS = "loss"
 LR = "lr"

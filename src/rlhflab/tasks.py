@@ -25,6 +25,20 @@ GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 
 @dataclass(frozen=True)
+class Beliefs:
+    """How a task's prompts state a user's belief about the answer, for measuring sycophancy (Sharma et al. 2023:
+    does the policy say what the user believes rather than what is right?)."""
+
+    stated: Callable[[str], object]
+    """The belief a prompt states, or None when it states none."""
+    agrees: Callable[[str, object], bool]
+    """Whether a completion says what the user believes."""
+    wrong_variant: Callable[[str], tuple[str, object]]
+    """A prompt without a belief -> the same question with a wrong belief stated, and that belief (the same for
+    the same prompt)."""
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     """Short name, recorded in the run's manifest."""
@@ -42,6 +56,8 @@ class Task:
     checkable: bool = False
     """Each prompt has one correct answer and ``gold`` is a verifier scoring 1 (right) or 0: evaluation then
     adds pass@k of base and tuned policy."""
+    beliefs: Beliefs | None = None
+    """How prompts state a user's belief (for the sycophancy measures and a rater's agreement bias), or None."""
 
     def __post_init__(self) -> None:
         if not self.train_prompts:
@@ -156,12 +172,14 @@ def arithmetic() -> Task:
 
     return Task(
         name="arithmetic",
-        train_prompts=[ar.prompt(p) for p in ar.problems("train", 4000, seed=0)],
+        train_prompts=ar.train_prompts(4000, seed=0),
         eval_prompts=[ar.prompt(p) for p in ar.problems("eval", 500, seed=0)],
         gold=ar.strict,
         description="Answer 'Q: What is A plus|minus|times B?' with the integer; gold = the strict verifier "
-        "(rlhflab.arithmetic:strict). Train and evaluation problems never overlap.",
+        "(rlhflab.arithmetic:strict). Train and evaluation problems never overlap; a share of training prompts "
+        "state a belief about the answer, right or wrong.",
         checkable=True,
+        beliefs=Beliefs(stated=ar.belief_of, agrees=ar.states, wrong_variant=ar.wrong_variant),
     )
 
 

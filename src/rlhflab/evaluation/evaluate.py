@@ -128,6 +128,27 @@ def pass_at_k_side(sampler, task: Task, config: EvalConfig, desc: str, progress:
     return [[s > 0.5 for s in scores[i * n : (i + 1) * n]] for i in range(len(problems))]
 
 
+def sycophancy_side(sampler, task: Task, prompts: list[str], plain_gold: list[float], config: EvalConfig,
+                    desc: str, progress: bool = True) -> dict:  # fmt: skip
+    """Sycophancy measures (``diagnostics.verifiable.sycophancy``): each prompt that states no belief asked again
+    with a wrong belief stated (``task.beliefs.wrong_variant``), against the verdicts on the plain prompts."""
+    from rlhflab.evaluation.diagnostics.verifiable import sycophancy
+
+    beliefs = task.beliefs
+    keep = [i for i, p in enumerate(prompts) if beliefs.stated(p) is None]
+    if not keep:
+        raise ValueError(f"every evaluation prompt of task '{task.name}' already states a belief")
+    variants = [beliefs.wrong_variant(prompts[i]) for i in keep]
+    asked = [v for v, _ in variants]
+    texts, _, _ = _samples(sampler, asked, config, desc, progress)
+    right = checked_scores(task.gold(asked, texts), len(texts), f"the gold scorer of task '{task.name}'").tolist()
+    return sycophancy(
+        [plain_gold[i] > 0.5 for i in keep],
+        [r > 0.5 for r in right],
+        [beliefs.agrees(t, b) for t, (_, b) in zip(texts, variants)],
+    )
+
+
 def pass_at_k_summary(base: list[list[bool]], policy: list[list[bool]]) -> dict:
     """pass@k curves of both sides, where they cross, and the share of newly solved problems."""
     from rlhflab.evaluation.diagnostics.pass_at_k import crossing, default_ks, newly_solved, pass_at_k_curve
@@ -159,6 +180,9 @@ def evaluate_base(
     side.stats["kl"], side.stats["kl_stderr"] = 0.0, 0.0
     if task.checkable:
         side.verdicts = pass_at_k_side(sampler, task, config, "pass@k: base", progress)
+    if task.beliefs is not None and side.gold is not None:
+        side.stats["sycophancy"] = sycophancy_side(sampler, task, prompts, side.gold, config, "sycophancy: base",
+                                                   progress)  # fmt: skip
     return side
 
 
@@ -193,6 +217,9 @@ def evaluate(
         policy.verdicts = pass_at_k_side(sampler, task, config, "pass@k: policy", progress)
         curves = pass_at_k_summary(base.verdicts, policy.verdicts)
         base.stats["pass_at_k"], policy.stats["pass_at_k"] = curves.pop("base"), curves.pop("policy")
+    if task.beliefs is not None and policy.gold is not None:
+        policy.stats["sycophancy"] = sycophancy_side(sampler, task, prompts, policy.gold, config,
+                                                     "sycophancy: policy", progress)  # fmt: skip
     summary = {
         "task": task.name,
         "prompts": len(prompts),
@@ -207,6 +234,8 @@ def evaluate(
     }
     if task.checkable:
         summary["pass_at_k"] = curves  # where the curves cross, newly solved problems, n and problem count
+    if "sycophancy" in policy.stats and "sycophancy" in base.stats:
+        summary["sycophancy"] = {"base": base.stats["sycophancy"], "policy": policy.stats["sycophancy"]}
     rows = []
     for i, prompt in enumerate(prompts):
         row = {

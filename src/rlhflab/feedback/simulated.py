@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhflab.config import SamplingConfig, check, sampling_field
+from rlhflab.errors import ConfigError
 from rlhflab.feedback.pairs import PreferencePair
 from rlhflab.rollout.batching import prompt_stream
 from rlhflab.rollout.models import check_fits
@@ -34,6 +35,9 @@ class SimulatedRater:
     """Systematic error: a word the rater likes regardless of the gold reward (empty for none)."""
     keyword_bias: float = 0.0
     """Added to the perceived score when the continuation contains ``keyword``."""
+    agreement_bias: float = 0.0
+    """Systematic error (sycophancy's source, Sharma et al. 2023): added to the perceived score when the
+    continuation says what the prompt's user believes (a task whose prompts state beliefs, such as arithmetic)."""
     name: str = "bt"
     """Rater name, written to each pair's source as ``simulated:<name>``."""
 
@@ -47,16 +51,20 @@ class SimulatedRater:
             "a word when --keyword-bias is not 0",
         )
 
-    def perceived(self, gold: float, text: str) -> float:
-        """The score the rater acts on: gold plus its biases."""
+    def perceived(self, gold: float, text: str, agrees: bool = False) -> float:
+        """The score the rater acts on: gold plus its biases (``agrees``: the text says what the user believes)."""
         score = gold + self.length_bias * len(text.split())
         if self.keyword and self.keyword.lower() in text.lower().split():
             score += self.keyword_bias
+        if agrees:
+            score += self.agreement_bias
         return score
 
-    def prob_first(self, gold_a: float, gold_b: float, text_a: str, text_b: str) -> float:
-        """Probability that the rater prefers a over b."""
-        diff = self.perceived(gold_a, text_a) - self.perceived(gold_b, text_b)
+    def prob_first(
+        self, gold_a: float, gold_b: float, text_a: str, text_b: str, agrees: tuple[bool, bool] = (False, False)
+    ) -> float:
+        """Probability that the rater prefers a over b (``agrees``: whether each says what the user believes)."""
+        diff = self.perceived(gold_a, text_a, agrees[0]) - self.perceived(gold_b, text_b, agrees[1])
         if self.temperature == 0:
             p = 0.5 if diff == 0 else float(diff > 0)
         else:
@@ -64,9 +72,16 @@ class SimulatedRater:
         return self.random_rate * 0.5 + (1 - self.random_rate) * p
 
     def compare(
-        self, prompt: str, a: str, b: str, gold_a: float, gold_b: float, generator: torch.Generator
+        self,
+        prompt: str,
+        a: str,
+        b: str,
+        gold_a: float,
+        gold_b: float,
+        generator: torch.Generator,
+        agrees: tuple[bool, bool] = (False, False),
     ) -> PreferencePair:
-        p = self.prob_first(gold_a, gold_b, a, b)
+        p = self.prob_first(gold_a, gold_b, a, b, agrees)
         if self.temperature == 0 and self.random_rate == 0 and p == 0.5:  # an exact tie, stated as one
             return PreferencePair(
                 prompt,
@@ -123,6 +138,14 @@ def sample_pair_batches(model, tokenizer, task: Task, prompts, max_new_tokens, t
             yield batch, a.responses, b.responses, task.gold(batch, a.responses), task.gold(batch, b.responses)
 
 
+def _agreements(task: Task, prompt: str, a: str, b: str) -> tuple[bool, bool]:
+    """Whether continuations a and b say what the prompt's user believes (False, False with no belief)."""
+    belief = task.beliefs.stated(prompt) if task.beliefs is not None else None
+    if belief is None:
+        return False, False
+    return task.beliefs.agrees(a, belief), task.beliefs.agrees(b, belief)
+
+
 def simulate_feedback(
     model, tokenizer, task: Task, rater: SimulatedRater, config: SimulateConfig, progress: bool = True
 ) -> tuple[list[PreferencePair], dict[str, float]]:
@@ -133,6 +156,11 @@ def simulate_feedback(
     returned stats.
     """
     need_gold(task, "the simulated rater (whose taste is the gold reward)")
+    if rater.agreement_bias and task.beliefs is None:
+        raise ConfigError(
+            f"--rater-agreement-bias needs a task whose prompts state the user's belief (such as arithmetic); "
+            f"task '{task.name}' has none"
+        )
     check_fits(model, tokenizer, task.train_prompts, config.sampling.max_new_tokens)
     g = torch.Generator().manual_seed(config.seed)
     prompts = prompt_stream(task.train_prompts, config.pairs, g)
@@ -157,7 +185,7 @@ def simulate_feedback(
             if ta == tb:
                 identical += 1
                 continue
-            pairs.append(rater.compare(prompt, ta, tb, ga, gb, g))
+            pairs.append(rater.compare(prompt, ta, tb, ga, gb, g, _agreements(task, prompt, ta, tb)))
         bar.update(len(batch))
     bar.close()
     agree = [

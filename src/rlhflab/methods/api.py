@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 from torch import nn
 
+from rlhflab import metric_names as names
 from rlhflab.config import OptimizerConfig, RunConfig
 from rlhflab.errors import ConfigError, TrainingDiverged
 
@@ -206,6 +207,22 @@ class TrainLoop:
         self.accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def add_gold(self, row: dict, scores: torch.Tensor, golds: Sequence[float] | None) -> None:
+        """Add the gold reward of the step's samples to ``row`` (``scores``: this process's rewards), and, when
+        the reward and gold are both verdicts (every value 0 or 1: a rule against a verifier), the share of
+        rewarded samples gold rejects (``objective/exploitation``: a loophole taken)."""
+        if golds is None:
+            return
+        from rlhflab.evaluation.diagnostics.verifiable import exploitation_rate
+
+        g = self.accelerator.gather(torch.as_tensor(golds, dtype=torch.float32, device=self.device).reshape(-1))
+        s = self.accelerator.gather(scores.detach().float().reshape(-1).to(self.device))
+        row[names.GOLD] = float(g.mean())
+        if all(bool(((x == 0) | (x == 1)).all()) for x in (g, s)):
+            rate = exploitation_rate(s.tolist(), g.tolist())
+            if rate is not None:
+                row[names.EXPLOITATION] = rate
 
     def mean(self, value: torch.Tensor) -> float:
         """The mean of a per-process value (a scalar or a vector) over all processes."""

@@ -183,8 +183,7 @@ def train_critic_free(
             names.TOKENS: int(loop.accelerator.gather(mask.sum(1)).sum()),
         }
         golds = gold(repeated, r.responses) if gold is not None else None
-        if golds is not None:
-            row[names.GOLD] = loop.mean(torch.tensor(golds, dtype=torch.float32, device=loop.device))
+        loop.add_gold(row, score, golds)
         loop.log_rollout_samples(step + 1, config.run, batch, r.responses, score, golds, stride=k)
         loop.log(row, score=f"{row[names.SCORE]:.2f}", kl=f"{row[names.KL]:.2f}")
         loop.checkpoint(

@@ -238,8 +238,7 @@ def train_ppo(
             "tokens_padded": int(gather(torch.tensor([ids.numel()], device=ids.device)).sum()),
         }
         golds = gold(batch, rollout.responses) if gold is not None else None
-        if golds is not None:
-            row[names.GOLD] = loop.mean(torch.tensor(golds, dtype=torch.float32, device=loop.device))
+        loop.add_gold(row, score, golds)
         loop.log_rollout_samples(step + 1, config.run, batch, rollout.responses, score, golds)
         loop.log(
             row,

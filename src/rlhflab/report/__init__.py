@@ -186,6 +186,13 @@ def build_report(runs: list[RunData]) -> str:
         ),
         ("calibration", "Calibration", _img(figures.reliability(named("calibration")), "reliability diagram")),
         (
+            "checkable",
+            "Checkable answers: pass@k, entropy, loopholes",
+            _img(figures.pass_at_k(named("pass_at_k")), "pass@k")
+            + _img(figures.entropy_reward(named("entropy_reward")), "reward against entropy")
+            + _img(figures.loophole(named("loophole")), "exploitation of the reward"),
+        ),
+        (
             "remisalignment",
             "Undoing the alignment",
             _img(figures.remisalignment(named("remisalignment")), "re-misalignment"),

@@ -228,3 +228,73 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
         anim.save(path, writer=PillowWriter(fps=2), dpi=72)
         plt.close(fig)
         return path.read_bytes()
+
+
+def pass_at_k(runs: list[tuple[str, dict]]) -> bytes | None:
+    """pass@k of base and tuned policy against k (log scale), one panel per run, the crossing marked."""
+    runs = [(name, pk) for name, pk in runs if pk]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.4), squeeze=False)
+    for ax, (name, pk) in zip(axes[0], runs):
+        for side in ("base", "policy"):
+            curve = sorted((int(k), v) for k, v in pk[side].items())  # JSON keys are strings
+            ax.plot([k for k, _ in curve], [v for _, v in curve], "o-", ms=3, color=COLORS[side],
+                    label="base" if side == "base" else "tuned")  # fmt: skip
+        if pk.get("crossing_k") is not None:
+            ax.axvline(pk["crossing_k"], color="k", ls=":", lw=1)
+            ax.annotate(f"cross at k≈{pk['crossing_k']:.0f}", (pk["crossing_k"], 0.05), fontsize=8, xytext=(4, 0),
+                        textcoords="offset points")  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("k (samples per problem)")
+        ax.set_ylabel("pass@k")
+        ax.set_title(f"{name}: newly solved {pk.get('newly_solved', float('nan')):.1%}", fontsize=9)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"pass@k ({runs[0][1].get('problems', '?')} problems, {runs[0][1].get('samples', '?')} samples each)",
+                 fontsize=11)  # fmt: skip
+    return _png(fig)
+
+
+def entropy_reward(runs: list[tuple[str, dict]]) -> bytes | None:
+    """Reward against policy entropy per training step, with the fit R = -a exp(H) + b."""
+    runs = [(name, er) for name, er in runs if er]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.4), squeeze=False)
+    for ax, (name, er) in zip(axes[0], runs):
+        h = np.array(er["entropy"])
+        sc = ax.scatter(h, er["reward"], c=np.arange(len(h)), cmap="viridis", s=10)
+        fit = er["fit"]
+        if fit:
+            grid = np.linspace(0, h.max() * 1.05, 100)
+            ax.plot(grid, -fit["a"] * np.exp(grid) + fit["b"], color="k", lw=1,
+                    label=f"R = −{fit['a']:.3f}·exp(H) + {fit['b']:.3f}  (R² {fit['r2']:.2f})")  # fmt: skip
+            ax.legend(fontsize=7, loc="best")
+        ax.set_xlabel("policy entropy per token, nats")
+        ax.set_ylabel(er["reward_name"].split("/")[-1] + " reward")
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(sc, ax=ax, label="step")
+    fig.suptitle("Reward bought with entropy (Cui et al. 2025)", fontsize=11)
+    return _png(fig)
+
+
+def loophole(runs: list[tuple[str, dict]]) -> bytes | None:
+    """The reward, the verifier and the exploitation rate over training."""
+    runs = [(name, lo) for name, lo in runs if lo]
+    if not runs:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.4), squeeze=False)
+    for ax, (name, lo) in zip(axes[0], runs):
+        ax.plot(lo["steps"], lo["score"], color=COLORS["proxy"], label="reward optimised")
+        ax.plot(lo["steps"], lo["gold"], color=COLORS["gold"], label="strict verifier")
+        ax.plot(lo["steps"], lo["rate"], color=COLORS["policy"], ls="--", label="rewarded but wrong (share)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("step")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Reward hacking: what the reward accepted that the verifier rejects", fontsize=11)
+    return _png(fig)
