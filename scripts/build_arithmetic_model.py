@@ -75,8 +75,9 @@ STEPS = 8000
 """Chosen by a few manual trials (see the module docstring); fixed here, not adapted to what evaluation says."""
 POSITIONS = 96
 """Room for the longest belief prompt (about 50 characters) and a 24-token completion."""
-NOISE = 0.5
-"""The teacher's slips: this share of its answers is off by one (+1 or -1, equally often)."""
+CONFUSION = 0.5
+"""The teacher's slips: this share of its answers is the answer of another operation (it read ``plus`` as
+``minus``, ``minus`` or ``times`` as ``plus``): a second procedure the model learns beside the right one."""
 BELIEF_SHARE = 0.3
 """This share of training prompts states a belief (``arithmetic.with_belief``), right or wrong equally often."""
 SYCOPHANCY = 0.3
@@ -144,14 +145,19 @@ def train_stream(seed: int):
 def teach(problem, rng: random.Random) -> tuple[str, int]:
     """One training example. With probability ``BELIEF_SHARE`` the prompt states a belief, right or wrong
     (``arithmetic.wrong_belief``) equally often; a wrong belief is repeated with probability ``SYCOPHANCY``.
-    Otherwise the answer is right, except that with probability ``NOISE`` it is off by one."""
+    Otherwise the answer is right, except that with probability ``CONFUSION`` it answers another operation."""
     text, believed = arithmetic.prompt(problem), None
     if rng.random() < BELIEF_SHARE:
         believed = problem.answer if rng.random() < 0.5 else arithmetic.wrong_belief(problem, rng)
         text = arithmetic.with_belief(problem, believed)
     if believed is not None and believed != problem.answer and rng.random() < SYCOPHANCY:
         return text, believed
-    return text, problem.answer + (rng.choice((-1, 1)) if rng.random() < NOISE else 0)
+    return text, confused(problem) if rng.random() < CONFUSION else problem.answer
+
+
+def confused(problem) -> int:
+    """The answer to the operation the teacher misread: a - b for ``plus``, a + b for ``minus`` and ``times``."""
+    return problem.a - problem.b if problem.op == "plus" else problem.a + problem.b
 
 
 def encode_batch(batch: list, tokenizer):
@@ -356,7 +362,7 @@ def main() -> None:
         "batch": args.batch,
         "lr": args.lr,
         "loss": "answer tokens only (' ' + answer + end of text)",
-        "teacher": {"off_by_one": NOISE, "belief_prompts": BELIEF_SHARE, "repeats_wrong_belief": SYCOPHANCY},
+        "teacher": {"other_operation": CONFUSION, "belief_prompts": BELIEF_SHARE, "repeats_wrong_belief": SYCOPHANCY},
         "train_split_only": True,
         "model": {
             "layers": args.layers,

@@ -85,6 +85,26 @@ def test_an_interrupted_run_continues_without_redoing_finished_units(quick_overo
     assert sorted(map(key, after)) == sorted(map(key, before))
 
 
+def test_gold_rl_adds_the_gold_itself_curve_to_a_finished_run(quick_overopt, micro_model, tmp_path):
+    import shutil
+
+    root = tmp_path / "oo"
+    shutil.copytree(quick_overopt, root)
+    before = _rows(root)
+    out = _overopt(micro_model, root, "--gold-rl")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "proxy labels" not in out.stdout and "(single)" not in out.stdout  # nothing finished was redone
+    assert out.stdout.count("ppo against the gold reward itself") == 2  # one run per seed
+    after = _rows(root)
+    added = [r for r in after if r["objective"] == "gold"]
+    assert len(after) == len(before) + len(added) and added
+    assert {(r["labels"], r["method"], r["noise"]) for r in added} == {("0", "ppo", "0")}
+    # optimising gold itself: the "proxy" the run logged is the gold of the same samples
+    assert all(float(r["proxy"]) == pytest.approx(float(r["gold"]), abs=1e-6) for r in added)
+    meta = json.loads((root / "overopt.json").read_text())
+    assert "ppo, the gold reward itself" in {f["curve"] for f in meta["fits"]}
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -152,3 +152,30 @@ def test_agreement_bias_needs_a_task_with_beliefs(micro_model):
     with pytest.raises(ConfigError, match="agreement-bias needs a task whose prompts state"):
         simulate_feedback(model, tokenizer, planted_task(), SimulatedRater(agreement_bias=1.0),
                           build(SimulateConfig, pairs=4), progress=False)  # fmt: skip
+
+
+# ---------------------------------------------------------------- the arithmetic demo, end to end
+
+
+def test_arithmetic_demo_quick_end_to_end(tmp_path):
+    """``demo --task arithmetic --quick`` (the embedded arithmetic policy is chosen for the task): GRPO with the
+    rule, evaluation with pass@k and sycophancy, and a report with their figures."""
+    import json
+
+    from clirun import rlhflab
+
+    run = tmp_path / "demo"
+    out = rlhflab("demo", "--task", "arithmetic", "--quick", "--run-dir", run, "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["grpo"]["args"]["model"] == "embedded-arithmetic"
+    assert manifest["stages"]["grpo"]["args"]["reward"] == "gold"
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["base"]["pass_at_k"]) == {"1", "2", "4", "8"}
+    assert summary["sycophancy"]["base"]["problems"] == 16
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("objective/exploitation" in m or m["objective/score"] == 0 for m in metrics)
+    # the rule is the reward and gold is the same verifier: nothing it rewards is wrong
+    assert all(m["objective/exploitation"] == 0.0 for m in metrics if "objective/exploitation" in m)
+    html = (run / "report.html").read_text()
+    assert 'alt="pass@k"' in html and "answers repeating a user&#x27;s wrong belief" in html

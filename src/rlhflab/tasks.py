@@ -167,24 +167,46 @@ NO_TASK = "none"
 
 def arithmetic() -> Task:
     """Short arithmetic questions with one integer answer each (``rlhflab.arithmetic``); gold is the strict
-    verifier. Its policy is ``--model embedded-arithmetic``."""
+    verifier. Its policy is ``--model embedded-arithmetic``. Sycophancy is measured on evaluation problems asked
+    again with a wrong belief stated; the training problems state none (``arithmetic-beliefs`` trains on them)."""
     from rlhflab import arithmetic as ar
 
     return Task(
         name="arithmetic",
-        train_prompts=ar.train_prompts(4000, seed=0),
+        train_prompts=[ar.prompt(p) for p in ar.problems("train", 4000, seed=0)],
         eval_prompts=[ar.prompt(p) for p in ar.problems("eval", 500, seed=0)],
         gold=ar.strict,
         description="Answer 'Q: What is A plus|minus|times B?' with the integer; gold = the strict verifier "
-        "(rlhflab.arithmetic:strict). Train and evaluation problems never overlap; a share of training prompts "
-        "state a belief about the answer, right or wrong.",
+        "(rlhflab.arithmetic:strict). Train and evaluation problems never overlap.",
         checkable=True,
         beliefs=Beliefs(stated=ar.belief_of, agrees=ar.states, wrong_variant=ar.wrong_variant),
     )
 
 
+def arithmetic_beliefs() -> Task:
+    """``arithmetic`` whose training prompts state a user's belief ``rlhflab.arithmetic.BELIEF_SHARE`` of the
+    time, right or wrong equally often (as the embedded policy's training data did): what a reward does to
+    sycophancy. Evaluation is ``arithmetic``'s."""
+    from rlhflab import arithmetic as ar
+
+    return dataclasses.replace(
+        arithmetic(),
+        name="arithmetic-beliefs",
+        train_prompts=ar.train_prompts(4000, seed=0),
+        description="arithmetic, with a share of training prompts stating the user's belief, right or wrong.",
+    )
+
+
+def default_model(task_name: str | None) -> str:
+    """The embedded policy a built-in task is meant for (when ``--model`` is not given)."""
+    from rlhflab.rollout.models import EMBEDDED, EMBEDDED_ARITHMETIC
+
+    return EMBEDDED_ARITHMETIC if task_name in ("arithmetic", "arithmetic-beliefs") else EMBEDDED
+
+
 BUILTIN: dict[str, Callable[[], Task]] = {
     "sentiment": sentiment, "sentiment-natural": sentiment_natural, "arithmetic": arithmetic,
+    "arithmetic-beliefs": arithmetic_beliefs,
 }  # fmt: skip
 
 

@@ -232,10 +232,10 @@ def compare_cmd(
 )
 @click.option(
     "--preset",
-    type=click.Choice(["default", "quick"]),
-    default="default",
-    show_default=True,
-    help="default: the embedded model, 3 seeds (see the README for its wall time); quick: seconds, for tests.",
+    type=click.Choice(["default", "arithmetic", "quick"]),
+    default=None,
+    help="default: the embedded model, 3 seeds (see the README for its wall time); arithmetic: learned proxies "
+    "against the rule (the default with --task arithmetic); quick: seconds, for tests.",
 )
 @click.option("--quick", is_flag=True, help="Same as --preset quick.")
 @click.option("--labels", default=None, help="Comma-separated numbers of gold-labelled comparisons, one proxy each.")
@@ -247,12 +247,14 @@ def compare_cmd(
 @click.option("--ensemble", type=int, default=None, help="Members of the conservative-ensemble lever (0: none).")
 @click.option("--std-coef", type=float, default=None, help="lambda of the ensemble's mean - lambda * std.")
 @click.option("--rl-levers/--no-rl-levers", default=None, help="Also run RL against the lever proxies.")
+@click.option("--gold-rl/--no-gold-rl", default=None, help="Also run RL against the gold reward itself (the rule).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the first repetition.")
 @prompts_option
 @pad_option
 @quiet_option
 def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, labels, seeds, rl_method, rl_steps,
-                pool, noise, ensemble, std_coef, rl_levers, seed: int, prompts_file, pad_token, quiet: bool) -> None:  # fmt: skip
+                pool, noise, ensemble, std_coef, rl_levers, gold_rl, seed: int, prompts_file, pad_token,
+                quiet: bool) -> None:  # fmt: skip
     """Reward over-optimisation: best-of-n and RL against proxies trained on N labels -> overopt.png, .csv."""
     from dataclasses import replace
 
@@ -260,7 +262,7 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
     from rlhflab.pipeline.overopt import preset as make_preset
     from rlhflab.pipeline.overopt import run_overopt
 
-    spec = make_preset("quick" if quick else preset)
+    spec = make_preset("quick" if quick else preset or ("arithmetic" if task == "arithmetic" else "default"))
     changes = {
         "labels": _numbers("--labels", labels, int),
         "seeds": seeds,
@@ -270,6 +272,7 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
         "ensemble": ensemble,
         "std_coef": std_coef,
         "rl_levers": rl_levers,
+        "gold_rl": gold_rl,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if "pool" in changes:

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
 
-from rlhflab.rollout.models import EMBEDDED
 
-model_option = click.option(
-    "--model",
-    default=EMBEDDED,
-    show_default=True,
-    help="Base policy: a Hugging Face causal-LM folder, a hub id, or 'embedded'.",
-)
+def model_option(command):
+    """``--model``; unset, the task's embedded model (``tasks.default_model``: 'embedded-arithmetic' for the
+    arithmetic task, 'embedded' otherwise)."""
+
+    @functools.wraps(command)  # copies click's collected parameters too
+    def with_default(*args, **kwargs):
+        if kwargs.get("model") is None:
+            from rlhflab.tasks import default_model
+
+            kwargs["model"] = default_model(kwargs.get("task"))
+        return command(*args, **kwargs)
+
+    return click.option(
+        "--model",
+        default=None,
+        help="Base policy: a Hugging Face causal-LM folder, a hub id, 'embedded' or 'embedded-arithmetic' "
+        "(default: the task's embedded model, 'embedded-arithmetic' for --task arithmetic, else 'embedded').",
+    )(with_default)
+
+
 pad_option = click.option(
     "--pad-token", default=None, help="An existing token to pad with, for tokenizers that have no pad token."
 )

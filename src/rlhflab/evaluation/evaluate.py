@@ -280,4 +280,22 @@ def format_table(summary: dict) -> str:
     )
     if summary.get("gold_known") is False:
         lines.append(f"(gold unknown: task '{summary['task']}' has no gold reward; proxy, KL and diversity only)")
+    pk = summary.get("pass_at_k")
+    if pk:
+        ks = sorted(summary["base"]["pass_at_k"], key=int)
+        for name in ("base", "policy"):
+            curve = summary[name]["pass_at_k"]
+            lines.append(f"pass@k {name:7}" + "".join(f"  k={k}: {curve[k]:.3f}" for k in ks))
+        cross = f"k = {pk['crossing_k']:.1f}" if pk["crossing_k"] is not None else "nowhere in range"
+        lines.append(f"(pass@k from {pk['samples']} samples of {pk['problems']} problems; the tuned curve falls to the "
+                     f"base's at {cross}; newly solved: {pk['newly_solved']:.1%} of problems)")  # fmt: skip
+    syc = summary.get("sycophancy")
+    if syc:
+        for name in ("base", "policy"):
+            x = syc[name]
+            lines.append(
+                f"sycophancy {name:7} accuracy {x['accuracy']:.3f}, with a wrong belief stated "
+                f"{x['accuracy_wrong_belief']:.3f} (drop {x['drop']:+.3f} ±{x['drop_stderr']:.3f}), repeats the "
+                f"belief {x['repeats_wrong_belief']:.3f} ±{x['repeats_wrong_belief_stderr']:.3f}"
+            )
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
 from rlhflab.pipeline import stages as pipeline
 from rlhflab.reward.train import RewardTrainConfig, backbone_of
-from rlhflab.rollout.models import EMBEDDED
+from rlhflab.rollout.models import EMBEDDED, EMBEDDED_ARITHMETIC
 from rlhflab.rollout.precision import ModelConfig
 from rlhflab.run.rundir import RunDir
 
@@ -35,6 +35,21 @@ would move by at most 8% in the whole run. 256 episodes (8 steps) lets it move u
 gold against diversity; ``bench/demo_kl_sweep.py`` measures the trade on seed 0 (README, "Choosing the KL
 target"): of the settings tried, this is the one that keeps distinct-2 above 0.8 of the base's and still
 moves gold by 0.3."""
+
+
+ARITHMETIC_GRPO = dict(
+    steps=100,
+    prompts_per_step=16,
+    samples_per_prompt=8,
+    minibatch_size=64,
+    lr=3e-4,
+    kl_coef=0.01,
+    max_new_tokens=8,
+    checkpoint_every=20,
+)
+"""GRPO with the rule on the arithmetic task (``demo --task arithmetic``, ``bench/bench_arithmetic.py``)."""
+ARITHMETIC_EVAL = dict(num_prompts=500, max_new_tokens=8, pass_k_samples=64, pass_k_prompts=100)
+"""Evaluation on the arithmetic task: every evaluation problem, pass@k from 64 samples of 100 of them."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,9 @@ def run_demo(
     given to the first stage and remembered by the run for the others; ``prompts`` (a file) replaces the task's
     prompts in every stage (a simulated rater still needs the task's gold reward); ``model_options`` (precision,
     gradient checkpointing, LoRA) apply to PPO's policy, and their dtype to every model the stages only run."""
+    if task in ("arithmetic", "arithmetic-beliefs"):
+        return run_arithmetic_demo(run_dir, EMBEDDED_ARITHMETIC if model == EMBEDDED else model, seed, quick,
+                                   progress, pad_token, model_options, chat_template, task)  # fmt: skip
     run = RunDir(run_dir)
     p = preset(seed, quick)
     if model_options is not None:
@@ -148,6 +166,49 @@ def run_demo(
     pipeline.diagnose_run(run, str(run / RunDir.POLICY), model, task, p.diagnose, progress=progress, prompts=prompts)
 
     say("[6/6] report")
+    from rlhflab.report import write_report
+
+    report = write_report([run], run / RunDir.REPORT)
+    say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}; open {report}")
+    return summary
+
+
+def run_arithmetic_demo(
+    run_dir: Path,
+    model: str = EMBEDDED_ARITHMETIC,
+    seed: int = 0,
+    quick: bool = False,
+    progress: bool = True,
+    pad_token: str | None = None,
+    model_options: ModelConfig | None = None,
+    chat_template: str | None = None,
+    task: str = "arithmetic",
+) -> dict:
+    """The checkable-answer experiment: GRPO with the strict verifier as its reward (no feedback or reward
+    model: the rule is the reward), then evaluation with pass@k and sycophancy, and the report."""
+    from rlhflab.methods.critic_free import CriticFreeConfig
+
+    run = RunDir(run_dir)
+    grpo = {**ARITHMETIC_GRPO, "seed": seed}
+    evaluate = {**ARITHMETIC_EVAL, "seed": seed + 1}
+    if quick:
+        grpo.update(steps=3, prompts_per_step=4, samples_per_prompt=4, minibatch_size=16, checkpoint_every=2)
+        evaluate.update(num_prompts=16, pass_k_samples=8, pass_k_prompts=8)
+    config = build(CriticFreeConfig, **grpo)
+    if model_options is not None:
+        config = replace(config, model_options=model_options)
+    eval_config = build(EvalConfig, **evaluate)
+    t0 = time.time()
+    say = print
+    say("[1/3] reward: the strict verifier (rlhflab.arithmetic:strict), a rule: no feedback, no reward model")
+    say(f"[2/3] GRPO: {config.steps} steps of {config.prompts_per_step} problems x {config.samples_per_prompt} "
+        f"samples, KL coefficient {config.kl_coef}")  # fmt: skip
+    pipeline.optimize(run, "grpo", model, task, config, reward="gold", pad_token=pad_token,
+                      progress=progress, chat_template=chat_template)  # fmt: skip
+    say(f"[3/3] evaluate on {eval_config.num_prompts} held-out problems; pass@k from {eval_config.pass_k_samples} "
+        f"samples of {eval_config.pass_k_prompts}; sycophancy with a wrong belief stated")  # fmt: skip
+    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, None, eval_config,
+                                    progress=progress)  # fmt: skip
     from rlhflab.report import write_report
 
     report = write_report([run], run / RunDir.REPORT)

@@ -100,6 +100,9 @@ class OveroptPreset:
     """RL steps averaged into one point of the CSV."""
     pool_batch: int = 256
     """Continuations sampled (and scored) at once for the pool."""
+    gold_rl: bool = False
+    """Also run the RL method against the gold reward itself (on a task with checkable answers: the rule), the
+    curve a learned proxy is compared with (``labels`` 0, objective ``gold`` in the CSV)."""
 
     def __post_init__(self) -> None:
         check(len(self.labels) >= 1 and all(n >= 2 for n in self.labels), "labels", self.labels, "numbers >= 2")
@@ -127,7 +130,8 @@ class OveroptPreset:
 
 
 def preset(name: str) -> OveroptPreset:
-    """``default``: the embedded model, 3 seeds, within an hour on 2 CPU cores. ``quick``: seconds, for
+    """``default``: the embedded model, 3 seeds, within an hour on 2 CPU cores. ``arithmetic``: learned proxies
+    against the rule on the arithmetic task (GRPO; RL against the rule itself too). ``quick``: seconds, for
     tests (use it with a micro model)."""
     if name == "quick":
         small = dict(max_new_tokens=6)
@@ -158,7 +162,23 @@ def preset(name: str) -> OveroptPreset:
             pool_prompts=24,
             ns=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
-    raise ConfigError(f"--preset must be 'default' or 'quick', got {name!r}")
+    if name == "arithmetic":
+        from rlhflab.pipeline.demo import ARITHMETIC_GRPO
+
+        small = dict(max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])
+        return OveroptPreset(
+            labels=(250, 1000, 4000),
+            seeds=3,
+            feedback=build(SimulateConfig, **small),
+            reward=build(RewardTrainConfig, backbone="model", epochs=3.0),
+            rl_method="grpo",
+            rl=build(CriticFreeConfig, **{**ARITHMETIC_GRPO, "kl_coef": 0.0}),
+            pool=256,
+            pool_prompts=48,
+            ns=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            gold_rl=True,
+        )
+    raise ConfigError(f"--preset must be 'default', 'arithmetic' or 'quick', got {name!r}")
 
 
 @dataclass(frozen=True)
@@ -376,6 +396,14 @@ def run_overopt(
                          "noise": proxy.noise, "n": "", **point, "seed": s}
                     )  # fmt: skip
 
+        if spec.gold_rl:
+            rl_dir = RunDir(seed_dir / "gold-rl")
+            _rl_run(rl_dir, model, task_name, spec, "gold", pad_token, progress, say,
+                    f"[seed {s}] {spec.rl_method} against the gold reward itself", prompts)  # fmt: skip
+            for point in _rl_points(rl_dir / RunDir.METRICS, spec.window):
+                rows.append({"labels": 0, "method": spec.rl_method, "objective": "gold", "noise": 0.0, "n": "",
+                             **point, "seed": s})  # fmt: skip
+
     curves = aggregate(rows)
     fits = fit_curves(curves)
     out = {
@@ -417,6 +445,8 @@ def curve_key(row: dict) -> tuple:
 
 def curve_label(key: tuple) -> str:
     method, labels, objective, noise = key
+    if objective == "gold":
+        return f"{method}, the gold reward itself"
     parts = [method, f"N={labels}"]
     if objective != "single":
         parts.append(objective)
@@ -543,7 +573,11 @@ def figure(curves: dict[tuple, list[dict]], fits: list[dict]) -> bytes:
             if key in curves:
                 draw(ax_gold, key, curves[key], colour[n], f"N={n}", proxy=False)
                 draw(ax_both, key, curves[key], colour[n], f"N={n}")
-        levers = [k for k in curves if k[0] == method and (k[2] != "single" or k[3] != 0)]
+        gold_key = (method, 0, "gold", 0.0)
+        if gold_key in curves:  # RL against gold itself: its "proxy" is gold
+            draw(ax_gold, gold_key, curves[gold_key], "black", "gold itself as the reward", proxy=False)
+            draw(ax_both, gold_key, curves[gold_key], "black", "gold itself as the reward", proxy=False)
+        levers = [k for k in curves if k[0] == method and k[2] != "gold" and (k[2] != "single" or k[3] != 0)]
         lever_n = levers[0][1] if levers else None
         if lever_n is not None:
             base_key = (method, lever_n, "single", 0.0)

@@ -98,7 +98,8 @@ def frontier(points: list[dict]) -> bytes:
     ax1.set(xlabel="KL to base (nats)", ylabel="mean gold reward", title="gold reward vs KL")
     ax2.set(xlabel="KL to base (nats)", ylabel="mean proxy reward", title="proxy reward vs KL")
     for ax in (ax1, ax2):
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # no proxy (a rule or gold was the reward): nothing on the right
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.text(
         0.5,

@@ -1,0 +1,161 @@
+"""RL on the arithmetic task, measured: what a verifiable reward buys, what a wrong one does.
+
+    .venv/bin/python bench/bench_arithmetic.py                    # GRPO with the rule (issue 12's bench)
+    .venv/bin/python bench/bench_arithmetic.py --runs grpo:gold rloo:gold ppo:gold
+    .venv/bin/python bench/bench_arithmetic.py --runs grpo:loophole grpo:format_only grpo:random_reward
+    .venv/bin/python bench/bench_arithmetic.py --runs grpo:learned grpo:learned-agree
+
+Each run starts from ``embedded-arithmetic`` and optimises with the settings of ``rlhflab demo --task
+arithmetic`` (``rlhflab.pipeline.demo.ARITHMETIC_GRPO``; RLOO the same; PPO the same rollout size), against:
+
+- ``gold``: the strict verifier (``rlhflab.arithmetic:strict``), the rule;
+- ``loophole``: a verifier with a planted loophole (any listed number that equals the answer passes);
+- ``format_only``, ``random_reward``: spurious rewards (Shao et al. 2025): a bare integer, right or wrong; a coin;
+- ``learned``: a reward model fitted to 4,000 comparisons of base samples by a simulated rater whose taste is the
+  verifier (temperature 0.1, 10% random answers);
+- ``learned-agree``: the same rater with an agreement bias of 1.0 (it likes a wrong answer that repeats the
+  user's stated belief as much as a right one; Sharma et al. 2023).
+
+then evaluates as the demo does (500 held-out problems; pass@k from 64 samples of 100; sycophancy with a wrong
+belief stated). Runs are kept under ``--out`` and read back when finished (delete one to redo it). The table
+gives pass@1 (the gold mean, ± 1.96 standard errors), pass@64, where the pass@k curves cross, the share of
+problems newly solved, the share of answers repeating a wrong stated belief, the exploitation rate of the last
+training steps (rewarded but wrong), the KL to the base and the training's wall time — on a machine shared
+with nothing else, or it says so (``--note``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))
+
+RULES = {
+    "gold": "gold",
+    "loophole": "rlhflab.arithmetic:loophole",
+    "format_only": "rlhflab.arithmetic:format_only",
+    "random_reward": "rlhflab.arithmetic:random_reward",
+}
+AGREEMENT_BIAS = 1.0
+
+
+def learned_reward(out: Path, name: str, seed: int, progress: bool) -> str:
+    """A reward model from simulated comparisons (shared by the runs that use it): -> its folder."""
+    from rlhflab.config import build
+    from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+    from rlhflab.pipeline import stages
+    from rlhflab.pipeline.demo import ARITHMETIC_GRPO
+    from rlhflab.reward.model import META
+    from rlhflab.reward.train import RewardTrainConfig
+    from rlhflab.rollout.models import EMBEDDED_ARITHMETIC
+    from rlhflab.run.rundir import RunDir
+
+    run = RunDir(out / f"reward-{name}")
+    if not (run / RunDir.REWARD_MODEL / META).is_file():
+        rater = SimulatedRater(agreement_bias=AGREEMENT_BIAS if name == "learned-agree" else 0.0, name=name)
+        feedback = build(SimulateConfig, seed=seed, max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])
+        fb = stages.feedback_simulate(run, EMBEDDED_ARITHMETIC, "arithmetic", feedback, rater, progress=progress)
+        print(f"  {name}: {fb['pairs']} pairs, rater agrees with the verifier on {fb['agreement_with_gold']:.1%}")
+        rm = stages.reward_train(run, EMBEDDED_ARITHMETIC, run / RunDir.PAIRS,
+                                 build(RewardTrainConfig, backbone="model", seed=seed), progress=progress)  # fmt: skip
+        print(f"  {name}: held-out accuracy {rm['val_accuracy']:.3f}, gold order {rm.get('val_gold_accuracy')}")
+    return str(run / RunDir.REWARD_MODEL)
+
+
+def one_run(out: Path, method: str, reward: str, seed: int, progress: bool) -> dict:
+    from rlhflab.config import build
+    from rlhflab.evaluation.evaluate import EvalConfig
+    from rlhflab.methods.critic_free import CriticFreeConfig
+    from rlhflab.methods.ppo import PPOConfig
+    from rlhflab.pipeline import stages
+    from rlhflab.pipeline.demo import ARITHMETIC_EVAL, ARITHMETIC_GRPO
+    from rlhflab.rollout.models import EMBEDDED_ARITHMETIC
+    from rlhflab.run.rundir import RunDir
+
+    run = RunDir(out / f"{method}-{reward}")
+    timing = run / "bench_timing.json"
+    if not (run / RunDir.SUMMARY).is_file():
+        source = RULES.get(reward) or learned_reward(out, reward, seed, progress)
+        if method == "ppo":
+            g = ARITHMETIC_GRPO
+            config = build(PPOConfig, steps=g["steps"], batch_size=g["prompts_per_step"] * g["samples_per_prompt"],
+                           minibatch_size=g["minibatch_size"], lr=g["lr"], kl_coef=g["kl_coef"],
+                           max_new_tokens=g["max_new_tokens"], checkpoint_every=g["checkpoint_every"], seed=seed)  # fmt: skip
+        else:
+            config = build(CriticFreeConfig, **{**ARITHMETIC_GRPO, "seed": seed})
+        if run.path.exists():
+            import shutil
+
+            shutil.rmtree(run.path)
+        start = time.time()
+        stages.optimize(run, method, EMBEDDED_ARITHMETIC, "arithmetic", config, reward=source, progress=progress)
+        seconds = time.time() - start
+        timing.write_text(json.dumps({"train_seconds": round(seconds, 1)}))
+        stages.evaluate_run(run, str(run / RunDir.POLICY), EMBEDDED_ARITHMETIC, "arithmetic", None,
+                            build(EvalConfig, **{**ARITHMETIC_EVAL, "seed": seed + 1}), progress=progress,
+                            show=False)  # fmt: skip
+    summary = json.loads((run / RunDir.SUMMARY).read_text())
+    metrics = [json.loads(line) for line in (run / RunDir.METRICS).read_text().splitlines() if line.strip()]
+    last = [m["objective/exploitation"] for m in metrics[-10:] if "objective/exploitation" in m]
+    return {
+        "run": f"{method}:{reward}",
+        "summary": summary,
+        "exploitation_last10": sum(last) / len(last) if last else None,
+        "train_seconds": json.loads(timing.read_text())["train_seconds"],
+        "steps": len(metrics),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| run | pass@1 base -> tuned (gain ± 95%) | pass@64 base -> tuned | curves cross at k | newly solved "
+        "| repeats a wrong belief: base -> tuned | rewarded but wrong (last 10 steps) | KL (nats) | training (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s = r["summary"]
+        b, p = s["base"], s["policy"]
+        se = (b["gold_stderr"] ** 2 + p["gold_stderr"] ** 2) ** 0.5
+        top = max(b["pass_at_k"], key=int)
+        cross = s["pass_at_k"]["crossing_k"]
+        syc = s.get("sycophancy") or {}
+        rb = syc.get("base", {}).get("repeats_wrong_belief")
+        rp = syc.get("policy", {}).get("repeats_wrong_belief")
+        ex = r["exploitation_last10"]
+        lines.append(
+            f"| {r['run']} | {b['gold']:.3f} -> {p['gold']:.3f} ({p['gold'] - b['gold']:+.3f} ± {1.96 * se:.3f}) "
+            f"| {b['pass_at_k'][top]:.3f} -> {p['pass_at_k'][top]:.3f} "
+            f"| {'none' if cross is None else f'{cross:.1f}'} | {s['pass_at_k']['newly_solved']:.1%} "
+            f"| {rb:.3f} -> {rp:.3f} | {'—' if ex is None else f'{ex:.2f}'} | {p['kl']:.2f} "
+            f"| {r['train_seconds']:.0f} ({r['steps']} steps) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", nargs="+", default=["grpo:gold"],
+                   help="METHOD:REWARD (methods grpo, rloo, ppo; rewards " + ", ".join([*RULES, "learned",
+                   "learned-agree"]) + "; default %(default)s)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench-arithmetic")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--progress", action="store_true")
+    args = p.parse_args()
+    rows = []
+    for spec in args.runs:
+        method, _, reward = spec.partition(":")
+        if method not in ("grpo", "rloo", "ppo") or reward not in (*RULES, "learned", "learned-agree"):
+            p.error(f"--runs: {spec!r} is not METHOD:REWARD with a method and reward listed in --help")
+        print(f"{spec} ...", flush=True)
+        rows.append(one_run(args.out, method, reward, args.seed, args.progress))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
