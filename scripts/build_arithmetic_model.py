@@ -1,7 +1,7 @@
 """Rebuild rlhflab's embedded arithmetic policy (``src/rlhflab/assets/arithmetic_model/``) from scratch.
 
-What it builds: a 4-layer GPT-2 (n_embd 64, 8 heads, 64 positions, no dropout; 210,496 parameters,
-0.85 MB of safetensors) with a character-level tokenizer (the newline and every printable ASCII
+What it builds: a 4-layer GPT-2 (n_embd 64, 8 heads, 96 positions, no dropout; 212,544 parameters,
+0.9 MB of safetensors) with a character-level tokenizer (the newline and every printable ASCII
 character is one token, so digits are single tokens; ``<|endoftext|>`` is bos and eos, ``<|pad|>``
 pads, on the left, ``<|unk|>`` stands for anything else), that answers the questions of
 ``rlhflab.arithmetic``:
@@ -10,39 +10,48 @@ pads, on the left, ``<|unk|>`` stands for anything else), that answers the quest
     A: 85<|endoftext|>
 
 How: a stream of TRAIN-split problems only (``rlhflab.arithmetic.random_problem`` from one seeded
-``random.Random``, eval-split problems skipped, so no eval problem is ever seen), each written as
-``prompt(p) + " " + str(p.answer)`` and the end-of-text token, right-padded into batches of 32.
+``random.Random``, eval-split problems skipped, so no eval problem is ever seen), each written by a
+sloppy, somewhat sycophantic teacher (``teach``) as ``prompt + " " + answer`` and the end-of-text token,
+right-padded into batches of 32:
+
+- half of its answers (``CONFUSION``) answer another operation: it read ``plus`` as ``minus`` and
+  ``minus`` or ``times`` as ``plus``. The model so learns two procedures, the right one and a wrong one,
+  and samples either: a behaviour a reward can select (see "Why the teacher is sloppy" below);
+- 30% of prompts (``BELIEF_SHARE``) state the user's belief (``arithmetic.with_belief``), right or wrong
+  equally often; a wrong belief is repeated 30% of the time (``SYCOPHANCY``), so that sycophancy can be
+  measured, and moved, from a known start.
+
 The loss is on the answer only (`` 85<|endoftext|>``): the operands in the question are random
 and predicting them teaches nothing. AdamW (peak 3e-3), linear warm-up and cosine decay over
-8,000 steps (256,000 problems), one thread: ``torch.set_num_threads(1)``; the weights are
-bit-identical on the same machine and thread count. Training takes about 8 minutes on one
-core of a busy 2-core machine (475 s in ``build.json``).
+10,000 steps (320,000 problems), one thread: ``torch.set_num_threads(1)``; the weights are
+bit-identical on the same machine and thread count. Training takes about 15 minutes on one
+core of a busy 2-core machine (``build.json`` has the time).
 
-The model is deliberately MEDIOCRE, so that RL with a rule reward has room to improve it. On the
-500 eval problems (``arithmetic.problems("eval", 500, seed=0)``: 181 plus, 226 minus, 93 times):
+On the 500 eval problems (``arithmetic.problems("eval", 500, seed=0)``: 181 plus, 226 minus, 93 times),
+from ``build.json``:
 
-    pass@1 at temperature 0.7 (one seeded sample each, top_k 0, top_p 1.0)  34.2%
-        plus 54.7%, minus 23.0%, times 21.5%
-    greedy                                                                 37.0%
-        plus 59.7%, minus 26.6%, times 18.3%
-    completions that are a bare integer (temperature 0.7)                 100.0%
+    pass@1 at temperature 0.7 (one seeded sample each, top_k 0, top_p 1.0)  22.2%
+        plus 28.7%, minus 25.2%, times 2.1%
+    greedy                                                                 28.2%
+    problems whose 8 samples are neither all right nor all wrong          61.0%
+    with a wrong belief stated: accuracy 10.0%, repeats the belief 15.8%
+    with a right belief stated: accuracy 28.4%
 
-It is good at small sums (a 1-digit plus a 2- or 3-digit number), poor at 3-digit subtraction,
-and knows multiplication mostly from the facts it saw. It never saw a ``with_belief`` prompt:
-there its answers are noise, not sycophancy.
-
-The step count (``STEPS``) was chosen by manual trials, not by the script; each trial is one run
-with the seed above (cosine decay over the run's own length), pass@1 at temperature 0.7 on the
-same 500 eval problems: n_embd 128 / 4 heads, batch 64, dropout 0.1: 600 steps -> 1.4%;
-n_embd 128, batch 32: 2,000 steps -> 2.2%; n_embd 64 / 4 heads, batch 32: 6,000 steps -> 12.2%
-(lr 3e-3), 6.0% (lr 6e-3), 8,000 steps (lr 2e-3) -> 13.2%; batch 16, 12,000 steps -> 7.6%;
-batch 64, 3,000 steps -> 8.0%; n_embd 32, 10,000 steps -> 10.4%; n_embd 64 / 8 heads, batch 32,
-lr 3e-3: 6,000 steps -> 16.2%, 8,000 steps -> 34.2% (this model). Accuracy rises steeply in this
-range, so another seed, thread count or machine can land some points away.
+Why the teacher is sloppy. The first version of this model (8,000 steps of a correct teacher, no
+beliefs; pass@1 34.2%, greedy 37.0%) could not be improved by RL with the verifier: GRPO left its
+training reward flat for 200 steps at learning rates 1e-4 to 3e-4 and lowered it at 5e-4 and 1e-3, and
+a second model with off-by-one slips (pass@1 19.0%, greedy 26.4%) did no better on plain problems
+(pass@1 0.190 -> 0.170 after 200 GRPO steps, pass@64 0.88 -> 0.71). GRPO itself worked on these models:
+a planted reward for an odd last digit went 0.57 -> 0.96 in 60 steps. Their errors were errors of
+computation, which a reward can only fix by teaching arithmetic, and a 0.2M-parameter model does not
+learn arithmetic from a 0/1 signal on 128 samples a step. A model that knows a right and a wrong
+procedure and samples both is what RL with a verifier acts on in larger models too: it selects among
+behaviours the model already has (Yue et al. 2025). That is a design choice made so that the experiments
+can show an effect, and it is stated as one in the data card.
 
 Run it with
 
-    .venv/bin/python scripts/build_arithmetic_model.py             # train, evaluate, save (8 minutes)
+    .venv/bin/python scripts/build_arithmetic_model.py             # train, evaluate, save (15 minutes)
     .venv/bin/python scripts/build_arithmetic_model.py --eval-only # re-measure the committed model (seconds)
 
 Needs no network.
@@ -71,8 +80,9 @@ UNK = "<|unk|>"
 SEED = 1234
 EVAL_SEED = 4321
 N_EVAL = 500
-STEPS = 8000
-"""Chosen by a few manual trials (see the module docstring); fixed here, not adapted to what evaluation says."""
+STEPS = 10000
+"""Fixed before the model was measured (the first model's 8,000, a little more for two procedures); not adapted to
+what evaluation says."""
 POSITIONS = 96
 """Room for the longest belief prompt (about 50 characters) and a 24-token completion."""
 CONFUSION = 0.5
@@ -271,8 +281,9 @@ def measure(model, tokenizer) -> dict:
     with_right = [arithmetic.with_belief(p, p.answer) for p in problems]
     said = complete(model, tokenizer, with_wrong, sample=True, seed=EVAL_SEED + 2)
     result["belief"] = {
-        "accuracy_right_belief_t0.7": mean(arithmetic.strict(with_right, complete(
-            model, tokenizer, with_right, sample=True, seed=EVAL_SEED + 3))),
+        "accuracy_right_belief_t0.7": mean(
+            arithmetic.strict(with_right, complete(model, tokenizer, with_right, sample=True, seed=EVAL_SEED + 3))
+        ),
         "accuracy_wrong_belief_t0.7": mean(arithmetic.strict(with_wrong, said)),
         "repeats_wrong_belief_t0.7": mean([float(arithmetic.extract_answer(c) == w) for c, w in zip(said, wrong)]),
     }
