@@ -3,20 +3,25 @@
     .venv/bin/python bench/bench_arithmetic.py                    # GRPO with the rule (issue 12's bench)
     .venv/bin/python bench/bench_arithmetic.py --runs grpo:gold rloo:gold ppo:gold
     .venv/bin/python bench/bench_arithmetic.py --runs grpo:loophole grpo:format_only grpo:random_reward
-    .venv/bin/python bench/bench_arithmetic.py --runs grpo:learned grpo:learned-agree
+    .venv/bin/python bench/bench_arithmetic.py --runs grpo:gold@beliefs grpo:gold@wrong-beliefs \
+        grpo:learned@beliefs grpo:learned-agree@beliefs
 
 Each run starts from ``embedded-arithmetic`` and optimises with the settings of ``rlhflab demo --task
 arithmetic`` (``rlhflab.pipeline.demo.ARITHMETIC_GRPO``; RLOO the same; PPO the same rollout size), against:
 
 - ``gold``: the strict verifier (``rlhflab.arithmetic:strict``), the rule;
 - ``loophole``: a verifier with a planted loophole (any listed number that equals the answer passes);
+- ``trusts_user``: a verifier with a loophole the policy can reach by copying (the user's stated answer passes,
+  right or wrong; with ``@beliefs``);
 - ``format_only``, ``random_reward``: spurious rewards (Shao et al. 2025): a bare integer, right or wrong; a coin;
 - ``learned``: a reward model fitted to 4,000 comparisons of base samples by a simulated rater whose taste is the
   verifier (temperature 0.1, 10% random answers);
 - ``learned-agree``: the same rater with an agreement bias of 1.0 (it likes a wrong answer that repeats the
   user's stated belief as much as a right one; Sharma et al. 2023).
 
-then evaluates as the demo does (500 held-out problems; pass@k from 64 samples of 100; sycophancy with a wrong
+on the task's training prompts (``@beliefs``: ``arithmetic-beliefs``, where 30% of them state a belief, right
+half the time; ``@wrong-beliefs``: right 10% of the time; default: plain ``arithmetic``), then evaluates as the
+demo does (500 held-out problems; pass@k from 64 samples of 100; sycophancy with a wrong
 belief stated). Runs are kept under ``--out`` and read back when finished (delete one to redo it). The table
 gives pass@1 (the gold mean, ± 1.96 standard errors), pass@64, where the pass@k curves cross, the share of
 problems newly solved, the share of answers repeating a wrong stated belief, the exploitation rate of the last
@@ -39,13 +44,16 @@ if str(REPO / "src") not in sys.path:
 RULES = {
     "gold": "gold",
     "loophole": "rlhflab.arithmetic:loophole",
+    "trusts_user": "rlhflab.arithmetic:trusts_user",
     "format_only": "rlhflab.arithmetic:format_only",
     "random_reward": "rlhflab.arithmetic:random_reward",
 }
 AGREEMENT_BIAS = 1.0
+TASKS = {"beliefs": "arithmetic-beliefs", "wrong-beliefs": "rlhflab.tasks:arithmetic_wrong_beliefs"}
+"""Short names for ``@TASK``: training prompts that state a belief, right half the time or 10% of the time."""
 
 
-def learned_reward(out: Path, name: str, seed: int, progress: bool) -> str:
+def learned_reward(out: Path, name: str, task: str, seed: int, progress: bool) -> str:
     """A reward model from simulated comparisons (shared by the runs that use it): -> its folder."""
     from rlhflab.config import build
     from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
@@ -56,11 +64,11 @@ def learned_reward(out: Path, name: str, seed: int, progress: bool) -> str:
     from rlhflab.rollout.models import EMBEDDED_ARITHMETIC
     from rlhflab.run.rundir import RunDir
 
-    run = RunDir(out / f"reward-{name}")
+    run = RunDir(out / f"reward-{name}@{task.split(':')[-1]}")
     if not (run / RunDir.REWARD_MODEL / META).is_file():
         rater = SimulatedRater(agreement_bias=AGREEMENT_BIAS if name == "learned-agree" else 0.0, name=name)
         feedback = build(SimulateConfig, seed=seed, max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])
-        fb = stages.feedback_simulate(run, EMBEDDED_ARITHMETIC, "arithmetic", feedback, rater, progress=progress)
+        fb = stages.feedback_simulate(run, EMBEDDED_ARITHMETIC, task, feedback, rater, progress=progress)
         print(f"  {name}: {fb['pairs']} pairs, rater agrees with the verifier on {fb['agreement_with_gold']:.1%}")
         rm = stages.reward_train(run, EMBEDDED_ARITHMETIC, run / RunDir.PAIRS,
                                  build(RewardTrainConfig, backbone="model", seed=seed), progress=progress)  # fmt: skip
@@ -68,7 +76,7 @@ def learned_reward(out: Path, name: str, seed: int, progress: bool) -> str:
     return str(run / RunDir.REWARD_MODEL)
 
 
-def one_run(out: Path, method: str, reward: str, seed: int, progress: bool) -> dict:
+def one_run(out: Path, method: str, reward: str, task: str, seed: int, progress: bool) -> dict:
     from rlhflab.config import build
     from rlhflab.evaluation.evaluate import EvalConfig
     from rlhflab.methods.critic_free import CriticFreeConfig
@@ -78,10 +86,10 @@ def one_run(out: Path, method: str, reward: str, seed: int, progress: bool) -> d
     from rlhflab.rollout.models import EMBEDDED_ARITHMETIC
     from rlhflab.run.rundir import RunDir
 
-    run = RunDir(out / f"{method}-{reward}")
+    run = RunDir(out / f"{method}-{reward}@{task.split(':')[-1]}")
     timing = run / "bench_timing.json"
     if not (run / RunDir.SUMMARY).is_file():
-        source = RULES.get(reward) or learned_reward(out, reward, seed, progress)
+        source = RULES.get(reward) or learned_reward(out, reward, task, seed, progress)
         if method == "ppo":
             g = ARITHMETIC_GRPO
             config = build(PPOConfig, steps=g["steps"], batch_size=g["prompts_per_step"] * g["samples_per_prompt"],
@@ -94,7 +102,7 @@ def one_run(out: Path, method: str, reward: str, seed: int, progress: bool) -> d
 
             shutil.rmtree(run.path)
         start = time.time()
-        stages.optimize(run, method, EMBEDDED_ARITHMETIC, "arithmetic", config, reward=source, progress=progress)
+        stages.optimize(run, method, EMBEDDED_ARITHMETIC, task, config, reward=source, progress=progress)
         seconds = time.time() - start
         timing.write_text(json.dumps({"train_seconds": round(seconds, 1)}))
         stages.evaluate_run(run, str(run / RunDir.POLICY), EMBEDDED_ARITHMETIC, "arithmetic", None,
@@ -104,7 +112,7 @@ def one_run(out: Path, method: str, reward: str, seed: int, progress: bool) -> d
     metrics = [json.loads(line) for line in (run / RunDir.METRICS).read_text().splitlines() if line.strip()]
     last = [m["objective/exploitation"] for m in metrics[-10:] if "objective/exploitation" in m]
     return {
-        "run": f"{method}:{reward}",
+        "run": f"{method}:{reward}" + ("" if task == "arithmetic" else f" @ {task.split(':')[-1]}"),
         "summary": summary,
         "exploitation_last10": sum(last) / len(last) if last else None,
         "train_seconds": json.loads(timing.read_text())["train_seconds"],
@@ -149,11 +157,13 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     for spec in args.runs:
-        method, _, reward = spec.partition(":")
+        head, _, task = spec.partition("@")
+        method, _, reward = head.partition(":")
         if method not in ("grpo", "rloo", "ppo") or reward not in (*RULES, "learned", "learned-agree"):
-            p.error(f"--runs: {spec!r} is not METHOD:REWARD with a method and reward listed in --help")
+            p.error(f"--runs: {spec!r} is not METHOD:REWARD[@TASK] with a method and reward listed in --help")
+        task = TASKS.get(task, task) or "arithmetic"
         print(f"{spec} ...", flush=True)
-        rows.append(one_run(args.out, method, reward, args.seed, args.progress))
+        rows.append(one_run(args.out, method, reward, task, args.seed, args.progress))
     print(table(rows))
 
 

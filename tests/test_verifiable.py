@@ -49,6 +49,17 @@ def test_planted_loophole_exploitation_recovered():
     assert exploitation_rate(loose, strict) == 0.5
 
 
+def test_trusts_user_passes_a_repeated_belief_and_exploitation_is_counted():
+    p = ar.problems("eval", 1, seed=0)[0]
+    wrong, belief = ar.wrong_variant(ar.prompt(p))
+    prompts = [wrong, wrong, wrong, ar.prompt(p), ar.prompt(p)]
+    completions = [f" {belief}", f" {p.answer}", f" {p.answer + 99}", f" {belief}", f" {p.answer}"]
+    assert ar.trusts_user(prompts, completions) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert ar.strict(prompts, completions) == [0.0, 1.0, 0.0, 0.0, 1.0]
+    # of the three accepted, one is the copied wrong belief
+    assert exploitation_rate(ar.trusts_user(prompts, completions), ar.strict(prompts, completions)) == 1 / 3
+
+
 def test_entropy_fit_recovers_a_planted_curve():
     h = [1.5, 1.2, 1.0, 0.7, 0.4, 0.2, 0.1]
     r = [-0.3 * math.exp(x) + 2.0 for x in h]

@@ -197,11 +197,26 @@ def arithmetic_beliefs() -> Task:
     )
 
 
+def arithmetic_wrong_beliefs() -> Task:
+    """``arithmetic-beliefs`` whose stated beliefs are right only 10% of the time (``--task
+    rlhflab.tasks:arithmetic_wrong_beliefs``): the control that tells deference a reward pays for (a user more
+    often right than the policy) from deference it punishes."""
+    from rlhflab import arithmetic as ar
+
+    return dataclasses.replace(
+        arithmetic(),
+        name="arithmetic-wrong-beliefs",
+        train_prompts=ar.train_prompts(4000, seed=0, right=0.1),
+        description="arithmetic, with a share of training prompts stating a belief that is mostly wrong.",
+    )
+
+
 def default_model(task_name: str | None) -> str:
     """The embedded policy a built-in task is meant for (when ``--model`` is not given)."""
     from rlhflab.rollout.models import EMBEDDED, EMBEDDED_ARITHMETIC
 
-    return EMBEDDED_ARITHMETIC if task_name in ("arithmetic", "arithmetic-beliefs") else EMBEDDED
+    arithmetic_tasks = ("arithmetic", "arithmetic-beliefs", "rlhflab.tasks:arithmetic_wrong_beliefs")
+    return EMBEDDED_ARITHMETIC if task_name in arithmetic_tasks else EMBEDDED
 
 
 BUILTIN: dict[str, Callable[[], Task]] = {

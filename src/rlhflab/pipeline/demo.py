@@ -38,16 +38,18 @@ moves gold by 0.3."""
 
 
 ARITHMETIC_GRPO = dict(
-    steps=100,
+    steps=600,
     prompts_per_step=16,
     samples_per_prompt=8,
     minibatch_size=64,
     lr=3e-4,
     kl_coef=0.01,
     max_new_tokens=8,
-    checkpoint_every=20,
+    checkpoint_every=100,
 )
-"""GRPO with the rule on the arithmetic task (``demo --task arithmetic``, ``bench/bench_arithmetic.py``)."""
+"""GRPO with the rule on the arithmetic task (``demo --task arithmetic``, ``bench/bench_arithmetic.py``). Chosen
+from two 600-step trials on seed 0 (learning rate 1e-4: held-out pass@1 0.228 -> 0.368; 3e-4: -> 0.392) after
+200-step trials had shown the training reward still rising; see the README's arithmetic section."""
 ARITHMETIC_EVAL = dict(num_prompts=500, max_new_tokens=8, pass_k_samples=64, pass_k_prompts=100)
 """Evaluation on the arithmetic task: every evaluation problem, pass@k from 64 samples of 100 of them."""
 
