@@ -231,14 +231,19 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
         return path.read_bytes()
 
 
+def _panels(n: int):
+    """A figure of ``n`` small panels side by side: (figure, list of axes)."""
+    fig, axes = _plt().subplots(1, n, figsize=(4.6 * n, 3.4), squeeze=False)
+    return fig, list(axes[0])
+
+
 def pass_at_k(runs: list[tuple[str, dict]]) -> bytes | None:
     """pass@k of base and tuned policy against k (log scale), one panel per run, the crossing marked."""
     runs = [(name, pk) for name, pk in runs if pk]
     if not runs:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.4), squeeze=False)
-    for ax, (name, pk) in zip(axes[0], runs):
+    fig, axes = _panels(len(runs))
+    for ax, (name, pk) in zip(axes, runs):
         for side in ("base", "policy"):
             curve = sorted((int(k), v) for k, v in pk[side].items())  # JSON keys are strings
             ax.plot([k for k, _ in curve], [v for _, v in curve], "o-", ms=3, color=COLORS[side],
@@ -263,9 +268,8 @@ def entropy_reward(runs: list[tuple[str, dict]]) -> bytes | None:
     runs = [(name, er) for name, er in runs if er]
     if not runs:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.4), squeeze=False)
-    for ax, (name, er) in zip(axes[0], runs):
+    fig, axes = _panels(len(runs))
+    for ax, (name, er) in zip(axes, runs):
         h = np.array(er["entropy"])
         sc = ax.scatter(h, er["reward"], c=np.arange(len(h)), cmap="viridis", s=10)
         fit = er["fit"]
@@ -287,9 +291,8 @@ def loophole(runs: list[tuple[str, dict]]) -> bytes | None:
     runs = [(name, lo) for name, lo in runs if lo]
     if not runs:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.4), squeeze=False)
-    for ax, (name, lo) in zip(axes[0], runs):
+    fig, axes = _panels(len(runs))
+    for ax, (name, lo) in zip(axes, runs):
         ax.plot(lo["steps"], lo["score"], color=COLORS["proxy"], label="reward optimised")
         ax.plot(lo["steps"], lo["gold"], color=COLORS["gold"], label="strict verifier")
         ax.plot(lo["steps"], lo["rate"], color=COLORS["policy"], ls="--", label="rewarded but wrong (share)")
