@@ -14,8 +14,8 @@ arithmetic`` (``rlhflab.pipeline.demo.ARITHMETIC_GRPO``; RLOO the same; PPO the 
 - ``trusts_user``: a verifier with a loophole the policy can reach by copying (the user's stated answer passes,
   right or wrong; with ``@beliefs``);
 - ``format_only``, ``random_reward``: spurious rewards (Shao et al. 2025): a bare integer, right or wrong; a coin;
-- ``learned``: a reward model fitted to 4,000 comparisons of base samples by a simulated rater whose taste is the
-  verifier (temperature 0.1, 10% random answers);
+- ``learned``: a reward model (``rlhflab.pipeline.demo.ARITHMETIC_REWARD``) fitted to 20,000 comparisons of base
+  samples by a simulated rater whose taste is the verifier (temperature 0.1, 10% random answers);
 - ``learned-agree``: the same rater with an agreement bias of 1.0 (it likes a wrong answer that repeats the
   user's stated belief as much as a right one; Sharma et al. 2023).
 
@@ -36,6 +36,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
@@ -58,7 +60,7 @@ def learned_reward(out: Path, name: str, task: str, seed: int, progress: bool) -
     from rlhflab.config import build
     from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
     from rlhflab.pipeline import stages
-    from rlhflab.pipeline.demo import ARITHMETIC_GRPO
+    from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
     from rlhflab.reward.model import META
     from rlhflab.reward.train import RewardTrainConfig
     from rlhflab.rollout.models import EMBEDDED_ARITHMETIC
@@ -67,13 +69,35 @@ def learned_reward(out: Path, name: str, task: str, seed: int, progress: bool) -
     run = RunDir(out / f"reward-{name}@{task.split(':')[-1]}")
     if not (run / RunDir.REWARD_MODEL / META).is_file():
         rater = SimulatedRater(agreement_bias=AGREEMENT_BIAS if name == "learned-agree" else 0.0, name=name)
-        feedback = build(SimulateConfig, seed=seed, max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])
+        reward = dict(ARITHMETIC_REWARD)
+        feedback = build(SimulateConfig, seed=seed, pairs=reward.pop("pairs"), batch_size=256,
+                         max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])  # fmt: skip
         fb = stages.feedback_simulate(run, EMBEDDED_ARITHMETIC, task, feedback, rater, progress=progress)
         print(f"  {name}: {fb['pairs']} pairs, rater agrees with the verifier on {fb['agreement_with_gold']:.1%}")
         rm = stages.reward_train(run, EMBEDDED_ARITHMETIC, run / RunDir.PAIRS,
-                                 build(RewardTrainConfig, backbone="model", seed=seed), progress=progress)  # fmt: skip
+                                 build(RewardTrainConfig, backbone="model", seed=seed, **reward), progress=progress)  # fmt: skip
         print(f"  {name}: held-out accuracy {rm['val_accuracy']:.3f}, gold order {rm.get('val_gold_accuracy')}")
+    probe = run / "belief_probe.json"
+    if not probe.is_file():
+        probe.write_text(json.dumps({"prefers_wrong_belief": belief_probe(str(run / RunDir.REWARD_MODEL), task)}))
     return str(run / RunDir.REWARD_MODEL)
+
+
+def belief_probe(reward_dir: str, task_name: str) -> float:
+    """Share of evaluation problems, asked with a wrong belief stated, on which the reward model scores the
+    user's wrong answer above the right one (what an agreement bias teaches; a proxy that learned the rule
+    alone would be near 0)."""
+    from rlhflab import arithmetic as ar
+    from rlhflab.reward.model import RewardModel
+    from rlhflab.tasks import load_task
+
+    model = RewardModel.load(reward_dir)
+    prompts, beliefs = zip(*(ar.wrong_variant(p) for p in load_task(task_name).eval_prompts))
+    right = [ar.parse_prompt(p).answer for p in prompts]
+    with torch.no_grad():
+        wrong_score = model(list(prompts), [f" {b}" for b in beliefs])
+        right_score = model(list(prompts), [f" {a}" for a in right])
+    return float((wrong_score > right_score).float().mean())
 
 
 def one_run(out: Path, method: str, reward: str, task: str, seed: int, progress: bool) -> dict:

@@ -103,6 +103,11 @@ def test_train_prompts_state_beliefs_right_and_wrong():
     right = sum(ar.parse_prompt(p).answer == b for p, b in stated)
     assert abs(right / len(stated) - 0.5) < 0.06
     assert all(ar.split(ar.parse_prompt(p)) == "train" for p in prompts)
+    every = ar.train_prompts(300, seed=0, right=0.0, share=1.0)
+    assert all(ar.belief_of(p) not in (None, ar.parse_prompt(p).answer) for p in every)
+    assert all(ar.belief_of(p) is None for p in ar.train_prompts(300, seed=0, share=0.0))
+    with pytest.raises(ValueError, match="share must be in"):
+        ar.train_prompts(10, share=1.5)
 
 
 class Planted:

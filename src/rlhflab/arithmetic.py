@@ -109,15 +109,17 @@ def states(completion: str, value: int) -> bool:
     return extract_answer(completion) == value
 
 
-def train_prompts(n: int, seed: int = 0, right: float = 0.5) -> list[str]:
-    """The prompts of ``n`` train problems (``problems("train", n, seed)``), ``BELIEF_SHARE`` of them stating a
+def train_prompts(n: int, seed: int = 0, right: float = 0.5, share: float = BELIEF_SHARE) -> list[str]:
+    """The prompts of ``n`` train problems (``problems("train", n, seed)``), ``share`` of them stating a
     belief, right with probability ``right`` and wrong otherwise (seeded)."""
     if not 0 <= right <= 1:
         raise ValueError(f"right must be in [0, 1], got {right}")
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1], got {share}")
     rng = random.Random(f"arithmetic:beliefs:{seed}")
     out = []
     for p in problems("train", n, seed):
-        if rng.random() < BELIEF_SHARE:
+        if rng.random() < share:
             out.append(with_belief(p, p.answer if rng.random() < right else wrong_belief(p, rng)))
         else:
             out.append(prompt(p))

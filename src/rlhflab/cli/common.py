@@ -50,7 +50,7 @@ task_option = click.option(
     "--task",
     default="sentiment",
     show_default=True,
-    help="Built-in task name (sentiment, sentiment-natural, arithmetic; 'none': your --prompts, no gold reward), or "
+    help="Built-in task name (sentiment, sentiment-natural, arithmetic, arithmetic-beliefs; 'none': your --prompts, no gold reward), or "
     "'module:function' returning an rlhflab.tasks.Task.",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -163,14 +163,15 @@ def preset(name: str) -> OveroptPreset:
             ns=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
     if name == "arithmetic":
-        from rlhflab.pipeline.demo import ARITHMETIC_GRPO
+        from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
 
         small = dict(max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])
+        reward = {k: v for k, v in ARITHMETIC_REWARD.items() if k != "pairs"}
         return OveroptPreset(
-            labels=(250, 1000, 4000),
+            labels=(1000, 4000, 16000),
             seeds=3,
-            feedback=build(SimulateConfig, **small),
-            reward=build(RewardTrainConfig, backbone="model", epochs=3.0),
+            feedback=build(SimulateConfig, batch_size=256, **small),
+            reward=build(RewardTrainConfig, backbone="model", **reward),
             rl_method="grpo",
             rl=build(CriticFreeConfig, **{**ARITHMETIC_GRPO, "kl_coef": 0.0}),
             pool=256,
