@@ -600,7 +600,7 @@ def figure(curves: dict[tuple, list[dict]], fits: list[dict]) -> bytes:
                 ax.legend(fontsize=7)
         ax_gold.set_ylabel("gain over the base policy")
     fig.suptitle(
-        f"Reward over-optimisation: proxies trained on N gold-labelled comparisons ({seeds} seeds; shaded: 95% "
+        f"Reward over-optimisation: proxies trained on N gold-labelled comparisons ({seeds} seed{'s' if seeds != 1 else ''}; shaded: 95% "
         "intervals; dotted: Gao et al.'s fit)",
         fontsize=11,
     )
