@@ -1,7 +1,7 @@
 """Why did the conservative ensembles of ``rlhflab overopt`` not reduce over-optimisation? Their spread, measured.
 
     .venv/bin/python bench/overopt_ensemble_spread.py                    # reads runs/overopt (the default preset)
-    .venv/bin/python bench/overopt_ensemble_spread.py --run-dir runs/overopt --samples 16
+    .venv/bin/python bench/overopt_ensemble_spread.py --run-dir runs/overopt-ens5 --members 5   # overopt --ensemble 5
 
 Coste et al. (2023) penalise a policy where an ensemble's members disagree (mean - std, min). That can only hold
 back over-optimisation if the members disagree more on the texts the optimisation finds than on the base policy's
@@ -39,9 +39,9 @@ from rlhflab.tasks import load_task  # noqa: E402
 
 POLICIES = {
     "PPO vs one model": "labels-{n}-noise-0/rl",
-    "PPO vs ensemble mean": "labels-{n}-noise-0-ensemble-3/rl-mean",
-    "PPO vs mean - std": "labels-{n}-noise-0-ensemble-3/rl-mean_minus_std",
-    "PPO vs min": "labels-{n}-noise-0-ensemble-3/rl-min",
+    "PPO vs ensemble mean": "labels-{n}-noise-0-ensemble-{k}/rl-mean",
+    "PPO vs mean - std": "labels-{n}-noise-0-ensemble-{k}/rl-mean_minus_std",
+    "PPO vs min": "labels-{n}-noise-0-ensemble-{k}/rl-min",
 }
 
 
@@ -73,6 +73,7 @@ def main() -> None:
         "--run-dir", default="runs/overopt", help="a finished `rlhflab overopt` run with the ensemble lever"
     )
     ap.add_argument("--labels", type=int, default=250, help="the label count the levers were run at")
+    ap.add_argument("--members", type=int, default=3, help="the ensemble lever's size (overopt --ensemble)")
     ap.add_argument("--samples", type=int, default=16, help="continuations per pool prompt for each text set")
     ap.add_argument("--seed", type=int, default=0, help="the sampling seed")
     args = ap.parse_args()
@@ -84,7 +85,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     for seed_dir in sorted(run.glob("seed-*")):
-        ens_dir = seed_dir / f"labels-{args.labels}-noise-0-ensemble-3" / "reward_model"
+        ens_dir = seed_dir / f"labels-{args.labels}-noise-0-ensemble-{args.members}" / "reward_model"
         if not ens_dir.is_dir():
             print(f"{seed_dir}: no ensemble at {args.labels} labels; skipped")
             continue
@@ -96,7 +97,7 @@ def main() -> None:
         base = describe(rm, task.gold, base_p, base_t)
         rows.append({"seed": seed_dir.name, "texts of": "base policy", **base})
         for name, rel in POLICIES.items():
-            pdir = seed_dir / rel.format(n=args.labels) / "policy"
+            pdir = seed_dir / rel.format(n=args.labels, k=args.members) / "policy"
             if not (pdir / "config.json").is_file():
                 print(f"{pdir}: not finished; skipped")
                 continue
