@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the sampling seed")
     args = ap.parse_args()
     run = Path(args.run_dir)
+    if not (run / "overopt.json").is_file():
+        sys.exit(f"{run}: no overopt.json; run `rlhflab overopt --run-dir {run}` to the end first")
     meta = json.loads((run / "overopt.json").read_text())
     preset = meta["preset"]
     sampling = preset["feedback"]["sampling"]
