@@ -26,23 +26,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
+from rlhflab.files import iter_jsonl  # noqa: E402
+from rlhflab.pipeline.overopt import Proxy  # noqa: E402
 from rlhflab.reward.model import RewardModel  # noqa: E402
 from rlhflab.rollout.models import load_policy  # noqa: E402
 from rlhflab.rollout.sampling import sample  # noqa: E402
+from rlhflab.run.rundir import RunDir  # noqa: E402
 from rlhflab.tasks import load_task  # noqa: E402
 
-POLICIES = {
-    "PPO vs one model": "labels-{n}-noise-0/rl",
-    "PPO vs ensemble mean": "labels-{n}-noise-0-ensemble-{k}/rl-mean",
-    "PPO vs mean - std": "labels-{n}-noise-0-ensemble-{k}/rl-mean_minus_std",
-    "PPO vs min": "labels-{n}-noise-0-ensemble-{k}/rl-min",
-}
+NAMES = {"single": "PPO vs one model", "mean": "PPO vs ensemble mean", "mean_minus_std": "PPO vs mean - std",
+         "min": "PPO vs min"}  # fmt: skip
 
 
 def tuned_texts(policy_dir: Path, prompts: list[str], samples: int, max_new_tokens: int, temperature: float, seed: int):
@@ -84,22 +82,23 @@ def main() -> None:
     preset = meta["preset"]
     sampling = preset["feedback"]["sampling"]
     task = load_task(meta["task"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    single, ensemble = Proxy(args.labels, 0.0, 1), Proxy(args.labels, 0.0, args.members)
+    policies = [(NAMES[o], proxy.name, proxy.rl_folder(o)) for proxy in (single, ensemble) for o in proxy.objectives()]
     rows = []
     for seed_dir in sorted(run.glob("seed-*")):
-        ens_dir = seed_dir / f"labels-{args.labels}-noise-0-ensemble-{args.members}" / "reward_model"
+        ens_dir = seed_dir / ensemble.name / RunDir.REWARD_MODEL
         if not ens_dir.is_dir():
             print(f"{seed_dir}: no ensemble at {args.labels} labels; skipped")
             continue
         rm = RewardModel.load(ens_dir)
-        pool = [json.loads(line) for line in (seed_dir / "pool.jsonl").read_text().splitlines() if line.strip()]
+        pool = [row for _, row in iter_jsonl(seed_dir / "pool.jsonl", "best-of-n pool")]
         prompts = [r["prompt"] for r in pool]
         base_p = [p for r in pool for p in [r["prompt"]] * min(args.samples, len(r["texts"]))]
         base_t = [t for r in pool for t in r["texts"][: args.samples]]
         base = describe(rm, task.gold, base_p, base_t)
         rows.append({"seed": seed_dir.name, "texts of": "base policy", **base})
-        for name, rel in POLICIES.items():
-            pdir = seed_dir / rel.format(n=args.labels, k=args.members) / "policy"
+        for name, proxy_folder, rl_folder in policies:
+            pdir = seed_dir / proxy_folder / rl_folder / RunDir.POLICY
             if not (pdir / "config.json").is_file():
                 print(f"{pdir}: not finished; skipped")
                 continue
@@ -116,7 +115,7 @@ def main() -> None:
     for r in rows:
         print(" | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols))
     print("\nmeans over seeds")
-    for name in ["base policy", *POLICIES]:
+    for name in ["base policy", *(name for name, _, _ in policies)]:
         sel = [r for r in rows if r["texts of"] == name]
         if sel:
             print(name.ljust(22), " ".join(f"{c} {np.mean([r[c] for r in sel if c in r]):.3f}"

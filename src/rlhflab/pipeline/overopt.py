@@ -197,6 +197,11 @@ class Proxy:
     def objectives(self) -> tuple[str, ...]:
         return OBJECTIVES[1:] if self.members > 1 else ("single",)
 
+    @staticmethod
+    def rl_folder(objective: str) -> str:
+        """The folder, inside the proxy's, of the RL run against ``objective``."""
+        return "rl" if objective == "single" else f"rl-{objective}"
+
 
 def proxies(spec: OveroptPreset) -> list[Proxy]:
     lever = spec.lever_labels or min(spec.labels)
@@ -385,7 +390,7 @@ def run_overopt(
             if (proxy.members > 1 or proxy.noise) and not spec.rl_levers:
                 continue  # a lever's proxy: best-of-n only
             for objective in proxy.objectives():
-                rl_dir = RunDir(pdir / ("rl" if objective == "single" else f"rl-{objective}"))
+                rl_dir = RunDir(pdir / proxy.rl_folder(objective))
                 reward = str(reward_dir)
                 if objective not in ("single", "mean"):
                     reward = _objective_view(reward_dir, pdir / f"reward-{objective}", objective, spec.std_coef)
