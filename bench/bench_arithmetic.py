@@ -9,7 +9,7 @@
 Each run starts from ``embedded-arithmetic`` and optimises with the settings of ``rlhflab demo --task
 arithmetic`` (``rlhflab.pipeline.demo.ARITHMETIC_GRPO``; RLOO the same; PPO the same rollout size), against:
 
-- ``gold``: the strict verifier (``rlhflab.arithmetic:strict``), the rule;
+- ``gold``: the strict verifier (``rlhflab.tasks.arithmetic_problems:strict``), the rule;
 - ``loophole``: a verifier with a planted loophole (any listed number that equals the answer passes);
 - ``trusts_user``: a verifier with a loophole the policy can reach by copying (the user's stated answer passes,
   right or wrong; with ``@beliefs``);
@@ -45,10 +45,10 @@ if str(REPO / "src") not in sys.path:
 
 RULES = {
     "gold": "gold",
-    "loophole": "rlhflab.arithmetic:loophole",
-    "trusts_user": "rlhflab.arithmetic:trusts_user",
-    "format_only": "rlhflab.arithmetic:format_only",
-    "random_reward": "rlhflab.arithmetic:random_reward",
+    "loophole": "rlhflab.tasks.arithmetic_problems:loophole",
+    "trusts_user": "rlhflab.tasks.arithmetic_problems:trusts_user",
+    "format_only": "rlhflab.tasks.arithmetic_problems:format_only",
+    "random_reward": "rlhflab.tasks.arithmetic_problems:random_reward",
 }
 AGREEMENT_BIAS = 1.0
 TASKS = {"beliefs": "arithmetic-beliefs", "wrong-beliefs": "rlhflab.tasks:arithmetic_wrong_beliefs"}
@@ -57,13 +57,13 @@ TASKS = {"beliefs": "arithmetic-beliefs", "wrong-beliefs": "rlhflab.tasks:arithm
 
 def learned_reward(out: Path, name: str, task: str, seed: int, progress: bool) -> str:
     """A reward model from simulated comparisons (shared by the runs that use it): -> its folder."""
-    from rlhflab.config import build
+    from rlhflab.core.config import build
     from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+    from rlhflab.models.loading import EMBEDDED_ARITHMETIC
     from rlhflab.pipeline import stages
     from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
     from rlhflab.reward.model import META
     from rlhflab.reward.train import RewardTrainConfig
-    from rlhflab.rollout.models import EMBEDDED_ARITHMETIC
     from rlhflab.run.rundir import RunDir
 
     run = RunDir(out / f"reward-{name}@{task.split(':')[-1]}")
@@ -87,8 +87,8 @@ def belief_probe(reward_dir: str, task_name: str) -> float:
     """Share of evaluation problems, asked with a wrong belief stated, on which the reward model scores the
     user's wrong answer above the right one (what an agreement bias teaches; a proxy that learned the rule
     alone would be near 0)."""
-    from rlhflab import arithmetic as ar
     from rlhflab.reward.model import RewardModel
+    from rlhflab.tasks import arithmetic_problems as ar
     from rlhflab.tasks import load_task
 
     model = RewardModel.load(reward_dir)
@@ -101,13 +101,13 @@ def belief_probe(reward_dir: str, task_name: str) -> float:
 
 
 def one_run(out: Path, method: str, reward: str, task: str, seed: int, progress: bool) -> dict:
-    from rlhflab.config import build
+    from rlhflab.core.config import build
     from rlhflab.evaluation.evaluate import EvalConfig
-    from rlhflab.methods.critic_free import CriticFreeConfig
+    from rlhflab.methods.grpo import GRPOConfig
     from rlhflab.methods.ppo import PPOConfig
+    from rlhflab.models.loading import EMBEDDED_ARITHMETIC
     from rlhflab.pipeline import stages
     from rlhflab.pipeline.demo import ARITHMETIC_EVAL, ARITHMETIC_GRPO
-    from rlhflab.rollout.models import EMBEDDED_ARITHMETIC
     from rlhflab.run.rundir import RunDir
 
     run = RunDir(out / f"{method}-{reward}@{task.split(':')[-1]}")
@@ -117,10 +117,10 @@ def one_run(out: Path, method: str, reward: str, task: str, seed: int, progress:
         if method == "ppo":
             g = ARITHMETIC_GRPO
             config = build(PPOConfig, steps=g["steps"], batch_size=g["prompts_per_step"] * g["samples_per_prompt"],
-                           minibatch_size=g["minibatch_size"], lr=g["lr"], kl_coef=g["kl_coef"],
+                           minibatch_size=g["minibatch_size"], lr=g["lr"], loss_kl_coef=g["loss_kl_coef"],
                            max_new_tokens=g["max_new_tokens"], checkpoint_every=g["checkpoint_every"], seed=seed)  # fmt: skip
         else:
-            config = build(CriticFreeConfig, **{**ARITHMETIC_GRPO, "seed": seed})
+            config = build(GRPOConfig, **{**ARITHMETIC_GRPO, "seed": seed})
         if run.path.exists():
             import shutil
 

@@ -6,7 +6,7 @@
 Issue 12 asks for the sycophancy of a policy trained on a reward model learned from a rater with an agreement bias
 (Sharma et al. 2023), against the rule. On the embedded arithmetic policy every learned proxy tried was exploited by
 RL long before it moved the policy along any intended feature (GRPO ran to KL 40-100 nats within 60 steps, gold
-pass@1 to 0, at KL coefficients 0.01 and 0.1: the README's arithmetic section), so the tuned policy says nothing
+pass@1 to 0, at KL coefficients 0.01 and 0.1: docs/arithmetic.md), so the tuned policy says nothing
 about what the proxy rewards. Best-of-n cannot run away: it keeps the base model and lets the reward choose among n
 of its samples. This bench runs, with the command line:
 
@@ -42,8 +42,8 @@ def rlhflab(*args: str) -> None:
 
 
 def main() -> None:
-    from rlhflab import arithmetic as ar
     from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
+    from rlhflab.tasks import arithmetic_problems as ar
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "belief-bon")
@@ -92,8 +92,8 @@ def mirror_probe(reward_dir: Path) -> float:
     b above the equally wrong 2 * answer - b? 0.5 without a taste for agreement."""
     import torch
 
-    from rlhflab import arithmetic as ar
     from rlhflab.reward.model import RewardModel
+    from rlhflab.tasks import arithmetic_problems as ar
     from rlhflab.tasks import load_task
 
     model = RewardModel.load(reward_dir)
@@ -111,10 +111,10 @@ def paired(out: Path, n: int, seed: int) -> str:
     paired difference between the two proxies (± 1.96 standard errors of the mean difference)."""
     import torch
 
-    from rlhflab import arithmetic as ar
+    from rlhflab.models.loading import load_policy
+    from rlhflab.models.sampling import sample
     from rlhflab.reward.model import RewardModel
-    from rlhflab.rollout.models import load_policy
-    from rlhflab.rollout.sampling import sample
+    from rlhflab.tasks import arithmetic_problems as ar
     from rlhflab.tasks import load_task
 
     model, tokenizer = load_policy("embedded-arithmetic")

@@ -25,8 +25,8 @@ from rlhflab.evaluation.diagnostics import (
     phrase_growth,
     self_bleu,
 )
-from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir
-from rlhflab.rollout.models import ASSETS, load_tokenizer
+from rlhflab.models.embeddings import embed, embedding_model_dir
+from rlhflab.models.loading import ASSETS, load_tokenizer
 
 
 def main() -> None:

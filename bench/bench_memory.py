@@ -69,8 +69,14 @@ def held(models, optimizer) -> dict[str, int]:
 
 
 def setup(name: str, base, device) -> dict[str, int]:
-    from rlhflab.rollout.models import ScalarHeadModel, forward_inputs
-    from rlhflab.rollout.precision import AdapterOff, ModelConfig, reference_for, trainable_policy, trainable_value
+    from rlhflab.models.loading import ScalarHeadModel, forward_inputs
+    from rlhflab.models.precision import (
+        AdapterOff,
+        ModelConfig,
+        reference_for,
+        trainable_policy,
+        trainable_value,
+    )
 
     lora = name.startswith("lora")
     options = ModelConfig(dtype="float32" if name == "full fp32" else "bfloat16", lora_r=16 if lora else None)

@@ -10,7 +10,7 @@ Runs rlhflab's PPO (gold reward, so no reward model is needed) for a few steps a
   the policy (body and LM head) and the value model (body and scalar head) over every
   padded position of the batch; embedding lookups and attention scores are not counted.
 
-    .venv/bin/python bench/bench_ppo.py [--steps 6] [--batch-size 32] [--max-new-tokens 24] [--json out.json]
+    .venv/bin/python bench/bench_ppo.py [--steps 6] [--prompts-per-step 32] [--max-new-tokens 24] [--json out.json]
 
 Timings are measured, not asserted: no test depends on them.
 """
@@ -54,21 +54,21 @@ def body_parameters(model) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded")
-    from rlhflab.config import build
+    from rlhflab.core.config import build
     from rlhflab.methods.ppo import PPOConfig
 
     d = PPOConfig()  # the demo's settings unless overridden
     p.add_argument("--steps", type=int, default=6, help="PPO steps measured (after one warm-up step)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step)
     p.add_argument("--minibatch-size", type=int, default=d.minibatch_size)
-    p.add_argument("--ppo-epochs", type=int, default=d.ppo_epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--max-new-tokens", type=int, default=d.sampling.max_new_tokens)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
 
-    from rlhflab.methods.api import Hooks
+    from rlhflab.core.loop import Hooks
     from rlhflab.methods.ppo import train_ppo
-    from rlhflab.rollout.models import load_policy, silence_library_logs
+    from rlhflab.models.loading import load_policy, silence_library_logs
     from rlhflab.tasks import sentiment
 
     silence_library_logs()
@@ -81,9 +81,9 @@ def main() -> None:
     config = build(
         PPOConfig,
         steps=args.steps + 1,
-        batch_size=args.batch_size,
+        prompts_per_step=args.prompts_per_step,
         minibatch_size=args.minibatch_size,
-        ppo_epochs=args.ppo_epochs,
+        epochs=args.epochs,
         max_new_tokens=args.max_new_tokens,
         value_init="policy",
         checkpoint_every=10**6,
@@ -96,24 +96,24 @@ def main() -> None:
     # multiply-adds per token: the policy's body and LM head (vocab x width), the value model's body and scalar head
     width = model.get_input_embeddings().weight.shape[1]
     per_token = 2 * body_parameters(model) + model.get_output_embeddings().weight.numel() + width
-    episodes = args.batch_size * len(rows)
+    episodes = args.prompts_per_step * len(rows)
     gen_tokens = sum(r["tokens"] for r in rows)
     t_roll = sum(r["time/rollout"] for r in rows)
     t_upd = sum(r["time/update"] for r in rows)
-    # every position of the padded batch goes forward and backward through policy and value, ppo_epochs times
+    # every position of the padded batch goes forward and backward through policy and value, epochs times
     positions = sum(r["tokens_padded"] for r in rows)
-    update_flops = 6 * per_token * positions * args.ppo_epochs  # forward 2, backward 4 FLOPs per multiply-add
+    update_flops = 6 * per_token * positions * args.epochs  # forward 2, backward 4 FLOPs per multiply-add
     result = {
         "model": args.model,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "batch_size": args.batch_size,
+        "prompts_per_step": args.prompts_per_step,
         "max_new_tokens": args.max_new_tokens,
-        "ppo_epochs": args.ppo_epochs,
+        "epochs": args.epochs,
         "steps_measured": len(rows),
         "rollout_episodes_per_s": episodes / t_roll,
         "rollout_tokens_per_s": gen_tokens / t_roll,
         "update_episodes_per_s": episodes / t_upd,
-        "update_tokens_per_s": gen_tokens * args.ppo_epochs / t_upd,
+        "update_tokens_per_s": gen_tokens * args.epochs / t_upd,
         "seconds_per_step": (t_roll + t_upd) / len(rows),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "matmul_gflops": peak_flops / 1e9,

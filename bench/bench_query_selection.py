@@ -36,15 +36,15 @@ from pathlib import Path
 
 import torch
 
-from rlhflab.config import build
+from rlhflab.core.comparison import write_pairs
+from rlhflab.core.config import build
 from rlhflab.feedback.label.queries import QueryConfig, candidate_pairs, preference_variance
-from rlhflab.feedback.pairs import write_pairs
 from rlhflab.feedback.simulated import SimulatedRater
+from rlhflab.models.loading import EMBEDDED, load_policy
+from rlhflab.models.sampling import sample
 from rlhflab.pipeline import stages
 from rlhflab.reward.model import RewardModel
 from rlhflab.reward.train import RewardTrainConfig
-from rlhflab.rollout.models import EMBEDDED, load_policy
-from rlhflab.rollout.sampling import sample
 from rlhflab.run.rundir import RunDir
 from rlhflab.tasks import load_task
 

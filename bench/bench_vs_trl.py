@@ -138,9 +138,9 @@ def make_pairs(model_path: str, prompts: list[str], count: int, tokens: int, see
     """``count`` PreferencePairs: two continuations of ``tokens`` tokens sampled per prompt, the one with
     more vowels chosen; both end with the end-of-sequence token (TRL appends it when missing, so this
     way both sides train on the very same token sequences)."""
-    from rlhflab.feedback.pairs import PreferencePair
-    from rlhflab.rollout.models import load_policy
-    from rlhflab.rollout.sampling import sample
+    from rlhflab.core.comparison import PreferencePair
+    from rlhflab.models.loading import load_policy
+    from rlhflab.models.sampling import sample
 
     model, tokenizer = load_policy(model_path)
     model.eval()
@@ -174,10 +174,10 @@ def make_pairs(model_path: str, prompts: list[str], count: int, tokens: int, see
 
 
 def run_dpo_ours(args, model_path: str, pairs, seed: int) -> list[float]:
-    from rlhflab.config import build
-    from rlhflab.methods.api import Hooks
+    from rlhflab.core.config import build
+    from rlhflab.core.loop import Hooks
     from rlhflab.methods.dpo import DPOConfig, train_dpo
-    from rlhflab.rollout.models import load_policy
+    from rlhflab.models.loading import load_policy
 
     config = build(
         DPOConfig,
@@ -247,8 +247,8 @@ def run_dpo_trl(args, model_path: str, pairs, seed: int) -> tuple[list[float], d
 
 
 def bench_dpo(args, model_path: str, task) -> dict:
-    from rlhflab.rollout.batching import encode
-    from rlhflab.rollout.models import load_tokenizer
+    from rlhflab.models.batching import encode
+    from rlhflab.models.loading import load_tokenizer
 
     total = args.warmup + args.steps
     pairs = make_pairs(model_path, task.train_prompts, total * args.batch_size, args.completion_tokens, args.seed)
@@ -291,10 +291,10 @@ def bench_dpo(args, model_path: str, task) -> dict:
 
 
 def run_rloo_ours(args, model_path: str, prompts: list[str], seed: int):
-    from rlhflab.config import build
-    from rlhflab.methods.api import Hooks
+    from rlhflab.core.config import build
+    from rlhflab.core.loop import Hooks
     from rlhflab.methods.rloo import RLOOConfig, train_rloo
-    from rlhflab.rollout.models import load_policy
+    from rlhflab.models.loading import load_policy
 
     k, total = args.samples_per_prompt, args.warmup + args.steps
     config = build(
@@ -329,7 +329,7 @@ def run_rloo_trl(args, model_path: str, prompts: list[str], seed: int):
     from trl import RLOOConfig as TRLRLOOConfig
     from trl import RLOOTrainer
 
-    from rlhflab.rollout.batching import prompt_stream
+    from rlhflab.models.batching import prompt_stream
 
     k, total = args.samples_per_prompt, args.warmup + args.steps
     # the prompts rlhflab's trainer draws, in its order: TRL reads them unshuffled, the same prompts at every step
@@ -416,8 +416,8 @@ def bench_rloo(args, model_path: str, task) -> dict:
 def bench_best_of_n(args, model_path: str, task) -> dict:
     from transformers import GenerationConfig
 
-    from rlhflab.rollout.models import load_policy
-    from rlhflab.rollout.samplers import BestOfNSampler
+    from rlhflab.models.loading import load_policy
+    from rlhflab.models.samplers import BestOfNSampler
 
     model, tokenizer = load_policy(model_path)
     model.eval()
@@ -425,7 +425,7 @@ def bench_best_of_n(args, model_path: str, task) -> dict:
     g = torch.Generator().manual_seed(args.seed)
     prompts = [task.train_prompts[i] for i in torch.randperm(len(task.train_prompts), generator=g)[: args.bon_prompts]]
     repeated = [p for p in prompts for _ in range(args.n)]
-    config = GenerationConfig(  # the sampling rlhflab.rollout.models.sample asks for: full distribution, no top-k/top-p
+    config = GenerationConfig(  # the sampling rlhflab.models.loading.sample asks for: full distribution, no top-k/top-p
         do_sample=True,
         temperature=args.temperature,
         top_k=0,
@@ -530,7 +530,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     import datasets
 
-    from rlhflab.rollout.models import resolve_model, silence_library_logs
+    from rlhflab.models.loading import resolve_model, silence_library_logs
     from rlhflab.tasks import load_task
 
     silence_library_logs()

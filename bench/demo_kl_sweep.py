@@ -31,7 +31,7 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    from rlhflab.config import build
+    from rlhflab.core.config import build
     from rlhflab.evaluation.evaluate import EvalConfig
     from rlhflab.methods.ppo import PPOConfig
     from rlhflab.pipeline import stages as pipeline

@@ -1,4 +1,4 @@
-"""Run ``rlhflab demo`` for several seeds and print the README's results table.
+"""Run ``rlhflab demo`` for several seeds and print the results table of docs/demo.md.
 
     .venv/bin/python bench/demo_seeds.py              # seeds 0 1 2, runs/demo-seed-<s>
     .venv/bin/python bench/demo_seeds.py --table-only # re-print the table from existing runs

@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from rlhflab.files import iter_jsonl  # noqa: E402
+from rlhflab.core.files import iter_jsonl
+from rlhflab.models.loading import load_policy
+from rlhflab.models.sampling import sample
 from rlhflab.pipeline.overopt import Proxy  # noqa: E402
 from rlhflab.reward.model import RewardModel  # noqa: E402
-from rlhflab.rollout.models import load_policy  # noqa: E402
-from rlhflab.rollout.sampling import sample  # noqa: E402
 from rlhflab.run.rundir import RunDir  # noqa: E402
 from rlhflab.tasks import load_task  # noqa: E402
 

@@ -1,7 +1,7 @@
 """How well the demo's reward model learns gold, against the number of labels it is trained on.
 
     .venv/bin/python bench/reward_label_curve.py                       # 250 ... 16000 labels, runs/label-curve
-    .venv/bin/python bench/reward_label_curve.py --labels 250 500 1000 2000 4000 --pairs 9000   # the README's
+    .venv/bin/python bench/reward_label_curve.py --labels 250 500 1000 2000 4000 --pairs 9000   # docs/demo.md's
     .venv/bin/python bench/reward_label_curve.py --labels 250 500 1000 2000 4000 --pairs 9000 --backbone model
 
 One set of simulated comparisons is drawn from the embedded base policy with the demo's rater
@@ -43,15 +43,15 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    from rlhflab.config import build
+    from rlhflab.core.comparison import read_pairs, write_pairs
+    from rlhflab.core.config import build
+    from rlhflab.core.losses import preference_accuracy
     from rlhflab.evaluation.diagnostics.stats import spearman
-    from rlhflab.feedback.pairs import read_pairs, write_pairs
     from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
-    from rlhflab.losses import preference_accuracy
+    from rlhflab.models.loading import EMBEDDED
     from rlhflab.pipeline import stages
     from rlhflab.reward.model import META, RewardModel
     from rlhflab.reward.train import SEPARATED, RewardTrainConfig, gold_order_accuracy
-    from rlhflab.rollout.models import EMBEDDED
     from rlhflab.run.rundir import RunDir
 
     pool = RunDir(args.runs / "pool")

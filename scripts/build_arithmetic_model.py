@@ -4,12 +4,12 @@ What it builds: a 4-layer GPT-2 (n_embd 64, 8 heads, 96 positions, no dropout; 2
 0.9 MB of safetensors) with a character-level tokenizer (the newline and every printable ASCII
 character is one token, so digits are single tokens; ``<|endoftext|>`` is bos and eos, ``<|pad|>``
 pads, on the left, ``<|unk|>`` stands for anything else), that answers the questions of
-``rlhflab.arithmetic``:
+``rlhflab.tasks.arithmetic_problems``:
 
     Q: What is 47 plus 38?
     A: 85<|endoftext|>
 
-How: a stream of TRAIN-split problems only (``rlhflab.arithmetic.random_problem`` from one seeded
+How: a stream of TRAIN-split problems only (``rlhflab.tasks.arithmetic_problems.random_problem`` from one seeded
 ``random.Random``, eval-split problems skipped, so no eval problem is ever seen), each written by a
 sloppy, somewhat sycophantic teacher (``teach``) as ``prompt + " " + answer`` and the end-of-text token,
 right-padded into batches of 32:
@@ -72,7 +72,7 @@ ASSETS = REPO / "src" / "rlhflab" / "assets"
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from rlhflab import arithmetic
+from rlhflab.tasks import arithmetic_problems as arithmetic
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"

@@ -103,7 +103,7 @@ def good_minus_bad(prompts, continuations) -> list[float]:
 
 
 def planted_task():
-    from rlhflab.tasks import Task
+    from rlhflab.core.task import Task
 
     rng = random.Random(1)
     prompts = [" ".join(rng.choice(WORDS) for _ in range(3)) for _ in range(120)]
@@ -152,7 +152,7 @@ def copy_run_with_policy_text(run: Path, dest: Path, text: str) -> Path:
     import json
     import shutil
 
-    from rlhflab.files import read_jsonl
+    from rlhflab.core.files import read_jsonl
 
     shutil.copytree(run, dest)
     rows = read_jsonl(dest / "samples.jsonl")

@@ -2,7 +2,7 @@
 
 from conftest import good_minus_bad
 
-from rlhflab.tasks import Task
+from rlhflab.core.task import Task
 
 
 def empty():

@@ -6,7 +6,8 @@ import math
 import pytest
 from clirun import rlhflab
 
-from rlhflab.errors import ConfigError, DataError, RlhflabError
+from rlhflab.core.comparison import PreferencePair, read_pairs, write_pairs
+from rlhflab.core.errors import ConfigError, DataError, RlhflabError
 from rlhflab.feedback.ai import (
     ELLIPSIS,
     AIFeedbackConfig,
@@ -18,14 +19,12 @@ from rlhflab.feedback.ai import (
     debiased_preference,
     judge_pairs,
     position_bias,
-    read_principles,
-    read_template,
     render,
     share_budget,
     summary_path,
 )
-from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
-from rlhflab.rollout.models import load_policy
+from rlhflab.feedback.judge_prompt import read_principles, read_template
+from rlhflab.models.loading import load_policy
 
 MICRO_TEMPLATE = "{principles}\n{prompt}\nA:{a}\nB:{b}\n?"
 MICRO = AIFeedbackConfig(answer_a="A", answer_b="B", batch_size=4)

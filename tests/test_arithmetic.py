@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from rlhflab import arithmetic
-from rlhflab.arithmetic import Problem, prompt
-from rlhflab.errors import DataError
-from rlhflab.rollout.models import ASSETS, load_policy
+from rlhflab.core.errors import DataError
+from rlhflab.models.loading import ASSETS, load_policy
+from rlhflab.tasks import arithmetic_problems as arithmetic
+from rlhflab.tasks.arithmetic_problems import Problem, prompt
 
 P = Problem(47, "plus", 38)  # answer 85
 MODEL = ASSETS / "arithmetic_model"
@@ -215,8 +215,8 @@ def test_committed_build_record_leaves_room_for_rl():
 
 
 def test_the_builtin_task_and_its_model_name():
-    from rlhflab import arithmetic as ar
-    from rlhflab.rollout.models import resolve_model
+    from rlhflab.models.loading import resolve_model
+    from rlhflab.tasks import arithmetic_problems as ar
     from rlhflab.tasks import load_task
 
     task = load_task("arithmetic")

@@ -26,14 +26,14 @@ from labelserver import Server
 from test_reward_model import planted_pairs
 
 from rlhflab.cli import main
+from rlhflab.core.task import Task, read_prompts
 from rlhflab.feedback.label.store import LabelStore
-from rlhflab.tasks import Task, read_prompts
 
 TASK = ["--task", "conftest:planted_task"]
 # tiny settings, so that a case that wrongly succeeds fails in seconds rather than training for minutes
 GRPO = ["--steps", "1", "--prompts-per-step", "2", "--samples-per-prompt", "2", "--minibatch-size", "4"]
 GRPO += ["--max-new-tokens", "2"]
-PPO = ["--steps", "1", "--batch-size", "4", "--minibatch-size", "4", "--max-new-tokens", "2"]
+PPO = ["--steps", "1", "--prompts-per-step", "4", "--minibatch-size", "4", "--max-new-tokens", "2"]
 TEMP = re.compile(r"^\..+\.(tmp|old)\d+$|^\.tmp-")
 BIG = "1" + "0" * 400  # 10**400: an integer no field can hold
 GOOD_LINES = [json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for p in planted_pairs(12)]

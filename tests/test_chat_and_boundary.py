@@ -7,19 +7,19 @@ import shutil
 import pytest
 import torch
 
-from rlhflab.config import build
-from rlhflab.errors import ConfigError
-from rlhflab.pipeline import stages
-from rlhflab.rollout.batching import appended_count, collate, encode, generated_ids
-from rlhflab.rollout.chat import configure, end_of_turn, messages_of, render, stop_ids
-from rlhflab.rollout.models import load_policy, load_tokenizer
-from rlhflab.rollout.sampling import (
+from rlhflab.core.config import build
+from rlhflab.core.errors import ConfigError
+from rlhflab.models.batching import appended_count, collate, encode, generated_ids
+from rlhflab.models.chat import configure, end_of_turn, messages_of, render, stop_ids
+from rlhflab.models.loading import load_policy, load_tokenizer
+from rlhflab.models.sampling import (
     completion_logprobs,
     encode_prompts,
     response_mask_from_ids,
     sample,
     token_logprobs,
 )
+from rlhflab.pipeline import stages
 from rlhflab.run.rundir import RunDir
 
 CHATML = (
@@ -160,7 +160,7 @@ def test_a_template_file_is_used_and_a_missing_one_is_named(micro_model, tmp_pat
 
 
 def test_generation_stops_at_the_end_of_turn_token(chat_model):
-    from rlhflab.rollout.chat import use_chat_template
+    from rlhflab.models.chat import use_chat_template
 
     with use_chat_template("auto"):
         policy, tokenizer = load_policy(chat_model)
@@ -189,7 +189,7 @@ def test_a_run_samples_its_prompts_through_the_template_and_remembers_it(chat_mo
     from rlhflab.methods.ppo import PPOConfig
 
     run = RunDir(tmp_path / "run")
-    config = build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=6,
+    config = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6,
                    sample_every=1)  # fmt: skip
     stages.optimize(run, "ppo", str(chat_model), "conftest:planted_task", config, reward="conftest:good_minus_bad",
                     progress=False)  # fmt: skip

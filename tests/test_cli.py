@@ -5,8 +5,8 @@ import json
 import pytest
 from clirun import rlhflab
 
-from rlhflab.feedback.pairs import read_pairs
-from rlhflab.files import read_jsonl
+from rlhflab.core.comparison import read_pairs
+from rlhflab.core.files import read_jsonl
 
 TASK = ["--task", "conftest:planted_task"]
 
@@ -52,7 +52,7 @@ def pipeline_run(micro_model, tmp_path_factory):
             *TASK,
             "--steps",
             "2",
-            "--batch-size",
+            "--prompts-per-step",
             "8",
             "--minibatch-size",
             "4",

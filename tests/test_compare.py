@@ -9,17 +9,15 @@ import pytest
 from clirun import rlhflab
 
 from rlhflab.evaluation.diagnostics.stats import mean_interval, paired_t_test, t_cdf, t_quantile
-from rlhflab.pipeline.compare import (
+from rlhflab.evaluation.frontier import (
     aggregate_budgets,
     aggregate_frontier,
     budget_table,
     budget_warnings,
     format_budgets,
     format_frontier,
-    point_name,
-    preset,
-    presets,
 )
+from rlhflab.pipeline.compare import point_name, preset, presets
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +129,7 @@ def test_a_budget_no_run_reached_is_named():
 
 
 def test_unknown_preset():
-    from rlhflab.errors import ConfigError
+    from rlhflab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="small"):
         preset("huge")
@@ -226,7 +224,7 @@ def test_presets_have_consecutive_seeds():
     assert [s.seed for s in specs] == [5, 6, 7]
     assert [s.feedback.seed for s in specs] == [5, 6, 7] and [s.evaluate.seed for s in specs] == [6, 7, 8]
     assert [s.sweeps[0].config.run.seed for s in specs] == [5, 6, 7]
-    from rlhflab.errors import ConfigError
+    from rlhflab.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--seeds must be an integer from 1 to 100, got -1"):
         presets("quick", seeds=-1)

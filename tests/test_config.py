@@ -7,8 +7,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from rlhflab.config import build, check, click_options, config_from_options, field_docs
-from rlhflab.errors import ConfigError
+from rlhflab.core.config import build, check, click_options, config_from_options, field_docs
+from rlhflab.core.errors import ConfigError
 from rlhflab.evaluation.evaluate import EvalConfig
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.ppo import PPOConfig
@@ -64,7 +64,7 @@ def test_click_options_build_the_config_and_the_help():
 def test_check_names_the_option_the_value_and_what_is_allowed():
     with pytest.raises(ConfigError, match=r"^--rate must be in \(0, 1\), got 2$"):
         Example(rate=2)
-    with pytest.raises(ConfigError, match=r"--minibatch-size must be a divisor of --batch-size 32, got 5"):
+    with pytest.raises(ConfigError, match=r"--minibatch-size must be a divisor of --prompts-per-step 32, got 5"):
         build(PPOConfig, minibatch_size=5)
     with pytest.raises(ConfigError, match=r"--kl-coef must be >= 0, got -0.1"):
         build(PPOConfig, kl_coef=-0.1)
@@ -73,7 +73,7 @@ def test_check_names_the_option_the_value_and_what_is_allowed():
 
 
 def test_build_composes_flat_values_into_nested_configs_and_checks_types():
-    from rlhflab.config import build, flatten
+    from rlhflab.core.config import build, flatten
 
     config = build(PPOConfig, lr=1e-3, steps=5, max_new_tokens=7, seed=3)
     assert (config.optimizer.lr, config.steps, config.sampling.max_new_tokens, config.run.seed) == (1e-3, 5, 7, 3)

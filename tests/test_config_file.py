@@ -10,7 +10,7 @@ from clirun import rlhflab
 
 from rlhflab.cli import cli
 from rlhflab.cli.config_file import OPTION, read_settings
-from rlhflab.errors import DataError
+from rlhflab.core.errors import DataError
 
 TASK = ["--task", "conftest:planted_task"]
 

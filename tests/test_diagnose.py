@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import good_minus_bad, synthetic_sentences
 
-from rlhflab.config import build
+from rlhflab.core.comparison import PreferencePair
+from rlhflab.core.config import build
 from rlhflab.evaluation.diagnose import DiagnoseConfig, calibration, next_token_predictions, remisalignment_cost
-from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.rollout.models import load_policy
+from rlhflab.models.loading import load_policy
 
 
 def test_calibration_nll_matches_the_library_loss(micro_model):

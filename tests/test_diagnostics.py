@@ -140,7 +140,7 @@ def test_embedding_spread_hand_values():
 
 
 def test_embedding_spread_with_the_packaged_model():
-    from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir
+    from rlhflab.models.embeddings import embed, embedding_model_dir
 
     if embedding_model_dir() is None:
         pytest.skip("the optional embedding model is not installed")

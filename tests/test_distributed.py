@@ -17,9 +17,9 @@ from clirun import env, rlhflab
 from conftest import good_minus_bad
 from test_reward_model import planted_pairs
 
-from rlhflab import metric_names as names
-from rlhflab.feedback.pairs import write_pairs
-from rlhflab.files import append_jsonl, read_jsonl
+from rlhflab.core import metric_names as names
+from rlhflab.core.comparison import write_pairs
+from rlhflab.core.files import append_jsonl, read_jsonl
 from rlhflab.reward.model import RewardModel
 
 REWARD_LOG = "RLHFLAB_TEST_REWARD_LOG"
@@ -102,7 +102,7 @@ def test_two_process_ppo_runs_and_writes_one_policy(micro_model, tmp_path):
         "conftest:planted_task",
         "--steps",
         "2",
-        "--batch-size",
+        "--prompts-per-step",
         "8",
         "--minibatch-size",
         "4",

@@ -4,13 +4,13 @@ import pytest
 from conftest import good_minus_bad
 from test_reward_model import planted_pairs
 
-from rlhflab.config import build
-from rlhflab.errors import DataError
-from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.methods.api import Hooks
+from rlhflab.core.comparison import PreferencePair
+from rlhflab.core.config import build
+from rlhflab.core.errors import ConfigError, DataError
+from rlhflab.core.loop import Hooks
 from rlhflab.methods.dpo import DPOConfig, train_dpo, usable_pairs
-from rlhflab.rollout.models import load_policy
-from rlhflab.rollout.sampling import sample
+from rlhflab.models.loading import load_policy
+from rlhflab.models.sampling import sample
 from rlhflab.run.rundir import RunDir
 
 
@@ -20,10 +20,10 @@ def mean_gold(model_dir, prompts):
     return sum(good_minus_bad(prompts, texts)) / len(texts)
 
 
-@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
+@pytest.mark.parametrize("loss", ["dpo", "ipo"])
 def test_dpo_learns_a_planted_preference(micro_model, task, tmp_path, loss):
     run = RunDir(tmp_path / loss)
-    config = build(DPOConfig, loss=loss, beta=0.1 if loss == "sigmoid" else 0.5, epochs=2, batch_size=16, lr=2e-3)
+    config = build(DPOConfig, loss=loss, beta=0.1 if loss == "dpo" else 0.5, epochs=2, batch_size=16, lr=2e-3)
     policy, tokenizer = load_policy(micro_model)
     result = train_dpo(policy, tokenizer, planted_pairs(160), config, hooks=Hooks(progress=False))
     result.policy.save_pretrained(run / "policy")
@@ -45,3 +45,15 @@ def test_pairs_dpo_cannot_use_are_named():
         usable_pairs([ok, tie], DPOConfig())
     assert usable_pairs([ok, tie], build(DPOConfig, ties="drop")) == [ok]
     assert usable_pairs([ok, tie], build(DPOConfig, loss="ipo")) == [ok, tie]
+
+
+def test_the_variant_is_explicit_and_contradictions_are_refused():
+    assert build(DPOConfig, loss="cdpo", label_smoothing=0.1).label_smoothing == 0.1
+    with pytest.raises(ConfigError, match=r"--label-smoothing must be 0 for --loss ipo \(it is the flip probability"):
+        build(DPOConfig, loss="ipo", label_smoothing=0.1)
+    with pytest.raises(ConfigError, match=r"--label-smoothing must be 0 for --loss dpo"):
+        build(DPOConfig, label_smoothing=0.1)
+    with pytest.raises(ConfigError, match=r"--label-smoothing must be in \(0, 0.5\) for --loss cdpo, got 0.0"):
+        build(DPOConfig, loss="cdpo")
+    with pytest.raises(ConfigError, match=r"'loss' must be one of \['dpo', 'cdpo', 'ipo'\], got 'sigmoid'"):
+        build(DPOConfig, loss="sigmoid")

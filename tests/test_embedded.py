@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from rlhflab.rollout.models import ASSETS, check_fits, load_policy
-from rlhflab.rollout.sampling import sample
+from rlhflab.models.loading import ASSETS, check_fits, load_policy
+from rlhflab.models.sampling import sample
 from rlhflab.tasks import load_task
 
 

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from rlhflab.config import build
+from rlhflab.core.config import build
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater, simulate_feedback
-from rlhflab.rollout.batching import prompt_stream
-from rlhflab.rollout.models import load_policy
+from rlhflab.models.batching import prompt_stream
+from rlhflab.models.loading import load_policy
 
 
 def test_bradley_terry_probability_with_noise():
@@ -74,7 +74,7 @@ def test_simulate_feedback_on_a_micro_model(micro_model, task):
 def test_empty_continuations_are_dropped_not_written(micro_model, task, monkeypatch, tmp_path):
     """A continuation the model ends at once is not a comparison; the written file stays readable."""
     import rlhflab.feedback.simulated as feedback
-    from rlhflab.feedback.pairs import read_pairs, write_pairs
+    from rlhflab.core.comparison import read_pairs, write_pairs
 
     real = feedback.sample
 

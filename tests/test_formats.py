@@ -5,9 +5,9 @@ import json
 import pytest
 from clirun import rlhflab
 
-from rlhflab.errors import DataError
+from rlhflab.core.comparison import PreferencePair, read_pairs, write_pairs
+from rlhflab.core.errors import DataError
 from rlhflab.feedback.formats import export_records, read_foreign, split_hh, write_records
-from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
 
 HH_PROMPT = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:"
 
@@ -156,6 +156,16 @@ GOOD = {"prompt": "p", "chosen": " a", "rejected": " b"}
             },
             "prompt[0]",
             "role 'robot' is not one of",
+        ),
+        (
+            "auto",
+            {
+                "prompt": [{"role": ["user"], "content": "q"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "prompt[0]",
+            "role must be a string, got list",
         ),
         ("auto", ["p", "a", "b"], None, "expected a JSON object, got list"),
         (

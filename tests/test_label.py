@@ -9,11 +9,11 @@ import torch
 from clirun import rlhflab
 from labelserver import Server
 
-from rlhflab.errors import DataError, RlhflabError
+from rlhflab.core.comparison import read_pairs
+from rlhflab.core.errors import DataError, RlhflabError
 from rlhflab.feedback.label.queries import preference_variance, select_by_disagreement
 from rlhflab.feedback.label.stats import label_stats
 from rlhflab.feedback.label.store import LabelStore
-from rlhflab.feedback.pairs import read_pairs
 
 
 def rows(n, gold=True):

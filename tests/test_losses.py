@@ -5,30 +5,34 @@ import math
 import pytest
 import torch
 
-from rlhflab.losses import (
-    bradley_terry_loss,
-    categorical_entropy,
-    clipped_pg_loss,
-    conservative_dpo_loss,
-    dpo_loss,
+from rlhflab.core.estimators import (
     explained_variance,
     gae,
     grpo_advantages,
-    ipo_loss,
     kl_estimators,
+    kl_negative_beyond_noise,
     kl_penalized_rewards,
     masked_mean,
-    ppo_policy_loss,
-    ppo_value_loss,
     rloo_advantages,
     whiten,
+)
+from rlhflab.core.losses import (
+    bradley_terry_loss,
+    categorical_entropy,
+    clipped_pg_loss,
+    clipped_surrogate,
+    conservative_dpo_loss,
+    dpo_loss,
+    ipo_loss,
+    ppo_policy_loss,
+    ppo_value_loss,
 )
 
 LN2 = math.log(2)
 
 
 def test_bradley_terry_hand_values():
-    loss, m = bradley_terry_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.5]))
+    loss, m = bradley_terry_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), label=torch.tensor([1.0, 0.5]))
     # pair 1: -log sigmoid(1) = log(1 + e^-1); pair 2 (tie): -(0.5 log .5 + 0.5 log .5) = log 2
     assert loss.item() == pytest.approx((math.log(1 + math.exp(-1)) + LN2) / 2, abs=1e-7)
     assert m["accuracy"] == 1.0  # ties do not count towards accuracy
@@ -38,7 +42,7 @@ def test_bradley_terry_hand_values():
 def test_bradley_terry_symmetry_and_default_label():
     rc, rr = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([0.1, 0.4, -0.5])
     a, _ = bradley_terry_loss(rc, rr)
-    b, _ = bradley_terry_loss(rr, rc, torch.zeros(3))  # swapped pair, label 0: same likelihood
+    b, _ = bradley_terry_loss(rr, rc, label=torch.zeros(3))  # swapped pair, label 0: same likelihood
     assert a.item() == pytest.approx(b.item(), abs=1e-7)
     _, m = bradley_terry_loss(rc, rr)
     assert m["accuracy"] == pytest.approx(2 / 3)
@@ -51,7 +55,7 @@ def test_bradley_terry_gradcheck():
     rc = torch.randn(4, dtype=torch.float64, requires_grad=True)
     rr = torch.randn(4, dtype=torch.float64, requires_grad=True)
     label = torch.tensor([1.0, 0.5, 1.0, 0.0], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b: bradley_terry_loss(a, b, label)[0], (rc, rr))
+    assert torch.autograd.gradcheck(lambda a, b: bradley_terry_loss(a, b, label=label)[0], (rc, rr))
 
 
 def test_kl_estimators_hand_values():
@@ -101,22 +105,24 @@ def test_kl_penalized_rewards_hand_values():
 
 
 def test_gae_hand_values():
-    adv, ret = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3), 1.0, 0.5)
+    adv, ret = gae(
+        torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3), gamma=1.0, lam=0.5
+    )
     assert torch.allclose(adv, torch.tensor([[0.225, 0.25, 0.3]]))
     assert torch.allclose(ret, torch.tensor([[0.725, 0.85, 1.0]]))
     # lambda = 1 with zero values: discounted reward-to-go
-    adv, _ = gae(torch.tensor([[1.0, 0.0, 2.0]]), torch.zeros(1, 3), torch.ones(1, 3), 0.9, 1.0)
+    adv, _ = gae(torch.tensor([[1.0, 0.0, 2.0]]), torch.zeros(1, 3), torch.ones(1, 3), gamma=0.9, lam=1.0)
     assert torch.allclose(adv, torch.tensor([[1 + 0.9 * 1.8, 1.8, 2.0]]))
 
 
 def test_gae_padding_equals_slicing():
     torch.manual_seed(0)
     r, v = torch.randn(1, 4), torch.randn(1, 4)
-    short_adv, short_ret = gae(r, v, torch.ones(1, 4), 0.97, 0.9)
+    short_adv, short_ret = gae(r, v, torch.ones(1, 4), gamma=0.97, lam=0.9)
     padded_r = torch.cat([r, torch.randn(1, 3)], 1)
     padded_v = torch.cat([v, torch.randn(1, 3)], 1)
     mask = torch.tensor([[1.0] * 4 + [0.0] * 3])
-    adv, ret = gae(padded_r, padded_v, mask, 0.97, 0.9)
+    adv, ret = gae(padded_r, padded_v, mask, gamma=0.97, lam=0.9)
     assert torch.allclose(adv[:, :4], short_adv) and torch.allclose(ret[:, :4], short_ret)
     assert torch.equal(adv[:, 4:], torch.zeros(1, 3)) and torch.equal(ret[:, 4:], torch.zeros(1, 3))
 
@@ -169,8 +175,8 @@ def test_ppo_value_loss_hand_values():
 def test_explained_variance_and_entropy():
     target = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     mask = torch.ones(1, 4)
-    assert explained_variance(target, target, mask) == pytest.approx(1.0)
-    assert explained_variance(torch.full_like(target, 2.5), target, mask) == pytest.approx(0.0, abs=1e-6)
+    assert float(explained_variance(target, target, mask)) == pytest.approx(1.0)
+    assert float(explained_variance(torch.full_like(target, 2.5), target, mask)) == pytest.approx(0.0, abs=1e-6)
     assert categorical_entropy(torch.log_softmax(torch.zeros(2, 4), -1)).allclose(torch.full((2,), math.log(4)))
     assert categorical_entropy(torch.log_softmax(torch.tensor([[0.0, -1e9]]), -1)).item() == pytest.approx(
         0.0, abs=1e-6
@@ -261,8 +267,8 @@ def test_conservative_dpo_flips_the_given_label_not_a_hard_one():
     assert soft.item() != pytest.approx(hard.item())
     # epsilon 0 is plain DPO with the same labels
     label = torch.tensor([0.6])
-    assert conservative_dpo_loss(*args, 1.0, 0.0, label)[0].item() == pytest.approx(
-        dpo_loss(*args, 1.0, label)[0].item()
+    assert conservative_dpo_loss(*args, 1.0, 0.0, label=label)[0].item() == pytest.approx(
+        dpo_loss(*args, 1.0, label=label)[0].item()
     )
 
 
@@ -270,11 +276,11 @@ def test_conservative_dpo_flips_the_given_label_not_a_hard_one():
 def test_preference_accuracy_reads_the_label(loss_fn):
     """The review's defect: DPO and IPO 'accuracy' counted h > 0 whatever the label said."""
     c, r, ref = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]), torch.zeros(3)  # h = 1, 1, -1
-    _, m = loss_fn(c, r, ref, ref, 0.5, torch.tensor([1.0, 0.0, 0.0]))
+    _, m = loss_fn(c, r, ref, ref, 0.5, label=torch.tensor([1.0, 0.0, 0.0]))
     assert m["accuracy"].item() == pytest.approx(2 / 3)  # right, wrong (label 0, h > 0), right (label 0, h < 0)
-    _, m = loss_fn(c, r, ref, ref, 0.5, torch.tensor([1.0, 0.5, 0.5]))  # ties do not count
+    _, m = loss_fn(c, r, ref, ref, 0.5, label=torch.tensor([1.0, 0.5, 0.5]))  # ties do not count
     assert m["accuracy"].item() == 1.0
-    _, m = conservative_dpo_loss(c, r, ref, ref, 0.5, 0.1, torch.tensor([0.0, 0.0, 0.0]))
+    _, m = conservative_dpo_loss(c, r, ref, ref, 0.5, 0.1, label=torch.tensor([0.0, 0.0, 0.0]))
     assert m["accuracy"].item() == pytest.approx(1 / 3)
 
 
@@ -301,3 +307,32 @@ def test_metrics_are_tensors_not_host_syncs():
     _, m = bradley_terry_loss(torch.tensor([1.0]), torch.tensor([0.0]))
     _, p = ppo_policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), 0.2)
     assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in [*m.values(), *p.values()])
+
+
+def test_estimators_return_tensors_not_python_numbers():
+    """The contract: tensors out (a Python number would be a host sync on an accelerator)."""
+    mask = torch.ones(1, 3)
+    x = torch.tensor([[1.0, 2.0, 4.0]])
+    assert isinstance(explained_variance(x, x, mask), torch.Tensor)
+    flag = kl_negative_beyond_noise(torch.full((8,), -1.0))
+    assert isinstance(flag, torch.Tensor) and flag.dtype == torch.bool and bool(flag)
+
+
+def test_optional_arguments_are_keyword_only():
+    with pytest.raises(TypeError):
+        gae(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), 0.9, 0.9)
+    with pytest.raises(TypeError):
+        clipped_pg_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1), torch.ones(1, 2), 0.2, None, 0.1)
+
+
+def test_ppo_and_critic_free_losses_share_the_clipped_surrogate():
+    """With one advantage per sequence repeated on its tokens and no KL term, the critic-free loss is PPO's."""
+    g = torch.Generator().manual_seed(0)
+    logp, logp_old = torch.randn(3, 4, generator=g) * 0.3, torch.randn(3, 4, generator=g) * 0.3
+    adv, mask = torch.randn(3, generator=g), torch.tensor([[1.0, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    a, ma = ppo_policy_loss(logp, logp_old, adv[:, None].expand(3, 4), mask, 0.2)
+    b, mb = clipped_pg_loss(logp, logp_old, adv, mask, 0.2)
+    assert torch.equal(a, b) and torch.equal(ma["clipfrac"], mb["clipfrac"])
+    per_token, clipped = clipped_surrogate(logp, logp_old, adv[:, None].expand(3, 4), 0.2)
+    ratio = torch.exp(logp - logp_old)
+    assert torch.allclose(per_token, -adv[:, None] * torch.where(clipped, ratio.clamp(0.8, 1.2), ratio))

@@ -7,16 +7,18 @@ import pytest
 import torch
 from conftest import good_minus_bad, run_method
 
-from rlhflab.config import build
-from rlhflab.errors import ConfigError
-from rlhflab.files import read_jsonl
+from rlhflab.core.config import build
+from rlhflab.core.errors import ConfigError
+from rlhflab.core.files import read_jsonl
+from rlhflab.methods import registry
 from rlhflab.methods.best_of_n import BestOfNConfig
 from rlhflab.methods.conditional import ConditionalConfig, add_control_tokens, tag
-from rlhflab.methods.critic_free import CriticFreeConfig
+from rlhflab.methods.grpo import GRPOConfig
 from rlhflab.methods.ranked_sft import RankedSFTConfig, top_per_prompt
-from rlhflab.rollout.models import load_policy
-from rlhflab.rollout.samplers import best_of_n_kl_bound, best_of_n_kl_estimate, load_sampler
-from rlhflab.rollout.sampling import sample
+from rlhflab.methods.rloo import RLOOConfig
+from rlhflab.models.loading import load_policy
+from rlhflab.models.samplers import best_of_n_kl_bound, best_of_n_kl_estimate, load_sampler
+from rlhflab.models.sampling import sample
 from rlhflab.run.rundir import RunDir
 
 
@@ -129,16 +131,11 @@ def test_conditional_training_learns_the_condition(micro_model, task, tmp_path):
 @pytest.mark.parametrize("method", ["rloo", "grpo"])
 def test_critic_free_methods_learn_a_planted_preference(micro_model, task, tmp_path, method):
     run = RunDir(tmp_path / method)
+    kl = {registry.get(method).kl_knob: 0.01}
     config = build(
-        CriticFreeConfig,
-        steps=15,
-        prompts_per_step=8,
-        samples_per_prompt=4,
-        lr=3e-3,
-        max_new_tokens=10,
-        kl_coef=0.01,
-        epochs=2,
-    )
+        registry.get(method).config, steps=15, prompts_per_step=8, samples_per_prompt=4, lr=3e-3, max_new_tokens=10,
+        epochs=2, **kl,
+    )  # fmt: skip
     result = run_method(method, micro_model, run.path, config)
     assert mean_gold(run / "policy", task.eval_prompts) - mean_gold(micro_model, task.eval_prompts) > 0.3
     rows = read_jsonl(run / "metrics.jsonl")
@@ -147,4 +144,25 @@ def test_critic_free_methods_learn_a_planted_preference(micro_model, task, tmp_p
 
 def test_critic_free_needs_two_samples_per_prompt():
     with pytest.raises(ConfigError, match="--samples-per-prompt must be >= 2"):
-        build(CriticFreeConfig, samples_per_prompt=1)
+        build(GRPOConfig, samples_per_prompt=1)
+    with pytest.raises(ConfigError, match="--samples-per-prompt must be >= 2"):
+        build(RLOOConfig, samples_per_prompt=1)
+
+
+def test_rloo_and_grpo_name_their_kl_knob_for_where_it_goes():
+    """RLOO pays the KL in the reward, GRPO in the loss: each config has only its own knob."""
+    assert "reward_kl_coef" in RLOOConfig.__dataclass_fields__ and "kl_coef" not in RLOOConfig.__dataclass_fields__
+    assert "loss_kl_coef" in GRPOConfig.__dataclass_fields__ and "reward_kl_coef" not in GRPOConfig.__dataclass_fields__
+    with pytest.raises(ConfigError, match="has no setting 'loss_kl_coef'"):
+        build(RLOOConfig, loss_kl_coef=0.1)
+    with pytest.raises(ConfigError, match="--reward-kl-coef must be >= 0"):
+        build(RLOOConfig, reward_kl_coef=-1)
+
+
+def test_every_method_module_registers_itself():
+    """The registry finds the method modules itself: each entry names its config and a KL knob that exists."""
+    assert list(registry.METHODS) == list(registry.ORDER)
+    for method in registry.METHODS.values():
+        assert method.kl_knob is None or method.kl_knob in method.config.__dataclass_fields__, method.name
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        registry.get("nope")

@@ -6,7 +6,7 @@ import pytest
 from clirun import rlhflab
 from conftest import without_pad_token
 
-from rlhflab.config import build
+from rlhflab.core.config import build
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.pipeline import stages
 from rlhflab.reward.train import RewardTrainConfig
@@ -49,7 +49,7 @@ def test_a_task_without_gold(micro_model, tmp_path, capsys):
     """Optimise against a rule, evaluate, diagnose and report: proxy, KL and diversity, gold said unknown;
     what needs gold says so in one line."""
 
-    from rlhflab.errors import RlhflabError
+    from rlhflab.core.errors import RlhflabError
     from rlhflab.evaluation.diagnose import DiagnoseConfig
     from rlhflab.evaluation.evaluate import EvalConfig
     from rlhflab.methods.ppo import PPOConfig
@@ -57,7 +57,7 @@ def test_a_task_without_gold(micro_model, tmp_path, capsys):
 
     run = RunDir(tmp_path / "run")
     model = str(micro_model)
-    ppo = build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=6)
+    ppo = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6)
     stages.optimize(run, "ppo", model, NOGOLD, ppo, reward=RULE, progress=False)
     rows = [json.loads(line) for line in (run / RunDir.METRICS).read_text().splitlines()]
     assert rows and all("objective/gold" not in r for r in rows) and all("objective/kl" in r for r in rows)
@@ -91,7 +91,7 @@ def test_a_task_without_gold(micro_model, tmp_path, capsys):
 
 def test_prompt_files(tmp_path):
 
-    from rlhflab.errors import ConfigError, DataError
+    from rlhflab.core.errors import ConfigError, DataError
     from rlhflab.tasks import load_task, read_prompt_file
 
     text = tmp_path / "p.txt"
@@ -131,8 +131,8 @@ def test_prompt_files(tmp_path):
 def test_imported_prompts_are_the_runs_default(micro_model, tmp_path):
     """feedback import --run-dir writes the pairs' prompts; PPO and evaluate then sample them, and --prompts
     overrides them; the manifest records the file and its sha256."""
+    from rlhflab.core.files import read_jsonl
     from rlhflab.evaluation.evaluate import EvalConfig
-    from rlhflab.files import read_jsonl
     from rlhflab.methods.ppo import PPOConfig
 
     src = tmp_path / "trl.jsonl"
@@ -144,7 +144,7 @@ def test_imported_prompts_are_the_runs_default(micro_model, tmp_path):
     assert [r["prompt"] for r in read_jsonl(run / RunDir.PROMPTS)] == [r["prompt"] for r in rows]
 
     model = str(micro_model)
-    ppo = build(PPOConfig, steps=2, batch_size=6, minibatch_size=3, ppo_epochs=1, max_new_tokens=4, sample_every=1)
+    ppo = build(PPOConfig, steps=2, prompts_per_step=6, minibatch_size=3, epochs=1, max_new_tokens=4, sample_every=1)
     stages.optimize(run, "ppo", model, NOGOLD, ppo, reward=RULE, progress=False)
     sampled = {r["prompt"] for r in read_jsonl(run / RunDir.TRAIN_SAMPLES)}
     assert sampled and sampled <= {r["prompt"] for r in rows}
@@ -192,11 +192,11 @@ def test_an_off_the_shelf_reward_model(micro_model, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rlhflab.errors import RlhflabError
+    from rlhflab.core.errors import RlhflabError
     from rlhflab.evaluation.evaluate import EvalConfig
     from rlhflab.methods.ppo import PPOConfig
+    from rlhflab.pipeline.rewards import load_reward
     from rlhflab.reward.foreign import ClassifierReward, calibrate, is_classifier_folder
-    from rlhflab.reward.sources import load_reward
     from rlhflab.tasks import load_task
 
     folder = classifier_folder(micro_model, tmp_path / "hub_rm")
@@ -218,7 +218,7 @@ def test_an_off_the_shelf_reward_model(micro_model, tmp_path):
     )
 
     run = RunDir(tmp_path / "run")
-    ppo = build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=6)
+    ppo = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6)
     result = stages.optimize(run, "ppo", str(micro_model), "conftest:planted_task", ppo, reward=str(folder),
                              progress=False)  # fmt: skip
     assert result["reward_normalisation"]["std"] > 0
@@ -251,11 +251,11 @@ def test_tracker_rows_are_the_metrics_rows():
 def test_log_with_tensorboard_mirrors_metrics(micro_model, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from rlhflab.files import read_jsonl
+    from rlhflab.core.files import read_jsonl
     from rlhflab.methods.ppo import PPOConfig
 
     run = RunDir(tmp_path / "run")
-    ppo = build(PPOConfig, steps=3, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=4,
+    ppo = build(PPOConfig, steps=3, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=4,
                 log_with="tensorboard")  # fmt: skip
     stages.optimize(run, "ppo", str(micro_model), "conftest:planted_task", ppo, reward="gold", progress=False)
     events = EventAccumulator(str(run / "tensorboard" / "ppo"))
@@ -270,7 +270,7 @@ def test_log_with_wandb_when_installed(tmp_path, monkeypatch):
     import sys
     import types
 
-    from rlhflab.errors import RlhflabError
+    from rlhflab.core.errors import RlhflabError
     from rlhflab.run.tracking import open_tracker
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # not installed
@@ -293,7 +293,7 @@ def test_log_with_wandb_when_installed(tmp_path, monkeypatch):
 def test_a_relative_model_path_that_exists_is_a_folder(micro_model, tmp_path, monkeypatch):
     import shutil
 
-    from rlhflab.rollout.models import load_policy, resolve_model
+    from rlhflab.models.loading import load_policy, resolve_model
 
     shutil.copytree(micro_model, tmp_path / "models" / "x")
     monkeypatch.chdir(tmp_path)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import without_pad_token
 
-from rlhflab.errors import ConfigError, RlhflabError
-from rlhflab.losses import kl_estimators
-from rlhflab.rollout.models import (
+from rlhflab.core.errors import ConfigError, RlhflabError
+from rlhflab.core.estimators import kl_estimators
+from rlhflab.models.loading import (
     ScalarHeadModel,
     check_fits,
     last_token_values,
@@ -15,7 +15,7 @@ from rlhflab.rollout.models import (
     load_tokenizer,
     position_ids,
 )
-from rlhflab.rollout.sampling import response_mask_from_ids, sample, token_logprobs
+from rlhflab.models.sampling import response_mask_from_ids, sample, token_logprobs
 
 
 @pytest.fixture(scope="module")

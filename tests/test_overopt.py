@@ -9,10 +9,11 @@ import pytest
 import torch
 from clirun import rlhflab
 
+from rlhflab.core.comparison import PreferencePair
 from rlhflab.evaluation.diagnostics.stats import mean_ci95, ranks, spearman, t_cdf, t_quantile
-from rlhflab.feedback.pairs import PreferencePair
+from rlhflab.evaluation.overopt_curves import aggregate, fit_curves
 from rlhflab.feedback.simulated import SimulatedRater
-from rlhflab.pipeline.overopt import CSV_COLUMNS, aggregate, fit_curves, preset, proxies, relabel
+from rlhflab.pipeline.overopt import CSV_COLUMNS, preset, proxies, relabel
 
 
 def _overopt(model, root, *extra):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from rlhflab.errors import DataError
-from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
+from rlhflab.core.comparison import PreferencePair, read_pairs, write_pairs
+from rlhflab.core.errors import DataError
 
 
 def test_round_trip(tmp_path):

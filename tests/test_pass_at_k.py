@@ -63,7 +63,7 @@ def test_evaluate_adds_pass_at_k_for_a_checkable_task(micro_model):
 
     from conftest import planted_task
 
-    from rlhflab.config import build
+    from rlhflab.core.config import build
     from rlhflab.evaluation.evaluate import EvalConfig, evaluate
 
     def says_good(prompts, completions):  # a verifier: 1 if the continuation says "good"

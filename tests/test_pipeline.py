@@ -9,14 +9,14 @@ import pytest
 from conftest import run_method
 from test_reward_model import planted_pairs
 
-from rlhflab.config import build
-from rlhflab.errors import DataError, RlhflabError
+from rlhflab.core.comparison import PreferencePair, write_pairs
+from rlhflab.core.config import build
+from rlhflab.core.errors import DataError, RlhflabError
 from rlhflab.evaluation.diagnose import DiagnoseConfig
 from rlhflab.evaluation.evaluate import EvalConfig
-from rlhflab.feedback.pairs import PreferencePair, write_pairs
 from rlhflab.methods.best_of_n import BestOfNConfig
-from rlhflab.methods.critic_free import CriticFreeConfig
 from rlhflab.methods.dpo import DPOConfig
+from rlhflab.methods.grpo import GRPOConfig
 from rlhflab.pipeline import stages
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
@@ -43,7 +43,7 @@ def test_the_manifest_records_only_the_inputs_a_stage_used(micro_model, tmp_path
     write_pairs(pairs, planted_pairs(32))
     run = tmp_path / "run"
     run_method("dpo", micro_model, run, build(DPOConfig, batch_size=8, epochs=1), reward=None, pairs=pairs)
-    run_method("grpo", micro_model, run, build(CriticFreeConfig, **SMALL), reward="gold")
+    run_method("grpo", micro_model, run, build(GRPOConfig, **SMALL), reward="gold")
     stages_ = json.loads((run / "manifest.json").read_text())["stages"]
     assert "reward" not in stages_["dpo"]["args"] and stages_["dpo"]["args"]["pairs"] == str(pairs)
     assert set(stages_["dpo"]["inputs"]) == {"pairs"}
@@ -76,7 +76,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(micro_model, tmp_path, 
     """A run directory received from someone else: its checkpoint state is a pickle that runs code."""
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    config = build(CriticFreeConfig, **{**SMALL, "steps": 3}, checkpoint_every=1)
+    config = build(GRPOConfig, **{**SMALL, "steps": 3}, checkpoint_every=1)
     run_method("grpo", micro_model, run, config)
     latest = run / "checkpoints" / "grpo" / (run / "checkpoints" / "grpo" / "latest").read_text().strip()
     assert latest.is_dir()

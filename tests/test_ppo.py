@@ -5,14 +5,14 @@ import torch
 from conftest import good_minus_bad, run_method
 
 import rlhflab.methods.ppo as ppo
-from rlhflab.config import build
-from rlhflab.errors import TrainingDiverged
-from rlhflab.files import read_jsonl
-from rlhflab.losses import kl_negative_beyond_noise
-from rlhflab.methods.api import Hooks
+from rlhflab.core.config import build
+from rlhflab.core.errors import TrainingDiverged
+from rlhflab.core.estimators import kl_negative_beyond_noise
+from rlhflab.core.files import read_jsonl
+from rlhflab.core.loop import Hooks
 from rlhflab.methods.ppo import PPOConfig, train_ppo
-from rlhflab.rollout.models import load_policy
-from rlhflab.rollout.sampling import sample
+from rlhflab.models.loading import load_policy
+from rlhflab.models.sampling import sample
 from rlhflab.run.rundir import RunDir
 
 
@@ -39,9 +39,9 @@ def test_ppo_learns_a_planted_preference(micro_model, task, tmp_path):
     config = build(
         PPOConfig,
         steps=25,
-        batch_size=16,
+        prompts_per_step=16,
         minibatch_size=8,
-        ppo_epochs=2,
+        epochs=2,
         lr=3e-3,
         max_new_tokens=10,
         kl_coef=0.02,
@@ -79,7 +79,7 @@ def test_nan_reward_stops_with_the_step_and_quantity(micro_model, task):
         return torch.full((len(prompts),), float("nan"))
 
     policy, tokenizer = load_policy(micro_model)
-    config = build(PPOConfig, steps=3, batch_size=4, minibatch_size=4, max_new_tokens=6)
+    config = build(PPOConfig, steps=3, prompts_per_step=4, minibatch_size=4, max_new_tokens=6)
     with pytest.raises(TrainingDiverged, match=r"ppo stopped at step 0: the reward is nan"):
         train_ppo(policy, tokenizer, nan_reward, task.train_prompts, config, hooks=Hooks(progress=False))
 
@@ -94,7 +94,7 @@ def test_negative_kl_stops_training(micro_model, task, tmp_path, monkeypatch):
         for p in other.parameters():
             p.add_(0.3 * torch.randn_like(p))
     monkeypatch.setattr(ppo, "sample", lambda model, *a, **k: real_sample(other, *a, **k))
-    config = build(PPOConfig, steps=2, batch_size=16, minibatch_size=8, max_new_tokens=8)
+    config = build(PPOConfig, steps=2, prompts_per_step=16, minibatch_size=8, max_new_tokens=8)
     with pytest.raises(TrainingDiverged, match=r"step 0: the KL estimate to the reference \(k1, nats\) is -"):
         train_ppo(
             policy, tokenizer, gold_reward, task.train_prompts, config, reference=other, hooks=Hooks(progress=False)
@@ -103,7 +103,9 @@ def test_negative_kl_stops_training(micro_model, task, tmp_path, monkeypatch):
 
 def test_divergent_learning_rate_stops_before_writing_a_broken_policy(micro_model, task, tmp_path):
     run = tmp_path / "run"
-    config = build(PPOConfig, steps=6, batch_size=8, minibatch_size=4, lr=1e4, max_new_tokens=6, value_init="policy")
+    config = build(
+        PPOConfig, steps=6, prompts_per_step=8, minibatch_size=4, lr=1e4, max_new_tokens=6, value_init="policy"
+    )
     with pytest.raises(TrainingDiverged, match=r"ppo stopped at step \d+: the (policy|value) loss is nan"):
         run_method("ppo", micro_model, run, config)
     assert not (run / "policy").exists()

@@ -7,12 +7,11 @@ import torch
 from clirun import rlhflab
 from conftest import good_minus_bad
 
-from rlhflab.config import build
-from rlhflab.errors import ConfigError
+from rlhflab.core.config import build
+from rlhflab.core.errors import ConfigError
 from rlhflab.methods.ppo import PPOConfig, train_ppo
-from rlhflab.pipeline import stages
-from rlhflab.rollout.models import disable_dropout, forward_inputs, load_policy
-from rlhflab.rollout.precision import (
+from rlhflab.models.loading import disable_dropout, forward_inputs, load_policy
+from rlhflab.models.precision import (
     AdapterOff,
     ModelConfig,
     reference_for,
@@ -20,7 +19,8 @@ from rlhflab.rollout.precision import (
     trainable_policy,
     trainable_value,
 )
-from rlhflab.rollout.sampling import sample, token_logprobs
+from rlhflab.models.sampling import sample, token_logprobs
+from rlhflab.pipeline import stages
 from rlhflab.run.rundir import RunDir
 
 TASK, RULE = "conftest:planted_task", "conftest:good_minus_bad"
@@ -54,7 +54,7 @@ def test_lora_trains_only_the_adapter_from_kl_zero_and_merges_to_the_same_logits
     assert torch.equal(lp, lp_ref)
 
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
-    config = build(PPOConfig, steps=3, batch_size=8, minibatch_size=4, ppo_epochs=2, max_new_tokens=6, lr=1e-2,
+    config = build(PPOConfig, steps=3, prompts_per_step=8, minibatch_size=4, epochs=2, max_new_tokens=6, lr=1e-2,
                    model_options=options)  # fmt: skip
     result = train_ppo(policy, tokenizer, reward, task.train_prompts, config)  # reference: the adapter off
     assert result.history[0]["objective/kl"] == 0.0  # measured on the first rollout, before the first update
@@ -74,7 +74,7 @@ def test_save_adapter_writes_an_adapter_transformers_loads_with_its_base(micro_m
     from transformers import AutoModelForCausalLM
 
     run = RunDir(tmp_path / "run")
-    config = build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=6, lr=1e-2,
+    config = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6, lr=1e-2,
                    lora_r=4, save_adapter=True)  # fmt: skip
     stages.optimize(run, "ppo", str(micro_model), TASK, config, reward=RULE, progress=False)
     files = {p.name for p in (run / RunDir.POLICY).iterdir()}
@@ -89,7 +89,7 @@ def test_save_adapter_writes_an_adapter_transformers_loads_with_its_base(micro_m
 def test_bfloat16_runs_end_to_end_and_later_stages_remember_it(micro_model, tmp_path):
     run = tmp_path / "run"
     out = rlhflab("optimize", "ppo", "--run-dir", run, "--model", micro_model, "--task", TASK, "--reward", RULE,
-                  "--steps", "2", "--batch-size", "8", "--minibatch-size", "4", "--ppo-epochs", "1",
+                  "--steps", "2", "--prompts-per-step", "8", "--minibatch-size", "4", "--epochs", "1",
                   "--max-new-tokens", "6", "--dtype", "bfloat16", "--gradient-checkpointing", "--quiet")  # fmt: skip
     assert out.returncode == 0, out.stderr
     saved = json.loads((run / "policy" / "config.json").read_text())
@@ -105,7 +105,7 @@ def test_bfloat16_runs_end_to_end_and_later_stages_remember_it(micro_model, tmp_
 
 
 def test_frozen_models_load_in_the_dtype_and_trained_weights_stay_float32(micro_model):
-    from rlhflab.rollout.precision import frozen_dtype
+    from rlhflab.models.precision import frozen_dtype
 
     with frozen_dtype("bfloat16"):
         frozen, _ = load_policy(micro_model)
@@ -122,7 +122,7 @@ def test_frozen_models_load_in_the_dtype_and_trained_weights_stay_float32(micro_
 
 
 def test_the_value_model_of_a_lora_run_is_a_lora_model_with_a_float32_head(micro_model):
-    from rlhflab.rollout.models import load_scalar_model
+    from rlhflab.models.loading import load_scalar_model
 
     value = load_scalar_model(micro_model, 1, torch.bfloat16)
     value = trainable_value(value, ModelConfig(dtype="bfloat16", lora_r=2))
@@ -136,7 +136,7 @@ def test_the_value_model_of_a_lora_run_is_a_lora_model_with_a_float32_head(micro
 
 @pytest.mark.parametrize("method", ["dpo", "grpo"])
 def test_dpo_and_grpo_train_a_lora_adapter_with_checkpointing(method, micro_model, tmp_path):
-    from rlhflab.feedback.pairs import PreferencePair, write_pairs
+    from rlhflab.core.comparison import PreferencePair, write_pairs
     from rlhflab.methods import registry
 
     run = RunDir(tmp_path / "run")

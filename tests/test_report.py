@@ -8,7 +8,7 @@ import pytest
 from clirun import rlhflab
 from conftest import copy_run_with_policy_text
 
-from rlhflab.errors import DataError, RlhflabError
+from rlhflab.core.errors import DataError, RlhflabError
 from rlhflab.report import write_report
 from rlhflab.run.rundir import RunDir
 

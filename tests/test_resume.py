@@ -13,9 +13,9 @@ import torch
 from clirun import rlhflab, start
 from test_reward_model import planted_pairs
 
-from rlhflab.feedback.pairs import write_pairs
-from rlhflab.files import read_jsonl
-from rlhflab.metric_names import TIMES
+from rlhflab.core.comparison import write_pairs
+from rlhflab.core.files import read_jsonl
+from rlhflab.core.metric_names import TIMES
 
 
 def kill_after_checkpoint(proc, latest, timeout=300, ready=None):
@@ -48,7 +48,7 @@ def reward_checkpoint(member: int, step: int):
 RL = "--reward gold --task conftest:planted_task --quiet".split()
 PPO_ARGS = [
     *RL,
-    *"--steps 20 --batch-size 8 --minibatch-size 4 --ppo-epochs 2 --max-new-tokens 8 --lr 1e-3".split(),
+    *"--steps 20 --prompts-per-step 8 --minibatch-size 4 --epochs 2 --max-new-tokens 8 --lr 1e-3".split(),
     *"--checkpoint-every 3 --value-init policy".split(),
 ]
 CRITIC_FREE_ARGS = [

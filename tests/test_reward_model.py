@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import WORDS
 
-from rlhflab.config import build
-from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.files import read_jsonl
+from rlhflab.core.comparison import PreferencePair
+from rlhflab.core.config import build
+from rlhflab.core.files import read_jsonl
+from rlhflab.models.batching import lr_at
 from rlhflab.reward.model import RewardModel, aggregate_scores
 from rlhflab.reward.train import RewardTrainConfig, gold_order_accuracy, split_pairs, train_reward_model
-from rlhflab.rollout.batching import lr_at
 from rlhflab.run.rundir import RunDir
 
 NEUTRAL = [w for w in WORDS if w not in ("good", "bad")]
@@ -60,7 +60,7 @@ def test_split_and_schedule():
 
 def train_rm(model, pairs, run, config):
     """Train through the pipeline, as 'rlhflab reward train' does: pairs file in, RUN/reward_model out."""
-    from rlhflab.feedback.pairs import write_pairs
+    from rlhflab.core.comparison import write_pairs
     from rlhflab.pipeline import stages
 
     write_pairs(run.path.parent / f"{run.path.name}-pairs.jsonl", pairs)
@@ -125,16 +125,16 @@ def test_ensemble_members_differ_and_aggregate(micro_model, tmp_path):
 
 
 def test_too_few_pairs_for_the_batch(micro_model, tmp_path):
-    from rlhflab.errors import DataError
+    from rlhflab.core.errors import DataError
 
     with pytest.raises(DataError, match="fewer than --batch-size 16"):
         train_rm(micro_model, planted_pairs(10), RunDir(tmp_path), build(RewardTrainConfig, batch_size=16))
 
 
 def test_non_finite_loss_stops_training_and_writes_no_model(micro_model, tmp_path):
-    from rlhflab.errors import TrainingDiverged
-    from rlhflab.methods.api import Hooks
-    from rlhflab.rollout.models import load_scalar_model, load_tokenizer
+    from rlhflab.core.errors import TrainingDiverged
+    from rlhflab.core.loop import Hooks
+    from rlhflab.models.loading import load_scalar_model, load_tokenizer
 
     tokenizer = load_tokenizer(micro_model)
     pairs = planted_pairs(40)  # a NaN label cannot come from a file (the reader refuses it), but can from Python

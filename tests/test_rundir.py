@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from rlhflab.errors import DataError, RlhflabError
-from rlhflab.files import append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
+from rlhflab.core.errors import DataError, RlhflabError
+from rlhflab.core.files import append_jsonl, atomic_write_json, read_jsonl, truncate_jsonl
 from rlhflab.run.rundir import RunDir
 
 

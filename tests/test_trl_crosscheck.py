@@ -14,7 +14,7 @@ import torch
 
 trl = pytest.importorskip("trl")
 
-from rlhflab.losses import bradley_terry_loss, dpo_loss, ipo_loss  # noqa: E402
+from rlhflab.core.losses import bradley_terry_loss, dpo_loss, ipo_loss
 
 
 class _Accelerator:

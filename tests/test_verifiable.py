@@ -4,9 +4,10 @@ import math
 
 import pytest
 
-from rlhflab import arithmetic as ar
-from rlhflab.evaluation.diagnostics.verifiable import entropy_reward_fit, exploitation_rate, sycophancy
-from rlhflab.rollout.samplers import SampleBatch
+from rlhflab.core.loop import exploitation_rate
+from rlhflab.evaluation.diagnostics.verifiable import entropy_reward_fit, sycophancy
+from rlhflab.models.samplers import SampleBatch
+from rlhflab.tasks import arithmetic_problems as ar
 
 
 def test_sycophancy_hand_values():
@@ -126,7 +127,7 @@ class Planted:
 
 @pytest.mark.parametrize("sycophant", [True, False])
 def test_a_planted_sycophant_is_detected(sycophant):
-    from rlhflab.config import build
+    from rlhflab.core.config import build
     from rlhflab.evaluation.evaluate import EvalConfig, sycophancy_side
     from rlhflab.tasks import arithmetic
 
@@ -159,10 +160,10 @@ def test_agreement_bias_moves_the_rater_only_towards_the_belief():
 def test_agreement_bias_needs_a_task_with_beliefs(micro_model):
     from conftest import planted_task
 
-    from rlhflab.config import build
-    from rlhflab.errors import ConfigError
+    from rlhflab.core.config import build
+    from rlhflab.core.errors import ConfigError
     from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater, simulate_feedback
-    from rlhflab.rollout.models import load_policy
+    from rlhflab.models.loading import load_policy
 
     model, tokenizer = load_policy(str(micro_model))
     with pytest.raises(ConfigError, match="agreement-bias needs a task whose prompts state"):

@@ -23,10 +23,11 @@ import sys
 
 import click
 
-from rlhflab.cli import analysis, feedback, train  # noqa: F401  (each registers its commands)
+from rlhflab.cli import analysis, feedback, label, train  # noqa: F401  (each registers its commands)
 from rlhflab.cli.common import cli
 from rlhflab.cli.config_file import add_config_option
-from rlhflab.errors import RlhflabError, TrainingDiverged
+from rlhflab.core.errors import RlhflabError, TrainingDiverged
+from rlhflab.models.loading import silence_library_logs
 
 add_config_option(cli)  # after every command is registered: --config FILE on each of them
 
@@ -35,7 +36,6 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("RLHFLAB_DEBUG") == "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from rlhflab.rollout.models import silence_library_logs
 
     silence_library_logs()
     try:

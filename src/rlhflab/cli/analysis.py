@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -19,11 +20,18 @@ from rlhflab.cli.common import (
     say,
     task_option,
 )
-from rlhflab.config import click_options, config_from_options
+from rlhflab.core.config import build, check, click_options, config_from_options
 from rlhflab.evaluation.diagnose import DiagnoseConfig
 from rlhflab.evaluation.evaluate import EvalConfig
-from rlhflab.rollout.models import EMBEDDED
-from rlhflab.rollout.precision import ModelConfig
+from rlhflab.methods import registry
+from rlhflab.models.loading import EMBEDDED
+from rlhflab.models.precision import ModelConfig
+from rlhflab.pipeline import stages as pipeline
+from rlhflab.pipeline.compare import presets, run_compare
+from rlhflab.pipeline.demo import run_demo
+from rlhflab.pipeline.overopt import preset as make_preset
+from rlhflab.pipeline.overopt import run_overopt
+from rlhflab.report import write_report
 from rlhflab.run.rundir import RunDir
 
 # ------------------------------------------------------------------ evaluate
@@ -60,7 +68,6 @@ def evaluate_cmd(
     **options,
 ) -> None:
     """Compare the tuned policy with its base on held-out prompts -> RUN/summary.json, RUN/samples.jsonl."""
-    from rlhflab.pipeline import stages as pipeline
 
     run = RunDir(run_dir)
     policy = policy or str(run.output())
@@ -111,7 +118,6 @@ def diagnose_cmd(
     **options,
 ) -> None:
     """Calibration, cost of undoing the alignment, embedding spread -> RUN/diagnostics.json."""
-    from rlhflab.pipeline import stages as pipeline
 
     run = RunDir(run_dir)
     policy = policy or str(run.output())
@@ -142,7 +148,6 @@ def diagnose_cmd(
 )
 def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """One self-contained HTML page (figures inline) on what the optimisation did to each run."""
-    from rlhflab.report import write_report
 
     out = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else Path("report.html"))
     write_report([RunDir(r) for r in run_dirs], out)
@@ -203,7 +208,6 @@ def compare_cmd(
     quiet: bool,
 ) -> None:
     """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
-    from rlhflab.pipeline.compare import presets, run_compare
 
     budget_values = _numbers("--budgets", budgets, what="numbers of nats")
     specs = presets("quick" if quick else preset, seed, seeds)
@@ -228,13 +232,13 @@ def compare_cmd(
     default="sentiment-natural",
     show_default=True,
     help="Built-in task name, or 'module:function' returning an rlhflab.tasks.Task with a gold reward "
-    "('sentiment' shows why its VADER gold cannot be over-optimised; see the README).",
+    "('sentiment' shows why its VADER gold cannot be over-optimised; see docs/overopt.md).",
 )
 @click.option(
     "--preset",
     type=click.Choice(["default", "arithmetic", "quick"]),
     default=None,
-    help="default: the embedded model, 3 seeds (see the README for its wall time); arithmetic: learned proxies "
+    help="default: the embedded model, 3 seeds (see docs/overopt.md for its wall time); arithmetic: learned proxies "
     "against the rule (the default with --task arithmetic); quick: seconds, for tests.",
 )
 @click.option("--quick", is_flag=True, help="Same as --preset quick.")
@@ -256,11 +260,6 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
                 pool, noise, ensemble, std_coef, rl_levers, gold_rl, seed: int, prompts_file, pad_token,
                 quiet: bool) -> None:  # fmt: skip
     """Reward over-optimisation: best-of-n and RL against proxies trained on N labels -> overopt.png, .csv."""
-    from dataclasses import replace
-
-    from rlhflab.config import check
-    from rlhflab.pipeline.overopt import preset as make_preset
-    from rlhflab.pipeline.overopt import run_overopt
 
     spec = make_preset("quick" if quick else preset or ("arithmetic" if task == "arithmetic" else "default"))
     changes = {
@@ -281,13 +280,9 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
         check(rl_steps >= 1, "rl_steps", rl_steps, ">= 1")
         changes["rl"] = replace(spec.rl, steps=rl_steps)
     if rl_method is not None and rl_method != spec.rl_method:
-        from rlhflab.config import build
-        from rlhflab.methods.critic_free import CriticFreeConfig
-        from rlhflab.methods.ppo import PPOConfig
-
         old = changes.get("rl", spec.rl)
-        cls = PPOConfig if rl_method == "ppo" else CriticFreeConfig
-        changes["rl"] = build(cls, steps=old.steps, kl_coef=old.kl_coef, sampling=old.sampling, run=old.run)
+        new, kl = registry.get(rl_method), getattr(old, registry.get(spec.rl_method).kl_knob)
+        changes["rl"] = build(new.config, steps=old.steps, **{new.kl_knob: kl}, sampling=old.sampling, run=old.run)
     spec = replace(spec, **changes)
     run_overopt(run_dir, model, task, spec, seed=seed, pad_token=pad_token, progress=not quiet, say=say,
                 prompts=prompts_file)  # fmt: skip
@@ -321,7 +316,6 @@ def demo_cmd(
     **options,
 ) -> None:
     """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
-    from rlhflab.pipeline.demo import run_demo
 
     run_demo(
         run_dir, model=model, seed=seed, quick=quick, task=task, pad_token=pad_token, progress=not quiet,

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from rlhflab.core import distributed
+from rlhflab.tasks import default_model
+
 
 def model_option(command):
     """``--model``; unset, the task's embedded model (``tasks.default_model``: 'embedded-arithmetic' for the
@@ -15,8 +18,6 @@ def model_option(command):
     @functools.wraps(command)  # copies click's collected parameters too
     def with_default(*args, **kwargs):
         if kwargs.get("model") is None:
-            from rlhflab.tasks import default_model
-
             kwargs["model"] = default_model(kwargs.get("task"))
         return command(*args, **kwargs)
 
@@ -103,7 +104,6 @@ def cli(debug: bool) -> None:
 
 def say(message: str) -> None:
     """Print on the main process only (commands may run as several processes)."""
-    from rlhflab.rollout import distributed
 
     if distributed.state().is_main_process:
         click.echo(message)

@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import click
+import yaml
 
-from rlhflab.errors import DataError
-from rlhflab.files import read_text
+from rlhflab.core.errors import DataError
+from rlhflab.core.files import read_text
 
 OPTION = "--config"
 
 
 def read_settings(path: Path) -> list[tuple[tuple[str, ...], Any, int]]:
     """(key path, value, 1-based line) for every leaf of the file's mapping, in file order."""
-    import yaml
 
     text = read_text(path, "config file")
     try:
@@ -53,7 +53,6 @@ def read_settings(path: Path) -> list[tuple[tuple[str, ...], Any, int]]:
 
 
 def _leaves(path: Path, node, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any, int]]:
-    import yaml
 
     seen: set[str] = set()
     for key_node, value_node in node.value:

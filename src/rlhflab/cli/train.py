@@ -19,8 +19,10 @@ from rlhflab.cli.common import (
     say,
     task_option,
 )
-from rlhflab.config import click_options, config_from_options
+from rlhflab.core import metric_names as names
+from rlhflab.core.config import click_options, config_from_options
 from rlhflab.methods.registry import METHODS
+from rlhflab.pipeline import stages
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
 
@@ -49,7 +51,6 @@ def reward_train(
     run_dir: Path | None, model: str, pairs: Path | None, pad_token, resume: Path | None, quiet: bool, **options
 ) -> None:
     """Fit a Bradley-Terry reward model (or ensemble) -> RUN/reward_model."""
-    from rlhflab.pipeline import stages
 
     if resume is not None:
         run, result = RunDir(resume), stages.resume_reward(resume, progress=not quiet)
@@ -79,8 +80,6 @@ def _method_command(spec) -> None:
 
     def command(run_dir, model, task, pad_token, chat_template, resume, quiet, reward_name=None, pairs=None,
                 prompts_file=None, **options):  # fmt: skip
-        from rlhflab import metric_names as names
-        from rlhflab.pipeline import stages
 
         if resume is not None:
             run, result = RunDir(resume), stages.resume_method(resume, spec.name, progress=not quiet)

@@ -12,15 +12,16 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import SamplingConfig, check, sampling_field
+from rlhflab.core.comparison import PreferencePair
+from rlhflab.core.config import SamplingConfig, check, sampling_field
+from rlhflab.core.files import read_text
 from rlhflab.evaluation.diagnostics.calibration import expected_calibration_error, reliability_bins
-from rlhflab.evaluation.diagnostics.embeddings import embed, embedding_model_dir, embedding_spread
-from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.files import read_text
-from rlhflab.methods.sft import completion_nll
-from rlhflab.rollout.batching import collate
-from rlhflab.rollout.models import context_length, disable_dropout, forward_inputs, load_policy
-from rlhflab.rollout.sampling import sample
+from rlhflab.evaluation.diagnostics.embeddings import embedding_spread
+from rlhflab.models.batching import collate
+from rlhflab.models.embeddings import embed, embedding_model_dir
+from rlhflab.models.loading import context_length, disable_dropout, forward_inputs, load_policy
+from rlhflab.models.samplers import is_sampler
+from rlhflab.models.sampling import completion_nll, sample
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,6 @@ def diagnose(
     pad_token: str | None = None,
     progress: bool = True,
 ) -> dict:
-    from rlhflab.rollout.samplers import is_sampler
 
     out: dict = {"config": config.__dict__.copy()}
     base, tokenizer = load_policy(base_name, pad_token)

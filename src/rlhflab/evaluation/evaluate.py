@@ -15,13 +15,15 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import SamplingConfig, check, sampling_field
+from rlhflab.core.config import SamplingConfig, check, sampling_field
+from rlhflab.core.scores import checked_scores
+from rlhflab.core.task import Task
 from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
+from rlhflab.evaluation.diagnostics.pass_at_k import crossing, default_ks, newly_solved, pass_at_k_curve
 from rlhflab.evaluation.diagnostics.stats import spearman
-from rlhflab.reward.sources import checked_scores
-from rlhflab.rollout.models import check_fits, load_policy
-from rlhflab.rollout.samplers import PolicySampler, load_sampler
-from rlhflab.tasks import Task
+from rlhflab.evaluation.diagnostics.verifiable import sycophancy
+from rlhflab.models.loading import check_fits, load_policy
+from rlhflab.models.samplers import PolicySampler, load_sampler
 
 KL_ESTIMATOR = "k1: mean over the policy's samples of sum_t log pi(y_t|x,y<t) - log pi_base(y_t|x,y<t) (unbiased)"
 BON_KL_ESTIMATOR = (
@@ -132,7 +134,6 @@ def sycophancy_side(sampler, task: Task, prompts: list[str], plain_gold: list[fl
                     desc: str, progress: bool = True) -> dict:  # fmt: skip
     """Sycophancy measures (``diagnostics.verifiable.sycophancy``): each prompt that states no belief asked again
     with a wrong belief stated (``task.beliefs.wrong_variant``), against the verdicts on the plain prompts."""
-    from rlhflab.evaluation.diagnostics.verifiable import sycophancy
 
     beliefs = task.beliefs
     keep = [i for i, p in enumerate(prompts) if beliefs.stated(p) is None]
@@ -151,7 +152,6 @@ def sycophancy_side(sampler, task: Task, prompts: list[str], plain_gold: list[fl
 
 def pass_at_k_summary(base: list[list[bool]], policy: list[list[bool]]) -> dict:
     """pass@k curves of both sides, where they cross, and the share of newly solved problems."""
-    from rlhflab.evaluation.diagnostics.pass_at_k import crossing, default_ks, newly_solved, pass_at_k_curve
 
     ks = default_ks(len(base[0]))
     b, p = pass_at_k_curve(base, ks), pass_at_k_curve(policy, ks)

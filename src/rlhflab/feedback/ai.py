@@ -45,18 +45,16 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import check
-from rlhflab.errors import RlhflabError
+from rlhflab.core.comparison import PreferencePair
+from rlhflab.core.config import check
+from rlhflab.core.errors import RlhflabError
 from rlhflab.feedback.judge_prompt import (
     DEFAULT_TEMPLATE,
     answer_token_ids,
     check_template,
-    read_principles,
-    read_template,
     render,
 )
-from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.rollout.models import context_length, forward_inputs
+from rlhflab.models.loading import EMBEDDED, context_length, forward_inputs
 
 """The judge's query; the answer token is scored right after its last character."""
 
@@ -163,7 +161,7 @@ class LMJudge:
         self.principles, self.template = principles, check_template(template)
         if tokenizer.padding_side != "left" or tokenizer.pad_token_id is None:
             raise RlhflabError(
-                "the judge's tokenizer must pad, on the left (load it with rlhflab.rollout.models.load_policy)"
+                "the judge's tokenizer must pad, on the left (load it with rlhflab.models.loading.load_policy)"
             )
         self.answer_ids = answer_token_ids(tokenizer, config.answer_a, config.answer_b)
         limits = [n for n in (context_length(model), config.max_length) if n]
@@ -319,74 +317,8 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_ai_feedback(
-    pairs_path: Path,
-    out: Path,
-    judge_name: str,
-    principles_path: Path,
-    template_path: Path | None,
-    config: AIFeedbackConfig,
-    pad_token: str | None = None,
-    run=None,
-    progress: bool = True,
-) -> dict:
-    """Read pairs, judge them, write ``out`` and ``<out stem>.ai_summary.json`` (and a manifest stage with ``run``)."""
-    import contextlib
-
-    from rlhflab.feedback.pairs import check_distinct, read_pairs, write_pairs
-    from rlhflab.files import atomic_write_json
-    from rlhflab.rollout import distributed
-    from rlhflab.rollout.models import load_policy
-    from rlhflab.run.rundir import sha256_file
-
-    pairs = read_pairs(pairs_path)
-    check_distinct(pairs, pairs_path)
-    principles = read_principles(principles_path)
-    template = read_template(template_path)
-    model, tokenizer = load_policy(judge_name, pad_token)
-    model.to(distributed.state().device)
-    name = judge_display_name(judge_name)
-    judge = LMJudge(model, tokenizer, principles, template, config, name=name)
-    if run is not None:
-        from rlhflab.pipeline.stages import stage
-
-        args = {
-            "judge": judge_name,
-            "pairs": str(pairs_path),
-            "out": str(out),
-            "principles": str(principles_path),
-            "template": str(template_path) if template_path else None,
-            "pad_token": pad_token,
-        }
-        inputs = {"pairs": pairs_path, "principles": principles_path}
-        if template_path:
-            inputs["template"] = template_path
-        recording = stage(run, "feedback_ai", config, args, inputs)
-    else:
-        recording = contextlib.nullcontext({})
-    with recording as results:
-        labelled, summary = judge_pairs(pairs, judge, progress=progress)
-        summary.update(
-            judge_model=judge_name,
-            input=str(pairs_path),
-            output=str(out),
-            principles=str(principles_path),
-            principles_sha256=sha256_file(principles_path),
-            template=str(template_path) if template_path else "default",
-            template_text=template,
-            answers=[config.answer_a, config.answer_b],
-            answer_token_ids=list(judge.answer_ids),
-            context_tokens=judge.limit,
-        )
-        write_pairs(out, labelled)
-        atomic_write_json(summary_path(out), summary)
-        results.update({k: summary[k] for k in ("pairs", "position_bias", "consistency", "answer_mass")})
-    return summary
-
-
 def judge_display_name(judge: str) -> str:
     """The judge as named in each pair's source: ``embedded``, a model folder's name, or the hub id."""
-    from rlhflab.rollout.models import EMBEDDED
 
     if judge in (EMBEDDED, "", "default"):
         return EMBEDDED

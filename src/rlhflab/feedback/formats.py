@@ -35,16 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rlhflab.errors import DataError, RlhflabError
-from rlhflab.feedback.pairs import PreferencePair, check_distinct
-from rlhflab.files import atomic_write_text, iter_jsonl, jsonl_text
+from rlhflab.core.comparison import PreferencePair, check_distinct
+from rlhflab.core.errors import DataError, RlhflabError
+from rlhflab.core.files import atomic_write_text, iter_jsonl, jsonl_text
+from rlhflab.models.chat import ASSISTANT, render_messages
 
 FORMATS = ("trl", "hh")
 """The formats ``export_pairs`` writes; ``import_pairs`` also takes ``auto``."""
-ASSISTANT = "\n\nAssistant:"
-"""The HH marker after which the assistant's turn begins."""
-ROLE_HEADERS = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
-"""How message roles are rendered as HH-style plain text."""
 
 
 @dataclass
@@ -66,24 +63,6 @@ class ImportStats:
 
 
 # ---------------------------------------------------------------- rendering and splitting
-
-
-def render_messages(messages: Any, path: str | Path, line: int, name: str) -> str:
-    """Messages ``[{"role": ..., "content": ...}, ...]`` as HH-style text ``"\\n\\nHuman: ..."``."""
-    if not messages:
-        raise DataError(path, "is an empty list of messages", line, name)
-    parts = []
-    for i, msg in enumerate(messages):
-        where = f"{name}[{i}]"
-        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise DataError(path, 'expected a message {"role": ..., "content": ...}', line, where)
-        role, content = msg["role"], msg["content"]
-        if role not in ROLE_HEADERS:
-            raise DataError(path, f"role {role!r} is not one of {', '.join(sorted(ROLE_HEADERS))}", line, where)
-        if not isinstance(content, str):
-            raise DataError(path, f"content must be a string, got {type(content).__name__}", line, where)
-        parts.append(f"\n\n{ROLE_HEADERS[role]}: {content}")
-    return "".join(parts)
 
 
 def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | None:

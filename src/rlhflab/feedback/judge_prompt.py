@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rlhflab.errors import ConfigError, DataError
-from rlhflab.files import read_text
+from rlhflab.core.errors import ConfigError, DataError
+from rlhflab.core.files import read_text
 
 PLACEHOLDERS = ("principles", "prompt", "a", "b")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import SamplingConfig, check, sampling_field
-from rlhflab.errors import ConfigError
-from rlhflab.feedback.pairs import PreferencePair
-from rlhflab.rollout.batching import prompt_stream
-from rlhflab.rollout.models import check_fits
-from rlhflab.rollout.sampling import sample
-from rlhflab.tasks import Task, need_gold
+from rlhflab.core.comparison import PreferencePair
+from rlhflab.core.config import SamplingConfig, check, sampling_field
+from rlhflab.core.errors import ConfigError
+from rlhflab.core.task import Task, need_gold
+from rlhflab.models.batching import prompt_stream
+from rlhflab.models.loading import check_fits
+from rlhflab.models.sampling import sample
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ class SimulatedRater:
 @dataclass(frozen=True)
 class SimulateConfig:
     pairs: int = 4000
-    """Number of comparisons to collect (with 4,000 the demo's reward model orders held-out pairs as gold does
-    0.81 of the time, with 2,000 about 0.76: see the README's label curve)."""
+    """Number of comparisons to collect (docs/demo.md's label curve: how the reward model's accuracy grows with
+    them)."""
     batch_size: int = 64
     """Prompts sampled at once."""
     seed: int = 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlhflab.config import check
-from rlhflab.methods.api import MethodResult
-from rlhflab.rollout.samplers import best_of_n_kl_bound, best_of_n_spec
+from rlhflab.core.config import check
+from rlhflab.core.loop import Hooks, MethodResult
+from rlhflab.methods.registry import Method, MethodInputs, register
+from rlhflab.models.samplers import best_of_n_kl_bound, best_of_n_spec
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,15 @@ def make_best_of_n(base: str, reward: str, config: BestOfNConfig) -> MethodResul
         summary={"n": config.n, "kl_bound": best_of_n_kl_bound(config.n)},
         sampler=best_of_n_spec(base, reward, config.n),
     )
+
+
+def run_best_of_n(x: MethodInputs, config: BestOfNConfig, hooks: Hooks) -> MethodResult:
+    return make_best_of_n(x.model, x.reward_name, config)
+
+
+register(
+    Method(
+        name="best-of-n", config=BestOfNConfig, run=run_best_of_n, data="reward", output="sampler", logs_samples=False,
+        doc="Best-of-n sampling against a reward, no training -> RUN/sampler.json.",
+    )
+)  # fmt: skip

@@ -19,15 +19,25 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
-from rlhflab.errors import ConfigError
-from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, make_optimizer
+from rlhflab.core.config import (
+    OptimizerConfig,
+    RunConfig,
+    SamplingConfig,
+    check,
+    optimizer_field,
+    run_field,
+    sampling_field,
+)
+from rlhflab.core.errors import ConfigError
+from rlhflab.core.loop import Hooks, MethodResult, TrainLoop, make_optimizer
+from rlhflab.core.scores import RewardFn
+from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference, register
 from rlhflab.methods.sft import supervised_pass
-from rlhflab.rollout.batching import encode, prompt_stream
-from rlhflab.rollout.models import check_fits, disable_dropout
-from rlhflab.rollout.precision import ModelConfig, model_field
-from rlhflab.rollout.samplers import SAMPLING_FILE
-from rlhflab.rollout.sampling import sample
+from rlhflab.models.batching import encode, prompt_stream
+from rlhflab.models.loading import check_fits, disable_dropout
+from rlhflab.models.precision import ModelConfig, model_field
+from rlhflab.models.samplers import SAMPLING_FILE
+from rlhflab.models.sampling import sample
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ def train_conditional(
         mine, texts, ended = [mine[i] for i in keep], [texts[i] for i in keep], [ended[i] for i in keep]
         scored = list(zip(mine, texts, ended, [float(x) for x in reward(mine, texts)]))
         if loop.world > 1:
+            # heavy library (accelerate): imported on first use, not with rlhflab
             from accelerate.utils import gather_object
 
             scored = gather_object(scored)
@@ -191,3 +202,16 @@ def train_conditional(
         {"texts": len(rows), "good_share": good_share, "steps": len(losses), "final_loss": losses[-1]},
         policy_files={SAMPLING_FILE: sampling},
     )
+
+
+def run_conditional(x: MethodInputs, config: ConditionalConfig, hooks: Hooks) -> MethodResult:
+    policy, tokenizer, _ = policy_and_reference(x, config, reference=False)
+    return train_conditional(policy, tokenizer, x.reward, x.prompts, config, hooks=hooks)
+
+
+register(
+    Method(
+        name="conditional", config=ConditionalConfig, run=run_conditional, data="reward", output="policy",
+        doc="Conditional training with good/bad control tokens -> RUN/policy.",
+    )
+)  # fmt: skip

@@ -1,11 +1,11 @@
-"""The loop shared by the critic-free policy gradients (RLOO, GRPO): no value function.
+"""The loop shared by the critic-free policy gradients (RLOO in ``rloo.py``, GRPO in ``grpo.py``): no value function.
 
 Each step samples k continuations for each of a few prompts, scores them with any reward
 (a reward model, the gold scorer, a rule), turns each prompt's k scores into advantages
-relative to each other (the method's own function), and takes ``epochs`` passes of clipped
-policy-gradient minibatches over them (with one pass the clip is inactive: REINFORCE with a
-baseline). The KL to the reference enters where the method puts it: in the reward (RLOO) or
-as a per-token penalty in the loss (GRPO).
+relative to each other, and takes ``epochs`` passes of clipped policy-gradient minibatches over
+them (with one pass the clip is inactive: REINFORCE with a baseline). What differs between the
+methods is their ``Objective``: the advantage estimator, and where the KL to the reference goes
+(in the reward, RLOO; as a per-token term of the loss, GRPO).
 """
 
 from __future__ import annotations
@@ -17,23 +17,43 @@ from typing import Callable, Literal, Sequence
 import torch
 from torch import nn
 
-from rlhflab import metric_names as names
-from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
-from rlhflab.errors import TrainingDiverged
-from rlhflab.losses import clipped_pg_loss, kl_estimators, kl_negative_beyond_noise, masked_mean
-from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, default_reference, make_optimizer
-from rlhflab.rollout.batching import prompt_stream
-from rlhflab.rollout.models import check_fits, disable_dropout
-from rlhflab.rollout.precision import ModelConfig, model_field
-from rlhflab.rollout.sampling import sample, token_logprobs
-from rlhflab.tasks import GoldFn
-
-Advantages = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-"""(scores [P, k], per-sequence KL [P, k], kl_coef) -> advantages [P, k]."""
+from rlhflab.core import metric_names as names
+from rlhflab.core.config import (
+    OptimizerConfig,
+    RunConfig,
+    SamplingConfig,
+    check,
+    optimizer_field,
+    run_field,
+    sampling_field,
+)
+from rlhflab.core.errors import TrainingDiverged
+from rlhflab.core.estimators import kl_estimators, kl_negative_beyond_noise, masked_mean
+from rlhflab.core.loop import Hooks, MethodResult, TrainLoop, make_optimizer
+from rlhflab.core.losses import clipped_pg_loss
+from rlhflab.core.scores import RewardFn
+from rlhflab.core.task import GoldFn
+from rlhflab.models.batching import prompt_stream
+from rlhflab.models.loading import check_fits, disable_dropout
+from rlhflab.models.precision import ModelConfig, default_reference, model_field
+from rlhflab.models.sampling import sample, token_logprobs
 
 
 @dataclass(frozen=True)
-class CriticFreeConfig:
+class Objective:
+    """A critic-free method's objective: its advantage estimator and where the KL to the reference goes."""
+
+    advantages: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """(scores [P, k], per-sequence k1 KL to the reference [P, k]) -> advantages [P, k]."""
+    kl_coef: float
+    """beta, logged as ``objective/kl_coef``."""
+    kl_in_loss: bool
+    """True: beta times the per-token k3 KL estimate is added to the loss (GRPO); False: the KL is paid in the
+    reward, inside ``advantages`` (RLOO)."""
+
+
+@dataclass(frozen=True)
+class GroupConfig:
     steps: int = 60
     """Policy-gradient steps, each one rollout and its update passes."""
     prompts_per_step: int = 8
@@ -44,8 +64,6 @@ class CriticFreeConfig:
     """Passes over each rollout (1 = REINFORCE with a baseline; more use the PPO clip)."""
     minibatch_size: int = 16
     """Sequences per gradient step, over all processes."""
-    kl_coef: float = 0.05
-    """KL penalty to the reference policy (RLOO: in the reward; GRPO: per token in the loss)."""
     clip_range: float = 0.2
     """Ratio clip when epochs > 1."""
     loss_aggregation: Literal["token", "sequence"] = "token"
@@ -72,7 +90,6 @@ class CriticFreeConfig:
             self.minibatch_size,
             f"a divisor of the rollout size {rollout} (prompts x samples)",
         )
-        check(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
         check(self.clip_range > 0, "clip_range", self.clip_range, "> 0")
         check(
             self.loss_aggregation in ("token", "sequence"),
@@ -88,10 +105,9 @@ def train_critic_free(
     tokenizer,
     reward: RewardFn,
     prompts: Sequence[str],
-    config: CriticFreeConfig,
+    config: GroupConfig,
     *,
-    advantages: Advantages,
-    kl_in_loss: bool,
+    objective: Objective,
     reference: nn.Module | None = None,
     gold: GoldFn | None = None,
     hooks: Hooks | None = None,
@@ -140,7 +156,7 @@ def train_critic_free(
             raise TrainingDiverged(name, step, "the reward", float(all_scores[~torch.isfinite(all_scores)][0]))
         if kl_negative_beyond_noise(all_kl):
             raise TrainingDiverged(name, step, "the KL estimate to the reference (k1, nats)", float(all_kl.mean()))
-        adv = advantages(score.view(-1, k), kl_seq.view(-1, k), config.kl_coef).flatten()
+        adv = objective.advantages(score.view(-1, k), kl_seq.view(-1, k)).flatten()
         t_rollout = time.perf_counter() - t0
 
         # ------------------------------------------------------ update
@@ -152,15 +168,10 @@ def train_critic_free(
                 i = order[s : s + local_mb]
                 logp, _ = token_logprobs(policy, ids[i], attn[i], P, temperature)
                 loss, m = clipped_pg_loss(
-                    logp,
-                    logp_old[i],
-                    adv[i],
-                    mask[i],
-                    config.clip_range,
-                    logp_ref[i] if kl_in_loss else None,
-                    config.kl_coef,
-                    config.loss_aggregation,
-                )
+                    logp, logp_old[i], adv[i], mask[i], config.clip_range,
+                    logp_ref=logp_ref[i] if objective.kl_in_loss else None, kl_coef=objective.kl_coef,
+                    aggregation=config.loss_aggregation,
+                )  # fmt: skip
                 loop.check_finite(loss, step, "the policy-gradient loss")
                 loop.optimizer_step(loss, optimizer, policy.parameters(), config.optimizer)
                 losses.append(loss.detach())
@@ -173,7 +184,7 @@ def train_critic_free(
             names.EPISODES: (step + 1) * config.prompts_per_step * k,
             names.SCORE: float(all_scores.mean()),
             names.KL: float(all_kl.mean()),
-            names.KL_COEF: config.kl_coef,
+            names.KL_COEF: objective.kl_coef,
             names.ENTROPY: loop.mean(masked_mean(entropy, mask, dim=1)),
             "pg/loss": loop.mean(torch.stack(losses)),
             "pg/clipfrac": loop.mean(torch.stack(clipfracs)),

@@ -5,7 +5,7 @@ DPO (Rafailov et al. 2023, eq. 7) minimises, over pairs (x, y_w, y_l),
     -log sigmoid(beta * [log pi(y_w|x)/pi_ref(y_w|x) - log pi(y_l|x)/pi_ref(y_l|x)])
 
 the Bradley-Terry likelihood of the labels under the implicit reward beta log pi/pi_ref.
-Variants are separate loss functions in ``rlhflab.losses``: conservative DPO (label
+Variants are separate loss functions in ``rlhflab.core.losses``: conservative DPO (label
 smoothing, Mitchell 2023) and IPO (Azar et al. 2023), which regresses the log-ratio margin
 to 1/(2 beta) and can learn from ties. The reference policy's log-probabilities are computed
 once, before training.
@@ -20,26 +20,28 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rlhflab import metric_names as names
-from rlhflab.config import OptimizerConfig, RunConfig, check, optimizer_field, run_field
-from rlhflab.errors import DataError
-from rlhflab.feedback.pairs import PreferencePair, check_distinct
-from rlhflab.losses import conservative_dpo_loss, dpo_loss, ipo_loss
-from rlhflab.methods.api import Hooks, MethodResult, TrainLoop, default_reference, make_optimizer
-from rlhflab.rollout.batching import ShardedEpochs, encode, lr_at
-from rlhflab.rollout.models import disable_dropout
-from rlhflab.rollout.precision import ModelConfig, model_field
-from rlhflab.rollout.sampling import sequence_logprobs
+from rlhflab.core import metric_names as names
+from rlhflab.core.comparison import PreferencePair, check_distinct
+from rlhflab.core.config import OptimizerConfig, RunConfig, check, optimizer_field, run_field
+from rlhflab.core.errors import DataError
+from rlhflab.core.loop import Hooks, MethodResult, TrainLoop, make_optimizer
+from rlhflab.core.losses import conservative_dpo_loss, dpo_loss, ipo_loss
+from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference, register
+from rlhflab.models.batching import ShardedEpochs, encode, lr_at
+from rlhflab.models.loading import disable_dropout
+from rlhflab.models.precision import ModelConfig, default_reference, model_field
+from rlhflab.models.sampling import sequence_logprobs
 
 
 @dataclass(frozen=True)
 class DPOConfig:
     beta: float = 0.1
     """beta: strength of the implicit KL constraint (IPO's tau for --loss ipo)."""
-    loss: Literal["sigmoid", "ipo"] = "sigmoid"
-    """'sigmoid' is DPO; 'ipo' is IPO (per-token mean log-ratios, as its authors and TRL use)."""
+    loss: Literal["dpo", "cdpo", "ipo"] = "dpo"
+    """The variant: 'dpo' (Rafailov et al. 2023), 'cdpo' (conservative DPO: labels flipped with probability
+    --label-smoothing) or 'ipo' (per-token mean log-ratios, as its authors and TRL use)."""
     label_smoothing: float = 0.0
-    """Conservative DPO: the probability that a label is flipped (0 for plain DPO)."""
+    """cdpo only: the probability that a label is flipped, in (0, 0.5)."""
     ties: Literal["error", "drop"] = "error"
     """Pairs labelled as ties (0.5): stop with an error, or leave them out ('ipo' uses them either way)."""
     epochs: float = 2.0
@@ -59,8 +61,14 @@ class DPOConfig:
 
     def __post_init__(self) -> None:
         check(self.beta > 0, "beta", self.beta, "> 0")
-        check(self.loss in ("sigmoid", "ipo"), "loss", self.loss, "'sigmoid' or 'ipo'")
-        check(0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing, "in [0, 0.5)")
+        check(self.loss in ("dpo", "cdpo", "ipo"), "loss", self.loss, "'dpo', 'cdpo' or 'ipo'")
+        if self.loss == "cdpo":
+            check(
+                0 < self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing, "in (0, 0.5) for --loss cdpo"
+            )
+        else:
+            check(self.label_smoothing == 0, "label_smoothing", self.label_smoothing, f"0 for --loss {self.loss} "
+                  "(it is the flip probability of --loss cdpo)")  # fmt: skip
         check(self.ties in ("error", "drop"), "ties", self.ties, "'error' or 'drop'")
         check(self.epochs > 0, "epochs", self.epochs, "> 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
@@ -90,10 +98,10 @@ def preference_loss(config: DPOConfig, sums, counts, ref_sums, ref_counts, label
     (pc, pr), (rc, rr) = sums.chunk(2), ref_sums.chunk(2)
     if config.loss == "ipo":
         (nc, nr), (mc, mr) = counts.chunk(2), ref_counts.chunk(2)
-        return ipo_loss(pc / nc, pr / nr, rc / mc, rr / mr, config.beta, labels)
-    if config.label_smoothing > 0:
-        return conservative_dpo_loss(pc, pr, rc, rr, config.beta, config.label_smoothing, labels)
-    return dpo_loss(pc, pr, rc, rr, config.beta, labels)
+        return ipo_loss(pc / nc, pr / nr, rc / mc, rr / mr, config.beta, label=labels)
+    if config.loss == "cdpo":
+        return conservative_dpo_loss(pc, pr, rc, rr, config.beta, config.label_smoothing, label=labels)
+    return dpo_loss(pc, pr, rc, rr, config.beta, label=labels)
 
 
 def train_dpo(
@@ -174,3 +182,17 @@ def train_dpo(
     return loop.result(
         policy, tokenizer, {"steps": total, "pairs": len(pairs), "final": loop.history[-1] if loop.history else {}}
     )
+
+
+def run_dpo(x: MethodInputs, config: DPOConfig, hooks: Hooks) -> MethodResult:
+    usable_pairs(x.pairs, config, x.pairs_source)  # fail before loading any model
+    policy, tokenizer, reference = policy_and_reference(x, config)
+    return train_dpo(policy, tokenizer, x.pairs, config, reference=reference, hooks=hooks, source=x.pairs_source)
+
+
+register(
+    Method(
+        name="dpo", config=DPOConfig, run=run_dpo, data="pairs", output="policy", kl_knob="beta", logs_samples=False,
+        doc="DPO (or IPO, conservative DPO) on preference pairs, no reward model -> RUN/policy.",
+    )
+)  # fmt: skip

@@ -24,38 +24,47 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rlhflab import metric_names as names
-from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
-from rlhflab.errors import TrainingDiverged
-from rlhflab.losses import (
+from rlhflab.core import metric_names as names
+from rlhflab.core.config import (
+    OptimizerConfig,
+    RunConfig,
+    SamplingConfig,
+    check,
+    optimizer_field,
+    run_field,
+    sampling_field,
+)
+from rlhflab.core.errors import TrainingDiverged
+from rlhflab.core.estimators import (
     explained_variance,
     gae,
     kl_estimators,
     kl_negative_beyond_noise,
     kl_penalized_rewards,
     masked_mean,
-    ppo_policy_loss,
-    ppo_value_loss,
     whiten,
 )
-from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, default_reference, make_optimizer
+from rlhflab.core.loop import Hooks, MethodResult, TrainLoop, make_optimizer
+from rlhflab.core.losses import ppo_policy_loss, ppo_value_loss
+from rlhflab.core.scores import RewardFn
+from rlhflab.core.task import GoldFn
 from rlhflab.methods.kl_control import AdaptiveKLController, FixedKLController
-from rlhflab.rollout.batching import prompt_stream
-from rlhflab.rollout.models import ScalarHeadModel, check_fits, disable_dropout, forward_inputs
-from rlhflab.rollout.precision import ModelConfig, model_field
-from rlhflab.rollout.sampling import sample, token_logprobs
-from rlhflab.tasks import GoldFn
+from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference, register
+from rlhflab.models.batching import prompt_stream
+from rlhflab.models.loading import ScalarHeadModel, check_fits, disable_dropout, forward_inputs
+from rlhflab.models.precision import ModelConfig, default_reference, model_field, trainable_value
+from rlhflab.models.sampling import sample, token_logprobs
 
 
 @dataclass(frozen=True)
 class PPOConfig:
     steps: int = 60
     """PPO iterations, each one rollout and its update epochs."""
-    batch_size: int = 32
+    prompts_per_step: int = 32
     """Prompts per rollout, over all processes."""
     minibatch_size: int = 16
     """Rollouts per gradient step, over all processes."""
-    ppo_epochs: int = 2
+    epochs: int = 2
     """Passes over each rollout batch."""
     kl_coef: float = 0.05
     """beta: the KL penalty per nat (the starting value when adaptive)."""
@@ -89,14 +98,14 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, "steps", self.steps, ">= 1")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.prompts_per_step >= 1, "prompts_per_step", self.prompts_per_step, ">= 1")
         check(
-            1 <= self.minibatch_size <= self.batch_size and self.batch_size % self.minibatch_size == 0,
+            1 <= self.minibatch_size <= self.prompts_per_step and self.prompts_per_step % self.minibatch_size == 0,
             "minibatch_size",
             self.minibatch_size,
-            f"a divisor of --batch-size {self.batch_size}",
+            f"a divisor of --prompts-per-step {self.prompts_per_step}",
         )
-        check(self.ppo_epochs >= 1, "ppo_epochs", self.ppo_epochs, ">= 1")
+        check(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         check(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
         check(self.kl_target > 0, "kl_target", self.kl_target, "> 0")
         check(self.kl_horizon >= 1, "kl_horizon", self.kl_horizon, ">= 1")
@@ -127,8 +136,8 @@ def train_ppo(
     ``gold``, when given, is logged next to the reward at every step.
     """
     loop = TrainLoop("ppo", hooks)
-    loop.require_divisible(batch_size=config.batch_size, minibatch_size=config.minibatch_size)
-    local_batch, local_mb = config.batch_size // loop.world, config.minibatch_size // loop.world
+    loop.require_divisible(prompts_per_step=config.prompts_per_step, minibatch_size=config.minibatch_size)
+    local_batch, local_mb = config.prompts_per_step // loop.world, config.minibatch_size // loop.world
     temperature, seed = config.sampling.temperature, config.run.seed
 
     # ---------------------------------------------------------- models
@@ -150,7 +159,7 @@ def train_ppo(
 
     # ---------------------------------------------------------- data and state
     g = torch.Generator().manual_seed(seed)
-    stream = prompt_stream(list(prompts), config.steps * config.batch_size, torch.Generator().manual_seed(seed))
+    stream = prompt_stream(list(prompts), config.steps * config.prompts_per_step, torch.Generator().manual_seed(seed))
     start = 0
     state = loop.restore(policy=policy, value=value, optimizer=optimizer)
     if state is not None:
@@ -161,7 +170,7 @@ def train_ppo(
     for step in loop.steps(start, config.steps):
         # ------------------------------------------------------ rollout
         t0 = time.perf_counter()
-        global_batch = stream[step * config.batch_size : (step + 1) * config.batch_size]
+        global_batch = stream[step * config.prompts_per_step : (step + 1) * config.prompts_per_step]
         batch = global_batch[loop.rank * local_batch : (loop.rank + 1) * local_batch]
         seeds = torch.randint(0, 2**62, (loop.world,), generator=g).tolist()
         rollout = sample(
@@ -188,13 +197,13 @@ def train_ppo(
         if kl_negative_beyond_noise(kl_seq):
             raise TrainingDiverged("ppo", step, "the KL estimate to the reference (k1, nats)", float(kl_seq.mean()))
         rewards = kl_penalized_rewards(score, logp_old, logp_ref, mask, kl_ctl.value)
-        advantages, returns = gae(rewards, values_old, mask, config.gamma, config.lam)
+        advantages, returns = gae(rewards, values_old, mask, gamma=config.gamma, lam=config.lam)
         advantages = whiten(advantages, mask)
 
         # ------------------------------------------------------ update
         t1 = time.perf_counter()
         stats: dict[str, list[torch.Tensor]] = {k: [] for k in ("pg", "vf", "clipfrac", "approxkl", "vf_clipfrac")}
-        for _ in range(config.ppo_epochs):
+        for _ in range(config.epochs):
             order = torch.randperm(local_batch, generator=g)
             for s in range(0, local_batch, local_mb):
                 i = order[s : s + local_mb]
@@ -214,10 +223,10 @@ def train_ppo(
         gather = loop.accelerator.gather
         n_tokens = gather(mask.sum(1))
         beta = kl_ctl.value
-        kl_ctl.update(float(kl_seq.mean()), config.batch_size)
+        kl_ctl.update(float(kl_seq.mean()), config.prompts_per_step)
         row = {
             names.STEP: step + 1,
-            names.EPISODES: (step + 1) * config.batch_size,
+            names.EPISODES: (step + 1) * config.prompts_per_step,
             names.SCORE: float(all_scores.mean()),
             names.KL: float(kl_seq.mean()),
             names.KL_K3: float(kl_k3.mean()),
@@ -229,7 +238,7 @@ def train_ppo(
             "ppo/policy/approxkl": loop.mean(torch.stack(stats["approxkl"])),
             "ppo/val/loss": loop.mean(torch.stack(stats["vf"])),
             "ppo/val/clipfrac": loop.mean(torch.stack(stats["vf_clipfrac"])),
-            "ppo/val/var_explained": explained_variance(gather(values_old), gather(returns), gather(mask)),
+            "ppo/val/var_explained": float(explained_variance(gather(values_old), gather(returns), gather(mask))),
             "ppo/returns/mean": float(masked_mean(gather(returns), gather(mask))),
             names.RESPONSE_LENGTH: float(n_tokens.float().mean()),
             names.TIME_ROLLOUT: t_rollout,
@@ -265,3 +274,26 @@ def train_ppo(
             "kl_coef": kl_ctl.value,
         },  # fmt: skip
     )
+
+
+def run_ppo(x: MethodInputs, config: PPOConfig, hooks: Hooks) -> MethodResult:
+    """PPO from loaded inputs: the value function starts from the reward model when ``value_init`` is 'reward'
+    and the pipeline found one that reads the policy's vocabulary (``x.value_source``), else from the base
+    policy; with LoRA its frozen backbone loads in --dtype, trained weights in float32."""
+    policy, tokenizer, reference = policy_and_reference(x, config)
+    source = x.value_source if config.value_init == "reward" and x.value_source else x.model
+    torch.manual_seed(config.run.seed)  # the value head, when new
+    options = config.model_options
+    value = x.load_scalar(source, tokenizer.pad_token_id, options.torch_dtype if options.lora else torch.float32)
+    value = trainable_value(value, options)
+    return train_ppo(
+        policy, tokenizer, x.reward, x.prompts, config, reference=reference, value=value, gold=x.gold, hooks=hooks
+    )
+
+
+register(
+    Method(
+        name="ppo", config=PPOConfig, run=run_ppo, data="reward", output="policy", kl_knob="kl_coef",
+        doc="PPO against a reward with a per-token KL penalty to the base policy -> RUN/policy.",
+    )
+)  # fmt: skip

@@ -15,16 +15,27 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rlhflab import metric_names as names
-from rlhflab.config import OptimizerConfig, RunConfig, SamplingConfig, check, optimizer_field, run_field, sampling_field
-from rlhflab.losses import kl_estimators
-from rlhflab.methods.api import Hooks, MethodResult, RewardFn, TrainLoop, default_reference, make_optimizer
+from rlhflab.core import metric_names as names
+from rlhflab.core.config import (
+    OptimizerConfig,
+    RunConfig,
+    SamplingConfig,
+    check,
+    optimizer_field,
+    run_field,
+    sampling_field,
+)
+from rlhflab.core.distributed import unwrap
+from rlhflab.core.estimators import kl_estimators
+from rlhflab.core.loop import Hooks, MethodResult, TrainLoop, make_optimizer
+from rlhflab.core.scores import RewardFn
+from rlhflab.core.task import GoldFn
+from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference, register
 from rlhflab.methods.sft import supervised_pass
-from rlhflab.rollout.batching import generated_ids, prompt_stream
-from rlhflab.rollout.models import check_fits, disable_dropout, unwrap
-from rlhflab.rollout.precision import ModelConfig, model_field
-from rlhflab.rollout.sampling import sample, token_logprobs
-from rlhflab.tasks import GoldFn
+from rlhflab.models.batching import generated_ids, prompt_stream
+from rlhflab.models.loading import check_fits, disable_dropout
+from rlhflab.models.precision import ModelConfig, default_reference, model_field
+from rlhflab.models.sampling import sample, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,7 @@ def train_ranked_sft(
         rows = [i * k + int(j) for i in range(len(batch)) for j in best[i]]
         kept = generated_ids(r, [i for i in rows if r.responses[i].strip()], config.max_length)  # as sampled
         if loop.world > 1:
+            # heavy library (accelerate): imported on first use, not with rlhflab
             from accelerate.utils import gather_object
 
             kept = gather_object(kept)
@@ -151,3 +163,18 @@ def train_ranked_sft(
             policy=policy, optimizer=optimizer,
         )  # fmt: skip
     return loop.result(policy, tokenizer, {"rounds": config.rounds, "final": loop.history[-1] if loop.history else {}})
+
+
+def run_ranked_sft(x: MethodInputs, config: RankedSFTConfig, hooks: Hooks) -> MethodResult:
+    policy, tokenizer, reference = policy_and_reference(x, config)
+    return train_ranked_sft(
+        policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks
+    )
+
+
+register(
+    Method(
+        name="ranked-sft", config=RankedSFTConfig, run=run_ranked_sft, data="reward", output="policy",
+        doc="Reward-ranked fine-tuning: sample, keep the best, imitate -> RUN/policy.",
+    )
+)  # fmt: skip

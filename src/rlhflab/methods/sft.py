@@ -8,17 +8,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import torch
-
-from rlhflab.config import OptimizerConfig
-from rlhflab.rollout.batching import ShardedEpochs, lr_at
-from rlhflab.rollout.sampling import sequence_logprobs
-
-
-def completion_nll(policy, encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> torch.Tensor:
-    """Mean negative log-likelihood per completion token of a batch of encoded texts."""
-    sums, counts = sequence_logprobs(policy, encoded, pad_id, device)
-    return -sums.sum() / counts.sum()
+from rlhflab.core.config import OptimizerConfig
+from rlhflab.models.batching import ShardedEpochs, lr_at
+from rlhflab.models.sampling import completion_nll
 
 
 def supervised_pass(

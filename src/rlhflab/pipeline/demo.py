@@ -15,16 +15,19 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rlhflab.config import build
+from rlhflab.core.config import build
 from rlhflab.evaluation.diagnose import DiagnoseConfig
-from rlhflab.evaluation.evaluate import EvalConfig
+from rlhflab.evaluation.evaluate import EvalConfig, eval_prompts
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+from rlhflab.methods.grpo import GRPOConfig
 from rlhflab.methods.ppo import PPOConfig
+from rlhflab.models.loading import EMBEDDED, EMBEDDED_ARITHMETIC
+from rlhflab.models.precision import ModelConfig
 from rlhflab.pipeline import stages as pipeline
+from rlhflab.report import write_report
 from rlhflab.reward.train import RewardTrainConfig, backbone_of
-from rlhflab.rollout.models import EMBEDDED, EMBEDDED_ARITHMETIC
-from rlhflab.rollout.precision import ModelConfig
 from rlhflab.run.rundir import RunDir
+from rlhflab.tasks import load_task
 
 DEMO_KL = dict(adaptive_kl=True, kl_coef=0.3, kl_target=3.0, kl_horizon=256)
 """The demo's KL control: Ziegler et al.'s adaptive controller, starting at beta 0.3, towards 3 nats
@@ -32,9 +35,8 @@ DEMO_KL = dict(adaptive_kl=True, kl_coef=0.3, kl_target=3.0, kl_horizon=256)
 10,000 episodes is 1% of a million-episode run; the demo's run is 1,920 episodes, so at that horizon beta
 would move by at most 8% in the whole run. 256 episodes (8 steps) lets it move up to 2.5% a step, about
 4-fold in 60 steps -- slowly enough that the starting beta decides much of where the run goes. KL trades
-gold against diversity; ``bench/demo_kl_sweep.py`` measures the trade on seed 0 (README, "Choosing the KL
-target"): of the settings tried, this is the one that keeps distinct-2 above 0.8 of the base's and still
-moves gold by 0.3."""
+gold against diversity; ``bench/demo_kl_sweep.py`` measures the trade (docs/demo.md, "Choosing the KL
+target", gives the settings tried and why this one)."""
 
 
 ARITHMETIC_GRPO = dict(
@@ -43,20 +45,16 @@ ARITHMETIC_GRPO = dict(
     samples_per_prompt=8,
     minibatch_size=64,
     lr=3e-4,
-    kl_coef=0.01,
+    loss_kl_coef=0.01,
     max_new_tokens=8,
     checkpoint_every=100,
 )
-"""GRPO with the rule on the arithmetic task (``demo --task arithmetic``, ``bench/bench_arithmetic.py``). Chosen
-from two 600-step trials on seed 0 (learning rate 1e-4: held-out pass@1 0.228 -> 0.368; 3e-4: -> 0.392) after
-200-step trials had shown the training reward still rising; see the README's arithmetic section."""
+"""GRPO with the rule on the arithmetic task (``demo --task arithmetic``, ``bench/bench_arithmetic.py``); the
+trials that chose the learning rate and the step count are in docs/arithmetic.md."""
 ARITHMETIC_REWARD = dict(pairs=20000, lr=1e-3, epochs=2.0, batch_size=32, eval_every=100)
 """A reward model on the arithmetic task (``bench/bench_arithmetic.py``'s learned proxies, ``overopt --task
 arithmetic``): the policy's own 0.2M-parameter backbone learns at the rate it was trained at, from many comparisons
-(cheap: answers are 8 tokens). Measured on arithmetic-beliefs, seed 0 (``rlhflab feedback simulate --task
-arithmetic-beliefs --pairs 20000 --max-new-tokens 8``, 14,926 distinct pairs; ``rlhflab reward train --model
-embedded-arithmetic --lr 1e-3 --epochs 2 --batch-size 32``): held-out pairs ordered as the verifier orders them
-0.77 of the time (lr 3e-4: 0.75); with the sentiment defaults (4,000 comparisons, lr 5e-5, one epoch) 0.56."""
+(cheap: answers are 8 tokens); docs/arithmetic.md gives what it measured against the sentiment defaults."""
 ARITHMETIC_EVAL = dict(num_prompts=500, max_new_tokens=8, pass_k_samples=64, pass_k_prompts=100)
 """Evaluation on the arithmetic task: every evaluation problem, pass@k from 64 samples of 100 of them."""
 
@@ -82,9 +80,9 @@ def preset(seed: int, quick: bool) -> DemoPreset:
             ppo=build(
                 PPOConfig,
                 steps=3,
-                batch_size=8,
+                prompts_per_step=8,
                 minibatch_size=4,
-                ppo_epochs=1,
+                epochs=1,
                 max_new_tokens=8,
                 checkpoint_every=2,
                 seed=seed,
@@ -158,12 +156,9 @@ def run_demo(
         if p.ppo.adaptive_kl
         else f"KL coefficient {p.ppo.kl_coef}"
     )
-    say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.batch_size} prompts, {kl}")
+    say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.prompts_per_step} prompts, {kl}")
     reward = str(run / RunDir.REWARD_MODEL)
     pipeline.optimize(run, "ppo", model, task, p.ppo, reward=reward, progress=progress, prompts=prompts)
-
-    from rlhflab.evaluation.evaluate import eval_prompts
-    from rlhflab.tasks import load_task
 
     say(f"[4/6] evaluate on {len(eval_prompts(load_task(task, prompts), p.evaluate))} held-out prompts")
     summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, reward, p.evaluate, progress=progress,
@@ -175,7 +170,6 @@ def run_demo(
     pipeline.diagnose_run(run, str(run / RunDir.POLICY), model, task, p.diagnose, progress=progress, prompts=prompts)
 
     say("[6/6] report")
-    from rlhflab.report import write_report
 
     report = write_report([run], run / RunDir.REPORT)
     say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}; open {report}")
@@ -195,7 +189,6 @@ def run_arithmetic_demo(
 ) -> dict:
     """The checkable-answer experiment: GRPO with the strict verifier as its reward (no feedback or reward
     model: the rule is the reward), then evaluation with pass@k and sycophancy, and the report."""
-    from rlhflab.methods.critic_free import CriticFreeConfig
 
     run = RunDir(run_dir)
     grpo = {**ARITHMETIC_GRPO, "seed": seed}
@@ -203,22 +196,23 @@ def run_arithmetic_demo(
     if quick:
         grpo.update(steps=3, prompts_per_step=4, samples_per_prompt=4, minibatch_size=16, checkpoint_every=2)
         evaluate.update(num_prompts=16, pass_k_samples=8, pass_k_prompts=8)
-    config = build(CriticFreeConfig, **grpo)
+    config = build(GRPOConfig, **grpo)
     if model_options is not None:
         config = replace(config, model_options=model_options)
     eval_config = build(EvalConfig, **evaluate)
     t0 = time.time()
     say = print
-    say("[1/3] reward: the strict verifier (rlhflab.arithmetic:strict), a rule: no feedback, no reward model")
+    say(
+        "[1/3] reward: the strict verifier (rlhflab.tasks.arithmetic_problems:strict), a rule: no feedback, no reward model"
+    )
     say(f"[2/3] GRPO: {config.steps} steps of {config.prompts_per_step} problems x {config.samples_per_prompt} "
-        f"samples, KL coefficient {config.kl_coef}")  # fmt: skip
+        f"samples, KL coefficient {config.loss_kl_coef}")  # fmt: skip
     pipeline.optimize(run, "grpo", model, task, config, reward="gold", pad_token=pad_token,
                       progress=progress, chat_template=chat_template)  # fmt: skip
     say(f"[3/3] evaluate on {eval_config.num_prompts} held-out problems; pass@k from {eval_config.pass_k_samples} "
         f"samples of {eval_config.pass_k_prompts}; sycophancy with a wrong belief stated")  # fmt: skip
     summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, None, eval_config,
                                     progress=progress)  # fmt: skip
-    from rlhflab.report import write_report
 
     report = write_report([run], run / RunDir.REPORT)
     say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}; open {report}")

@@ -21,15 +21,14 @@ Layout of the output directory::
 
 Every unit (pairs, a proxy, a pool, a best-of-n curve, an RL run) is written when it finishes and
 is not redone, so an interrupted run continues where it stopped; an RL run continues from its
-last checkpoint.
+last checkpoint. The curves and fits are ``rlhflab.evaluation.overopt_curves``'s, the figure
+``rlhflab.report.figures_sweeps``'.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -37,96 +36,41 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from rlhflab.config import SamplingConfig, build, check
-from rlhflab.errors import ConfigError
-from rlhflab.evaluation.diagnostics.best_of_n import best_of_n_curve
-from rlhflab.evaluation.diagnostics.overoptimization import gao_fit
-from rlhflab.evaluation.diagnostics.stats import mean_ci95
-from rlhflab.feedback.pairs import PreferencePair, read_pairs, write_pairs
-from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
-from rlhflab.files import (
+from rlhflab.core import metric_names as M
+from rlhflab.core.comparison import PreferencePair, read_pairs, write_pairs
+from rlhflab.core.config import SamplingConfig, build
+from rlhflab.core.errors import ConfigError
+from rlhflab.core.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    csv_text,
     iter_jsonl,
     read_json,
     read_jsonl,
     strict_json,
 )
-from rlhflab.methods.critic_free import CriticFreeConfig
+from rlhflab.evaluation.diagnostics.best_of_n import best_of_n_curve
+from rlhflab.evaluation.overopt_curves import aggregate, fit_curves, format_fits
+from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+from rlhflab.methods.grpo import GRPOConfig
 from rlhflab.methods.ppo import PPOConfig
+from rlhflab.models.loading import check_fits, load_policy
+from rlhflab.models.sampling import sample
 from rlhflab.pipeline import stages
+from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
+from rlhflab.pipeline.overopt_config import OveroptPreset
+from rlhflab.report.figures_sweeps import overopt_figure
 from rlhflab.reward.model import META, RewardModel, aggregate_scores
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
+from rlhflab.tasks import load_task
 
 OBJECTIVES = ("single", "mean", "mean_minus_std", "min")
 """How a proxy scores: one reward model, or an ensemble's mean, mean - lambda * std, or min."""
 CSV_COLUMNS = ("labels", "method", "objective", "noise", "n", "step", "kl", "gold", "proxy", "seed")
-
-
-@dataclass(frozen=True)
-class OveroptPreset:
-    labels: tuple[int, ...]
-    """Numbers of gold-labelled comparisons each proxy is trained on (nested: the first N of one set)."""
-    seeds: int
-    """Independent repetitions: each draws its own comparisons, proxies, pool and RL runs."""
-    feedback: SimulateConfig
-    """How comparisons are sampled (``pairs`` is set to the largest N)."""
-    reward: RewardTrainConfig
-    """How every proxy is trained."""
-    rl_method: str
-    """'ppo', 'rloo' or 'grpo'."""
-    rl: PPOConfig | CriticFreeConfig
-    """The RL method's config: a small KL coefficient and enough steps to go far along KL."""
-    pool: int
-    """Base samples per evaluation prompt for the best-of-n estimate (>= the largest n)."""
-    pool_prompts: int
-    """Evaluation prompts in the best-of-n pool."""
-    ns: tuple[int, ...]
-    """Best-of-n sizes on the curve."""
-    noise: tuple[float, ...] = (0.25,)
-    """Random-answer rates of the label-noise lever (the main curves use the noiseless rater)."""
-    ensemble: int = 3
-    """Members of the conservative-ensemble lever (0 or 1: no ensemble lever)."""
-    std_coef: float = 1.0
-    """lambda of mean - lambda * std."""
-    lever_labels: int = 0
-    """N at which the levers run (0: the smallest of ``labels``)."""
-    rl_levers: bool = True
-    """Run RL against the lever proxies too (best-of-n always runs)."""
-    window: int = 4
-    """RL steps averaged into one point of the CSV."""
-    pool_batch: int = 256
-    """Continuations sampled (and scored) at once for the pool."""
-    gold_rl: bool = False
-    """Also run the RL method against the gold reward itself (on a task with checkable answers: the rule), the
-    curve a learned proxy is compared with (``labels`` 0, objective ``gold`` in the CSV)."""
-
-    def __post_init__(self) -> None:
-        check(len(self.labels) >= 1 and all(n >= 2 for n in self.labels), "labels", self.labels, "numbers >= 2")
-        check(1 <= self.seeds <= 100, "seeds", self.seeds, "in [1, 100]")
-        check(self.rl_method in ("ppo", "rloo", "grpo"), "rl_method", self.rl_method, "'ppo', 'rloo' or 'grpo'")
-        check(self.pool >= 2, "pool", self.pool, ">= 2")
-        check(self.pool_prompts >= 1, "pool_prompts", self.pool_prompts, ">= 1")
-        check(
-            len(self.ns) >= 1 and all(1 <= n <= self.pool for n in self.ns),
-            "ns",
-            self.ns,
-            f"best-of-n sizes in [1, pool = {self.pool}]",
-        )
-        check(all(0 <= r <= 1 for r in self.noise), "noise", self.noise, "random-answer rates in [0, 1]")
-        check(self.ensemble >= 0, "ensemble", self.ensemble, ">= 0")
-        check(self.std_coef >= 0, "std_coef", self.std_coef, ">= 0")
-        check(
-            self.lever_labels == 0 or self.lever_labels in self.labels,
-            "lever_labels",
-            self.lever_labels,
-            f"0 or one of --labels {','.join(map(str, self.labels))}",
-        )
-        check(self.window >= 1, "window", self.window, ">= 1")
-        check(self.pool_batch >= 1, "pool_batch", self.pool_batch, ">= 1")
 
 
 def preset(name: str) -> OveroptPreset:
@@ -141,7 +85,7 @@ def preset(name: str) -> OveroptPreset:
             feedback=build(SimulateConfig, batch_size=16, **small),
             reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000),
             rl_method="ppo",
-            rl=build(PPOConfig, steps=4, batch_size=8, minibatch_size=4, ppo_epochs=1, kl_coef=0.0, **small),
+            rl=build(PPOConfig, steps=4, prompts_per_step=8, minibatch_size=4, epochs=1, kl_coef=0.0, **small),
             pool=8,
             pool_prompts=4,
             ns=(1, 2, 4, 8),
@@ -163,8 +107,6 @@ def preset(name: str) -> OveroptPreset:
             ns=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
     if name == "arithmetic":
-        from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
-
         small = dict(max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])
         reward = {k: v for k, v in ARITHMETIC_REWARD.items() if k != "pairs"}
         return OveroptPreset(
@@ -173,7 +115,7 @@ def preset(name: str) -> OveroptPreset:
             feedback=build(SimulateConfig, batch_size=256, **small),
             reward=build(RewardTrainConfig, backbone="model", **reward),
             rl_method="grpo",
-            rl=build(CriticFreeConfig, **{**ARITHMETIC_GRPO, "kl_coef": 0.0}),
+            rl=build(GRPOConfig, **{**ARITHMETIC_GRPO, "loss_kl_coef": 0.0}),
             pool=256,
             pool_prompts=48,
             ns=(1, 2, 4, 8, 16, 32, 64, 128, 256),
@@ -225,10 +167,6 @@ def relabel(pairs: list[PreferencePair], rater: SimulatedRater, generator: torch
 
 def _sample_pool(path: Path, model: str, task, prompts: list[str], spec: OveroptPreset, seed: int, pad_token, progress):
     """Write ``pool`` base continuations per prompt with their gold scores (one JSONL row per prompt)."""
-    from tqdm.auto import tqdm
-
-    from rlhflab.rollout.models import check_fits, load_policy
-    from rlhflab.rollout.sampling import sample
 
     policy, tokenizer = load_policy(model, pad_token)
     policy.eval()
@@ -302,7 +240,6 @@ def _rl_run(
 def _rl_points(metrics: Path, window: int) -> list[dict]:
     """(step, kl, gold, proxy) points of an RL run: the first step alone (its samples come from the base
     policy, so it is the curve's origin), then the means of consecutive windows of ``window`` steps."""
-    from rlhflab import metric_names as M
 
     rows = [r for r in read_jsonl(metrics) if M.KL in r and M.GOLD in r]
     chunks = [rows[:1]] + [rows[s : s + window] for s in range(1, len(rows), window)] if rows else []
@@ -331,7 +268,6 @@ def run_overopt(
     say=print,
     prompts: str | Path | None = None,
 ) -> dict:
-    from rlhflab.tasks import load_task
 
     task = load_task(task_name, prompts)
     if task.gold is None:
@@ -420,9 +356,9 @@ def run_overopt(
         "fits": fits,
         "seconds_this_invocation": round(time.time() - started),  # a continued run: its last part only
     }
-    atomic_write_text(root / "overopt.csv", to_csv(rows))
+    atomic_write_text(root / "overopt.csv", csv_text(rows, CSV_COLUMNS, float_format=".6g", newline="\n"))
     atomic_write_json(root / "overopt.json", strict_json(out))  # a fit that never turns down: d* null
-    atomic_write_bytes(root / "overopt.png", figure(curves, fits))
+    atomic_write_bytes(root / "overopt.png", overopt_figure(curves, fits))
     say(format_fits(fits))
     return {"rows": rows, **out}
 
@@ -430,7 +366,6 @@ def run_overopt(
 def _objective_view(reward_dir: Path, view: Path, objective: str, std_coef: float) -> str:
     """The ensemble with another aggregate: its members hard-linked (no second copy on disk), its
     description rewritten."""
-    import os
 
     meta = read_json(reward_dir / META)
     if not (view / META).is_file():
@@ -440,177 +375,3 @@ def _objective_view(reward_dir: Path, view: Path, objective: str, std_coef: floa
                 shutil.copytree(reward_dir / m["path"], target, copy_function=os.link)
         atomic_write_json(view / META, {**meta, "aggregate": objective, "std_coef": std_coef})
     return str(view)
-
-
-# ---------------------------------------------------------------- aggregation, fits, outputs
-
-
-def curve_key(row: dict) -> tuple:
-    return (row["method"], int(row["labels"]), row["objective"], float(row["noise"]))
-
-
-def curve_label(key: tuple) -> str:
-    method, labels, objective, noise = key
-    if objective == "gold":
-        return f"{method}, the gold reward itself"
-    parts = [method, f"N={labels}"]
-    if objective != "single":
-        parts.append(objective)
-    if noise:
-        parts.append(f"noise {noise:g}")
-    return ", ".join(parts)
-
-
-def aggregate(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """Per curve, per point (best-of-n's n, or the RL step): the mean over seeds of KL, gold gain and
-    proxy gain with 95% intervals. Gains are over the curve's first point, per seed: n = 1 for
-    best-of-n, the first step for RL (both samples of the base policy)."""
-    by_curve: dict[tuple, dict] = {}
-    for r in rows:
-        by_curve.setdefault(curve_key(r), {}).setdefault(int(r["seed"]), []).append(r)
-    out = {}
-    for key, seeds in by_curve.items():
-        x = "n" if key[0] == "best-of-n" else "step"
-        per_point: dict = {}
-        for seed_rows in seeds.values():
-            seed_rows = sorted(seed_rows, key=lambda r: int(r[x]))
-            g0, p0 = seed_rows[0]["gold"], seed_rows[0]["proxy"]
-            for r in seed_rows:
-                per_point.setdefault(int(r[x]), []).append((r["kl"], r["gold"] - g0, r["proxy"] - p0))
-        points = []
-        for at in sorted(per_point):
-            kl, gold, proxy = zip(*per_point[at])
-            d = [math.sqrt(max(k, 0.0)) for k in kl]
-            row = {x: at, "seeds": len(kl)}
-            for name, values in (("kl", kl), ("d", d), ("gold", gold), ("proxy", proxy)):
-                row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci95(values)
-            points.append(row)
-        out[key] = points
-    return out
-
-
-def fit_curves(curves: dict[tuple, list[dict]]) -> list[dict]:
-    """Gao et al.'s form (best-of-n: d(alpha - beta d); RL: d(alpha - beta ln d)) fitted to each of the
-    ``aggregate``d curves' mean gold gain against its mean d; the observed peak next to the fitted one."""
-    fits = []
-    for key, points in sorted(curves.items()):
-        d = np.array([p["d"] for p in points])
-        gain = np.array([p["gold"] for p in points])
-        ok = np.isfinite(d) & np.isfinite(gain)
-        entry = {"curve": curve_label(key), "method": key[0], "labels": key[1], "objective": key[2], "noise": key[3]}
-        i = int(np.nanargmax(gain)) if ok.any() else 0
-        entry.update(
-            {
-                "observed_peak_gold": float(gain[i]) if ok.any() else math.nan,
-                "observed_peak_d": float(d[i]) if ok.any() else math.nan,
-                "final_gold": float(gain[ok][-1]) if ok.any() else math.nan,
-                "final_d": float(d[ok][-1]) if ok.any() else math.nan,
-                "final_proxy": float(points[-1]["proxy"]),
-            }
-        )
-        if ok.sum() >= 3:
-            fit = gao_fit(np.clip(d[ok], 0, None), gain[ok], "bon" if key[0] == "best-of-n" else "rl")
-            entry.update({f"fit_{k}": v for k, v in fit.as_dict().items() if k != "form"})
-            entry["fit_form"] = fit.form
-        fits.append(entry)
-    return fits
-
-
-def format_fits(fits: list[dict]) -> str:
-    lines = [
-        f"{'curve':44s} {'peak gold':>9s} {'at d':>6s} {'final gold':>10s} {'at d':>6s} {'fit d*':>8s} {'fit R2':>6s}"
-    ]
-    for f in fits:
-        d_star = f.get("fit_d_star", math.nan)
-        lines.append(
-            f"{f['curve']:44s} {f['observed_peak_gold']:9.3f} {f['observed_peak_d']:6.2f} {f['final_gold']:10.3f} "
-            f"{f['final_d']:6.2f} {d_star:8.2f} {f.get('fit_r2', math.nan):6.2f}"
-        )
-    return "\n".join(lines)
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in CSV_COLUMNS})
-    return buf.getvalue()
-
-
-def figure(curves: dict[tuple, list[dict]], fits: list[dict]) -> bytes:
-    """Gold (solid) and proxy (dashed) gain against sqrt(KL), best-of-n and RL, one colour per N;
-    the levers in the third column, from ``aggregate``d curves and their fits. Shaded: 95% intervals over
-    seeds; dotted: Gao et al.'s fit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fit_by = {(f["method"], f["labels"], f["objective"], f["noise"]): f for f in fits}
-    methods = [m for m in ("best-of-n", "ppo", "rloo", "grpo") if any(k[0] == m for k in curves)]
-    labels = sorted({k[1] for k in curves if k[2] == "single" and k[3] == 0})
-    cmap = plt.get_cmap("viridis")
-    colour = {n: cmap(0.15 + 0.7 * i / max(len(labels) - 1, 1)) for i, n in enumerate(labels)}
-    fig, axes = plt.subplots(len(methods), 3, figsize=(15, 4.2 * len(methods)), squeeze=False)
-    seeds = max((p["seeds"] for pts in curves.values() for p in pts), default=0)
-
-    def draw(ax, key, points, color, label, proxy=True):
-        d = np.array([p["d"] for p in points])
-        for name, style in (("gold", "-"), ("proxy", "--")) if proxy else (("gold", "-"),):
-            y = np.array([p[name] for p in points])
-            lo, hi = np.array([p[f"{name}_lo"] for p in points]), np.array([p[f"{name}_hi"] for p in points])
-            ax.plot(d, y, style, color=color, label=f"{label} ({name})" if proxy else label, lw=1.8)
-            if np.isfinite(lo).any():
-                ax.fill_between(d, lo, hi, color=color, alpha=0.15, lw=0)
-        f = fit_by.get(key)
-        if f and "fit_alpha" in f and len(d):
-            from rlhflab.evaluation.diagnostics.overoptimization import GaoFit
-
-            fit = GaoFit(f["fit_form"], f["fit_alpha"], f["fit_beta"], f["fit_d_star"], f["fit_r_star"],
-                         f["fit_r2"], f["fit_points"])  # fmt: skip
-            xs = np.linspace(0, max(float(np.nanmax(d)), 1e-3), 60)
-            ax.plot(xs, fit.predict(xs), ":", color=color, lw=1.2)
-
-    for row, method in enumerate(methods):
-        ax_gold, ax_both, ax_lever = axes[row]
-        for n in labels:
-            key = (method, n, "single", 0.0)
-            if key in curves:
-                draw(ax_gold, key, curves[key], colour[n], f"N={n}", proxy=False)
-                draw(ax_both, key, curves[key], colour[n], f"N={n}")
-        gold_key = (method, 0, "gold", 0.0)
-        if gold_key in curves:  # RL against gold itself: its "proxy" is gold
-            draw(ax_gold, gold_key, curves[gold_key], "black", "gold itself as the reward", proxy=False)
-            draw(ax_both, gold_key, curves[gold_key], "black", "gold itself as the reward", proxy=False)
-        levers = [k for k in curves if k[0] == method and k[2] != "gold" and (k[2] != "single" or k[3] != 0)]
-        lever_n = levers[0][1] if levers else None
-        if lever_n is not None:
-            base_key = (method, lever_n, "single", 0.0)
-            palette = iter(plt.get_cmap("tab10").colors)
-            for key in [base_key] + sorted(levers):
-                if key in curves:
-                    draw(ax_lever, key, curves[key], next(palette), curve_label(key).split(", ", 1)[1], proxy=False)
-        what = "best-of-n" if method == "best-of-n" else method.upper()
-        ax_gold.set_title(f"{what}: gold gain", fontsize=10)
-        ax_both.set_title(f"{what}: gold (solid) and proxy (dashed)", fontsize=10)
-        ax_lever.set_title(
-            f"{what}: levers at N={lever_n}, gold" if lever_n else f"{what}: levers not run", fontsize=10
-        )
-        for ax in (ax_gold, ax_both, ax_lever):
-            ax.axhline(0, color="grey", lw=0.6)
-            ax.set_xlabel("d = sqrt(KL to the base), sqrt(nats)")
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        ax_gold.set_ylabel("gain over the base policy")
-    fig.suptitle(
-        f"Reward over-optimisation: proxies trained on N gold-labelled comparisons ({seeds} seed{'s' if seeds != 1 else ''}; shaded: 95% "
-        "intervals; dotted: Gao et al.'s fit)",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()

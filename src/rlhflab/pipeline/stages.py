@@ -11,20 +11,36 @@ models are loaded by name, sinks are wired to the run's files, outputs are writt
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
+import dataclasses
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from rlhflab.config import from_dict
-from rlhflab.errors import DataError, RlhflabError
-from rlhflab.files import atomic_write_json, atomic_write_text, jsonl_text
-from rlhflab.rollout.chat import use_chat_template
-from rlhflab.rollout.precision import frozen_dtype
+import torch
+
+from rlhflab.core import distributed
+from rlhflab.core.comparison import read_pairs, write_pairs
+from rlhflab.core.config import SamplingConfig, from_dict
+from rlhflab.core.errors import DataError, RlhflabError
+from rlhflab.core.files import atomic_write_json, atomic_write_text, jsonl_text, read_jsonl
+from rlhflab.evaluation.diagnose import diagnose
+from rlhflab.evaluation.evaluate import evaluate, format_table
+from rlhflab.feedback.simulated import simulate_feedback
+from rlhflab.methods import registry
+from rlhflab.methods.registry import METHODS
+from rlhflab.models.chat import check_spec, configure, render, use_chat_template
+from rlhflab.models.loading import load_policy, load_scalar_model, load_tokenizer
+from rlhflab.models.precision import ModelConfig, check_device, frozen_dtype, saveable_policy, trainable_value
+from rlhflab.pipeline.rewards import load_reward
+from rlhflab.reward.foreign import is_classifier_folder
+from rlhflab.reward.model import META, RewardModel
+from rlhflab.reward.train import RewardTrainConfig, backbone_of, train_reward_model
+from rlhflab.run.checkpoint import run_hooks, write_model
 from rlhflab.run.rundir import RunDir
+from rlhflab.tasks import load_task
 
 
 def _is_main() -> bool:
-    from rlhflab.rollout import distributed
 
     return distributed.state().is_main_process
 
@@ -72,10 +88,6 @@ def recorded(run_dir: Path, name: str, config_cls: type, needs: tuple[str, ...] 
 def _chat(run: RunDir, given: str | None, model: str, pad_token: str | None, task):
     """(the --chat-template the stage uses: given, else the run's, else auto; ``task`` with its prompts rendered
     by it for ``model``'s tokenizer -- unchanged when that tokenizer has no template)."""
-    import dataclasses
-
-    from rlhflab.rollout.chat import check_spec, configure, render
-    from rlhflab.rollout.models import load_tokenizer
 
     spec = check_spec(run.remembered("chat_template", given))
     tokenizer = configure(load_tokenizer(model, pad_token), spec)
@@ -106,10 +118,6 @@ def feedback_simulate(
     dtype: str | None = None,
     chat_template: str | None = None,
 ) -> dict:
-    from rlhflab.feedback.pairs import write_pairs
-    from rlhflab.feedback.simulated import simulate_feedback
-    from rlhflab.rollout.models import load_policy
-    from rlhflab.tasks import load_task
 
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
@@ -141,14 +149,6 @@ def reward_train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    import torch
-
-    from rlhflab.feedback.pairs import read_pairs
-    from rlhflab.reward.train import backbone_of, train_reward_model
-    from rlhflab.rollout import distributed
-    from rlhflab.rollout.models import load_scalar_model, load_tokenizer
-    from rlhflab.rollout.precision import check_device, trainable_value
-    from rlhflab.run.checkpoint import run_hooks
 
     pairs = read_pairs(pairs_path)
     pad_token = run.pad_token(pad_token)
@@ -175,7 +175,6 @@ def reward_train(
 
 
 def resume_reward(run_dir: Path, progress: bool = True) -> dict:
-    from rlhflab.reward.train import RewardTrainConfig
 
     config, args = recorded(run_dir, "reward", RewardTrainConfig, needs=("model", "pairs"))
     return reward_train(
@@ -205,15 +204,6 @@ def optimize(
     Methods that learn from a reward take ``reward`` (a reward-model folder, 'gold' or a rule);
     methods that learn from pairs take ``pairs``. Only what the method uses is recorded.
     """
-    from rlhflab.feedback.pairs import read_pairs
-    from rlhflab.methods import registry
-    from rlhflab.reward.model import META
-    from rlhflab.reward.sources import load_reward
-    from rlhflab.rollout import distributed
-    from rlhflab.rollout.models import load_policy, load_scalar_model
-    from rlhflab.rollout.precision import ModelConfig, saveable_policy
-    from rlhflab.run.checkpoint import run_hooks, write_model
-    from rlhflab.tasks import load_task
 
     spec = registry.get(method)
     prompts = run.prompts(prompts) if spec.data != "pairs" else None
@@ -235,10 +225,6 @@ def optimize(
         args["pairs"], files["pairs"] = str(pairs), Path(pairs)
         inputs.pairs, inputs.pairs_source = read_pairs(pairs), str(pairs)
         if getattr(chat_tokenizer, "chat_template", None):  # the pairs' prompts as the policy will see them
-            from dataclasses import replace
-
-            from rlhflab.rollout.chat import render
-
             rendered = render(chat_tokenizer, [p.prompt for p in inputs.pairs])
             inputs.pairs = [replace(p, prompt=r) for p, r in zip(inputs.pairs, rendered)]
     else:
@@ -247,10 +233,12 @@ def optimize(
         args["reward"] = reward
         device = "cpu" if spec.output == "sampler" else distributed.state().device
         with frozen_dtype(options.dtype):
-            inputs.reward, inputs.reward_folder = load_reward(reward, task, device, _base(model, pad_token, config))
+            inputs.reward, folder = load_reward(reward, task, device, _base(model, pad_token, config))
         inputs.reward_name = reward
-        if inputs.reward_folder is not None:
-            files["reward_model"] = Path(inputs.reward_folder) / META
+        if folder is not None:
+            files["reward_model"] = Path(folder) / META
+            if getattr(config, "value_init", None) == "reward":
+                inputs.value_source = _value_source(folder, model, pad_token)
     with stage(run, method, config, args, files) as results:
         samples = run / RunDir.TRAIN_SAMPLES if spec.logs_samples else None
         run_config = getattr(config, "run", None)
@@ -269,9 +257,17 @@ def optimize(
     return results
 
 
+def _value_source(reward_folder: str, model: str, pad_token: str | None) -> str | None:
+    """The folder a value function may start from: an off-the-shelf reward model's own folder, or rlhflab's (an
+    ensemble's first member's), when it reads the policy's vocabulary (a reward model on another backbone, e.g.
+    minilm, scores re-tokenised text); else None."""
+    member = reward_folder if is_classifier_folder(reward_folder) else str(RewardModel.member_folder(reward_folder))
+    same = load_tokenizer(member).get_vocab() == load_tokenizer(model, pad_token).get_vocab()
+    return member if same else None
+
+
 def _base(model: str, pad_token: str | None, config) -> dict:
     """The base policy and sampling settings an off-the-shelf reward model is normalised with."""
-    from rlhflab.config import SamplingConfig
 
     sampling = getattr(config, "sampling", None) or SamplingConfig()
     return {"model": model, "pad_token": pad_token, "max_new_tokens": sampling.max_new_tokens,
@@ -280,7 +276,6 @@ def _base(model: str, pad_token: str | None, config) -> dict:
 
 def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
     """Continue the interrupted ``method`` stage of ``run_dir`` with the configuration it recorded."""
-    from rlhflab.methods import registry
 
     spec = registry.get(method)
     config, args = recorded(run_dir, method, spec.config, needs=("model", "task"))
@@ -294,7 +289,6 @@ def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
 
 def base_model_of(run: RunDir) -> str | None:
     """The model the run's optimisation started from (the last method stage that finished)."""
-    from rlhflab.methods.registry import METHODS
 
     stages = run.manifest().get("stages", {})
     done = [(s.get("finished", ""), name) for name, s in stages.items() if name in METHODS]
@@ -323,10 +317,6 @@ def evaluate_run(
 ) -> dict:
     """Evaluate ``policy`` (a policy folder or a sampler) against ``base`` -> RUN/summary.json and
     RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
-    from rlhflab.evaluation.evaluate import evaluate, format_table
-    from rlhflab.reward.sources import load_reward
-    from rlhflab.rollout import distributed
-    from rlhflab.tasks import load_task
 
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
@@ -381,10 +371,6 @@ def diagnose_run(
     chat_template: str | None = None,
 ) -> dict:
     """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
-    from rlhflab.evaluation.diagnose import diagnose
-    from rlhflab.feedback.pairs import read_pairs
-    from rlhflab.files import read_jsonl
-    from rlhflab.tasks import load_task
 
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)

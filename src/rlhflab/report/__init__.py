@@ -12,8 +12,8 @@ import datetime as _dt
 import html
 from pathlib import Path
 
-from rlhflab import metric_names as names
-from rlhflab.files import atomic_write_text
+from rlhflab.core import metric_names as names
+from rlhflab.core.files import atomic_write_text
 from rlhflab.report import figures
 from rlhflab.report.measures import RunData, compendium, load_run, measure
 from rlhflab.run.rundir import RunDir

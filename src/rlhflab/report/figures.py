@@ -10,23 +10,26 @@ from pathlib import Path
 
 import numpy as np
 
-from rlhflab import metric_names as names
+from rlhflab.core import metric_names as names
 
 COLORS = {"base": "#7f7f7f", "policy": "#d62728", "gold": "#1f77b4", "proxy": "#ff7f0e"}
 
 
 def _plt():
+    # heavy library (matplotlib): imported on first use, not with rlhflab
     import matplotlib
 
     matplotlib.use("Agg")
+    # heavy library (matplotlib): imported on first use, not with rlhflab
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _png(fig, dpi: int = 90) -> bytes:
+def _png(fig, dpi: int = 90, tight: bool = True) -> bytes:
+    """The figure as PNG bytes, cropped to what is drawn (``tight``) or at its full size; the figure closed."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     _plt().close(fig)
     return buf.getvalue()
 
@@ -188,6 +191,7 @@ def training_animation(metrics: list[dict], samples: list[dict], max_frames: int
     """GIF: proxy and gold reward over PPO steps, with a rollout of that step written beside the curves."""
     if not metrics or not samples:
         return None
+    # heavy library (matplotlib): imported on first use, not with rlhflab
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     plt = _plt()

@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhflab import metric_names as names
-from rlhflab.errors import DataError, RlhflabError
+from rlhflab.core import metric_names as names
+from rlhflab.core.errors import DataError, RlhflabError
+from rlhflab.core.files import read_json, read_jsonl
 from rlhflab.evaluation.diagnostics import (
     attractor,
     distinct_n,
@@ -23,7 +24,7 @@ from rlhflab.evaluation.diagnostics import (
     phrase_growth,
     self_bleu,
 )
-from rlhflab.files import read_json, read_jsonl
+from rlhflab.evaluation.diagnostics.verifiable import entropy_reward_fit
 from rlhflab.run.rundir import RunDir
 
 REQUIRED = {"summary.json": "rlhflab evaluate", "samples.jsonl": "rlhflab evaluate"}
@@ -106,7 +107,6 @@ def overoptimization(run: RunData) -> dict | None:
 def entropy_reward(run: RunData) -> dict | None:
     """Per-step entropy and reward of an RL run (gold where the task has one, else the optimised score) and the
     fit R = -a exp(H) + b of Cui et al. 2025."""
-    from rlhflab.evaluation.diagnostics.verifiable import entropy_reward_fit
 
     rows = [r for r in run.metrics if names.ENTROPY in r and (names.GOLD in r or names.SCORE in r)]
     if len(rows) < 3:

@@ -17,7 +17,19 @@ from typing import Sequence
 
 import torch
 
-from rlhflab.errors import RlhflabError
+from rlhflab.core.errors import RlhflabError
+from rlhflab.models.loading import (
+    _load_error,
+    _load_errors,
+    _quiet_transformers,
+    context_length,
+    forward_inputs,
+    load_policy,
+    load_tokenizer,
+)
+from rlhflab.models.precision import default_dtype
+from rlhflab.models.sampling import sample
+from rlhflab.reward.model import META
 
 CALIBRATION_SAMPLES = 256
 """Base-policy continuations (one per training prompt, the first this many) an off-the-shelf reward model
@@ -27,7 +39,6 @@ is normalised on."""
 def is_classifier_folder(path: str | Path) -> bool:
     """A Hugging Face folder whose config names a ``*ForSequenceClassification`` class, without rlhflab's
     reward-model description."""
-    from rlhflab.reward.model import META
 
     path = Path(path)
     config = path / "config.json"
@@ -51,16 +62,8 @@ class ClassifierReward:
 
     @classmethod
     def load(cls, folder: str | Path, device="cpu") -> "ClassifierReward":
+        # heavy library (transformers): imported on first use, not with rlhflab
         from transformers import AutoModelForSequenceClassification
-
-        from rlhflab.rollout.models import (
-            _load_error,
-            _load_errors,
-            _quiet_transformers,
-            context_length,
-            load_tokenizer,
-        )
-        from rlhflab.rollout.precision import default_dtype
 
         tokenizer = load_tokenizer(folder)
         try:
@@ -81,7 +84,6 @@ class ClassifierReward:
     def raw_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """[B] the model's own output for each prompt + completion (left-padded in batches, with positions
         counted from each text's first token, so a text scores the same alone or in a batch)."""
-        from rlhflab.rollout.models import forward_inputs
 
         device = next(self.model.parameters()).device
         texts = [p + c for p, c in zip(prompts, completions)]
@@ -128,8 +130,6 @@ def calibrate(
 ) -> dict:
     """Normalise ``reward`` on one continuation from the base policy ``model`` for each of the first
     ``CALIBRATION_SAMPLES`` prompts; returns the normalisation (for the manifest)."""
-    from rlhflab.rollout.models import load_policy
-    from rlhflab.rollout.sampling import sample
 
     policy, tokenizer = load_policy(model, pad_token)  # on the accelerator when there is one
     policy.eval()

@@ -20,11 +20,17 @@ from typing import Literal, Sequence
 
 import torch
 
-from rlhflab.errors import DataError, RlhflabError
-from rlhflab.files import atomic_dir, atomic_write_json, read_json
-from rlhflab.losses import masked_mean
-from rlhflab.rollout.batching import collate, encode
-from rlhflab.rollout.models import ScalarHeadModel, last_token_values, load_scalar_model, load_tokenizer, position_ids
+from rlhflab.core.errors import DataError, RlhflabError
+from rlhflab.core.estimators import masked_mean
+from rlhflab.core.files import atomic_dir, atomic_write_json, read_json
+from rlhflab.models.batching import collate, encode
+from rlhflab.models.loading import (
+    ScalarHeadModel,
+    last_token_values,
+    load_scalar_model,
+    load_tokenizer,
+    position_ids,
+)
 
 META = "rlhflab_reward.json"
 MAX_LENGTH = 2**31 - 1

@@ -14,15 +14,16 @@ from typing import Callable
 
 import torch
 
-from rlhflab.config import OptimizerConfig, RunConfig, check, optimizer_field, run_field
-from rlhflab.errors import DataError
-from rlhflab.feedback.pairs import PreferencePair, check_distinct
-from rlhflab.losses import bradley_terry_loss
-from rlhflab.methods.api import Hooks, TrainLoop, make_optimizer
+from rlhflab.core.comparison import PreferencePair, check_distinct
+from rlhflab.core.config import OptimizerConfig, RunConfig, check, optimizer_field, run_field
+from rlhflab.core.distributed import unwrap
+from rlhflab.core.errors import DataError
+from rlhflab.core.loop import Hooks, TrainLoop, make_optimizer
+from rlhflab.core.losses import bradley_terry_loss
+from rlhflab.models.batching import ShardedEpochs, collate, encode, lr_at
+from rlhflab.models.loading import EMBEDDED, MINILM, ScalarHeadModel, disable_dropout, resolve_model
+from rlhflab.models.precision import PrecisionConfig, model_field
 from rlhflab.reward.model import Aggregate, Pooling, RewardModel, sequence_scores
-from rlhflab.rollout.batching import ShardedEpochs, collate, encode, lr_at
-from rlhflab.rollout.models import ScalarHeadModel, disable_dropout, unwrap
-from rlhflab.rollout.precision import PrecisionConfig, model_field
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class RewardTrainConfig:
     backbone: str = "auto"
     """What the reward model is built on: 'model' (the policy, --model: the usual RLHF recipe), 'minilm' (the
     sentence encoder all-MiniLM-L6-v2), or a Hugging Face folder; 'auto' is 'minilm' when --model is the
-    embedded policy (whose 5M-parameter backbone learns sentiment from labels far more slowly: see the README's
+    embedded policy (whose 5M-parameter backbone learns sentiment from labels far more slowly: see docs/demo.md's
     label curve) and 'model' otherwise."""
     max_length: int = 128
     """Tokens of prompt + completion the model reads (longer texts keep their end)."""
@@ -84,7 +85,6 @@ SEPARATED = 0.5
 
 def backbone_of(config: RewardTrainConfig, model: str) -> str:
     """The model a reward model is built on, from ``config.backbone`` and the policy ``model``."""
-    from rlhflab.rollout.models import EMBEDDED, MINILM, resolve_model
 
     if config.backbone == "auto":
         return MINILM if resolve_model(model) == resolve_model(EMBEDDED) else model
@@ -127,7 +127,7 @@ def _evaluate(model, data, pad_id, device, pooling: Pooling, batch_size: int) ->
     margin = _scores(model, chosen, pad_id, device, pooling, batch_size) - _scores(
         model, rejected, pad_id, device, pooling, batch_size
     )
-    loss, m = bradley_terry_loss(margin, torch.zeros_like(margin), labels)
+    loss, m = bradley_terry_loss(margin, torch.zeros_like(margin), label=labels)
     out = {"val/loss": float(loss), "val/accuracy": float(m["accuracy"])}
     return {**out, **gold_order_accuracy(margin, gold_diff)}
 
@@ -221,9 +221,10 @@ def train_reward_model(
                 len(idx),
             )
             labels = train_data[2][idx].to(rc.device)
-            loss, _ = bradley_terry_loss(rc, rr, labels)
+            loss, _ = bradley_terry_loss(rc, rr, label=labels)
             # the logged loss and accuracy are those of the global batch, whatever the number of processes
-            global_loss, m = bradley_terry_loss(*(loop.accelerator.gather(t.detach()) for t in (rc, rr, labels)))
+            all_rc, all_rr, all_labels = (loop.accelerator.gather(t.detach()) for t in (rc, rr, labels))
+            global_loss, m = bradley_terry_loss(all_rc, all_rr, label=all_labels)
             loop.check_finite(global_loss, step, "the Bradley-Terry loss")
             lr = lr_at(step, total, config.optimizer.lr)
             loop.optimizer_step(loss, optimizer, model.parameters(), config.optimizer, lr=lr)

@@ -25,14 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from rlhflab.errors import RlhflabError
-from rlhflab.files import append_jsonl, keep_until_step, read_jsonl, truncate_jsonl
+from rlhflab.core import distributed
+from rlhflab.core.distributed import unwrap
+from rlhflab.core.errors import RlhflabError
+from rlhflab.core.files import append_jsonl, atomic_dir, atomic_write_json, keep_until_step, read_jsonl, truncate_jsonl
+from rlhflab.core.loop import Hooks
 from rlhflab.run.rundir import RunDir
+from rlhflab.run.tracking import open_tracker
 
 
 def _unwrap(obj):
-    from rlhflab.rollout.models import unwrap
 
     return unwrap(obj) if isinstance(obj, torch.nn.Module) else obj
 
@@ -50,7 +54,7 @@ def _load(path: Path) -> Any:
 
 
 class RunCheckpoints:
-    """``Checkpoints`` (see ``rlhflab.methods.api``) kept in a run directory.
+    """``Checkpoints`` (see ``rlhflab.core.loop``) kept in a run directory.
 
     On save it also records how many rows the stage's metric log has, and on restore it cuts
     the logs back to the checkpoint (rows written after it are written again by the resumed run).
@@ -62,13 +66,12 @@ class RunCheckpoints:
     def save(self, accelerator, step: int, objects: dict[str, Any], state: dict) -> None:
         paths = list(self.run.new_checkpoint_dir(self.stage, step)) if accelerator.is_main_process else [None, None]
         if accelerator.num_processes > 1:
+            # heavy library (accelerate): imported on first use, not with rlhflab
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(paths)
         tmp, final = paths
         if accelerator.is_main_process:
-            from safetensors.torch import save_file
-
             for name, obj in objects.items():
                 obj = _unwrap(obj)
                 if _is_optimizer(obj):
@@ -87,7 +90,6 @@ class RunCheckpoints:
         checkpoint = self.run.latest_checkpoint(self.stage)
         if checkpoint is None:
             return None
-        from safetensors.torch import load_file
 
         for name, obj in objects.items():
             obj = _unwrap(obj)
@@ -144,9 +146,6 @@ def run_hooks(
     """Hooks that write a method's metric rows and samples to ``metrics``/``samples`` (JSONL, one
     whole line per row) and its checkpoints to ``checkpoints/<stage>``; without ``resume`` the old
     ones are removed first. ``log_with`` mirrors the metric rows to a tracker (``rlhflab.run.tracking``)."""
-    from rlhflab.methods.api import Hooks
-    from rlhflab.rollout import distributed
-    from rlhflab.run.tracking import open_tracker
 
     run.path.mkdir(parents=True, exist_ok=True)
     checkpoints = RunCheckpoints(run, stage, metrics, samples)
@@ -172,8 +171,6 @@ def write_model(run: RunDir, name: str, model, tokenizer, extra: dict[str, dict]
 
     ``extra`` maps file names to JSON objects stored beside the weights.
     """
-    from rlhflab.files import atomic_dir, atomic_write_json
-    from rlhflab.rollout import distributed
 
     state = distributed.state()
     state.wait_for_everyone()

@@ -27,12 +27,20 @@ import re
 import shutil
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
 
-from rlhflab.errors import DataError, RlhflabError
-from rlhflab.files import atomic_write_json, atomic_write_text, read_json, read_text, replace_dir, strict_json
-from rlhflab.rollout.samplers import SAMPLER_FILE, is_sampler
+from rlhflab.core.errors import DataError, RlhflabError
+from rlhflab.core.files import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_text,
+    replace_dir,
+    strict_json,
+)
+from rlhflab.models.samplers import SAMPLER_FILE, is_sampler
 
 
 def sha256_file(path: str | Path) -> str:
@@ -62,7 +70,6 @@ def git_revision() -> str | None:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
     for name in ("rlhflab", "torch", "transformers", "accelerate", "tokenizers", "numpy", "vaderSentiment"):

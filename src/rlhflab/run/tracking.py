@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Callable
 
-from rlhflab.errors import RlhflabError
+from rlhflab.core.errors import RlhflabError
 
 TRACKERS = ("none", "tensorboard", "wandb")
 
@@ -37,6 +37,7 @@ def open_tracker(kind: str, run_path, stage: str, config: dict[str, Any]) -> Cal
         return None
     if kind == "tensorboard":
         try:
+            # heavy library (torch): imported on first use, not with rlhflab
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise RlhflabError("--log-with tensorboard: the tensorboard package is not installed "
@@ -52,6 +53,7 @@ def open_tracker(kind: str, run_path, stage: str, config: dict[str, Any]) -> Cal
         return to_tensorboard
     if kind == "wandb":
         try:
+            # heavy library (wandb): imported on first use, not with rlhflab
             import wandb
         except ImportError:
             raise RlhflabError("--log-with wandb: wandb is not installed (pip install wandb)") from None

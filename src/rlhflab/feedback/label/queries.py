@@ -15,10 +15,12 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from rlhflab.config import SamplingConfig, check, sampling_field
-from rlhflab.errors import RlhflabError
+from rlhflab.core.config import SamplingConfig, check, sampling_field
+from rlhflab.core.errors import RlhflabError
 from rlhflab.feedback.simulated import sample_pair_batches
-from rlhflab.rollout.batching import prompt_stream
+from rlhflab.models.batching import prompt_stream
+from rlhflab.models.loading import check_fits, load_policy
+from rlhflab.reward.model import RewardModel
 
 Strategy = Literal["random", "disagreement"]
 
@@ -99,8 +101,6 @@ def select_by_disagreement(rows: list[dict], reward, count: int) -> list[dict]:
 
 def make_queries(model_name: str, task, config: QueryConfig, ensemble=None, pad_token=None, progress=True):
     """Rows for :meth:`LabelStore.add_queries`, sampled from ``model_name`` and chosen by ``config.query``."""
-    from rlhflab.reward.model import RewardModel
-    from rlhflab.rollout.models import check_fits, load_policy
 
     if config.query == "disagreement" and ensemble is None:
         raise RlhflabError("--query disagreement needs --ensemble REWARD_MODEL_DIR (an ensemble of >= 2 members)")

@@ -27,9 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhflab.errors import DataError, RlhflabError
+from rlhflab.core.comparison import PreferencePair
+from rlhflab.core.errors import DataError, RlhflabError
 from rlhflab.feedback.label.stats import CHOICES, label_stats
-from rlhflab.feedback.pairs import PreferencePair
 
 DB_NAME = "labels.sqlite"
 MAX_TEXT = 20_000

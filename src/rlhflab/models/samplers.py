@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from rlhflab.errors import ConfigError, DataError, RlhflabError
-from rlhflab.files import read_json
-from rlhflab.losses import kl_estimators, masked_mean
-from rlhflab.rollout.models import load_policy
-from rlhflab.rollout.sampling import sample, token_logprobs
+from rlhflab.core.errors import ConfigError, DataError, RlhflabError
+from rlhflab.core.estimators import kl_estimators, masked_mean
+from rlhflab.core.files import read_json
+from rlhflab.models.loading import load_policy
+from rlhflab.models.sampling import sample, token_logprobs
 
 SAMPLER_FILE = "sampler.json"
 SAMPLING_FILE = "rlhflab_sampling.json"  # inside a policy folder: how to prompt it (control-token prefix)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from rlhflab.errors import DataError
-from rlhflab.files import atomic_write_text, iter_jsonl
+from rlhflab.core.errors import DataError
+from rlhflab.core.files import atomic_write_text, iter_jsonl
 
 
 @dataclass(frozen=True)

@@ -9,23 +9,34 @@ from __future__ import annotations
 
 import os
 
+import torch
+from torch import nn
+
 
 def cpu_only() -> bool:
     """True when launched as several processes on a machine with no CUDA device."""
-    import torch
 
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def state():
     """accelerate's process state (process index, number of processes, device)."""
+    # heavy library (accelerate): imported on first use, not with rlhflab
     from accelerate import PartialState
 
     return PartialState(cpu=cpu_only())
 
 
 def accelerator():
+    # heavy library (accelerate): imported on first use, not with rlhflab
     from accelerate import Accelerator
 
     state()
     return Accelerator(cpu=cpu_only())
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or similar) wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return model

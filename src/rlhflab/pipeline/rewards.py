@@ -7,30 +7,14 @@ or a rule ``package.module:function`` taking (prompts, completions) and returnin
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Callable, Sequence
 
-import torch
-
-from rlhflab.errors import RlhflabError
-from rlhflab.plugins import import_object
-from rlhflab.tasks import Task, need_gold
-
-RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
-
-
-def checked_scores(values, n: int, what: str) -> torch.Tensor:
-    """``values`` as a float tensor of ``n`` finite scores; a one-line error naming ``what`` otherwise."""
-    try:
-        scores = torch.as_tensor([float(x) for x in values], dtype=torch.float32)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise RlhflabError(f"{what} returned something that is not one number per completion ({e})") from None
-    if scores.numel() != n:
-        raise RlhflabError(f"{what} returned {scores.numel()} scores for {n} completions")
-    if not all(math.isfinite(x) for x in scores.tolist()):
-        raise RlhflabError(f"{what} returned a score that is not finite (NaN or infinity)")
-    return scores
+from rlhflab.core.errors import RlhflabError
+from rlhflab.core.plugins import import_object
+from rlhflab.core.scores import RewardFn, checked_scores
+from rlhflab.core.task import Task, need_gold
+from rlhflab.reward.foreign import ClassifierReward, calibrate, is_classifier_folder
+from rlhflab.reward.model import RewardModel
 
 
 def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -> tuple[RewardFn, str | None]:
@@ -38,7 +22,6 @@ def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -
     ``pad_token``, ``max_new_tokens``, ``temperature``) is the base policy an off-the-shelf reward model is
     normalised on, by sampling it on the task's training prompts; the normalisation is the function's
     ``normalisation``."""
-    from rlhflab.reward.model import RewardModel
 
     if spec == "gold":
         gold = need_gold(task, "--reward gold")
@@ -46,8 +29,6 @@ def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -
                                                              f"the gold scorer of task '{task.name}'")), None  # fmt: skip
     path = Path(spec)
     if path.is_dir():
-        from rlhflab.reward.foreign import ClassifierReward, calibrate, is_classifier_folder
-
         if is_classifier_folder(path):  # an off-the-shelf reward model: normalised on base samples before use
             if base is None:
                 raise RlhflabError(f"--reward {spec}: an off-the-shelf reward model needs a base policy to be "

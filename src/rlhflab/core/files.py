@@ -11,14 +11,16 @@ could not be written back as UTF-8).
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from rlhflab.errors import DataError
+from rlhflab.core.errors import DataError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -45,6 +47,27 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def jsonl_text(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def csv_text(
+    rows: Sequence[dict], columns: Sequence[str] | None = None, float_format: str | None = None, newline: str = "\r\n"
+) -> str:
+    """``rows`` as CSV with a header line. Without ``columns``: the first row's keys, in their order (a row
+    with another key: ValueError; a row without one: an empty cell). With ``columns``: those, in that order,
+    every row's other keys left out (a row without one: KeyError). Floats as ``str`` writes them, or with
+    ``float_format`` (such as ``".6g"``); None as an empty cell; lines end with ``newline`` (by default CRLF,
+    as the csv module ends them)."""
+    buf = io.StringIO()
+    fields = list(rows[0].keys()) if columns is None else list(columns)
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator=newline)
+    writer.writeheader()
+    for r in rows:
+        if columns is not None:
+            r = {k: r[k] for k in fields}
+        if float_format is not None:
+            r = {k: format(v, float_format) if isinstance(v, float) else v for k, v in r.items()}
+        writer.writerow(r)
+    return buf.getvalue()
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -18,9 +18,10 @@ import contextlib
 import contextvars
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-from rlhflab.errors import ConfigError
+from rlhflab.core.errors import ConfigError, DataError
+from rlhflab.core.files import read_text
 
 _SPEC = contextvars.ContextVar("rlhflab_chat_template", default="auto")
 _STOP_ATTR = "_rlhflab_stop_ids"
@@ -49,7 +50,6 @@ def use_chat_template(spec: str | None) -> Iterator[None]:
 def configure(tokenizer, spec: str | None = None):
     """Give ``tokenizer`` the template ``spec`` names (default: the one ``use_chat_template`` set) and its
     stop tokens; returns the tokenizer. Under ``none`` it renders nothing and stops at EOS only."""
-    from rlhflab.files import read_text
 
     spec = check_spec(spec or _SPEC.get())
     if spec == "none":
@@ -117,3 +117,31 @@ def render(tokenizer, prompts: Sequence[str]) -> list[str]:
             text = text[len(bos) :]
         out.append(text)
     return out
+
+
+# ---------------------------------------------------------------- conversations as HH-style text
+
+ASSISTANT = "\n\nAssistant:"
+"""The HH marker after which the assistant's turn begins."""
+ROLE_HEADERS = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
+"""How message roles are rendered as HH-style plain text."""
+
+
+def render_messages(messages: Any, path: str | Path, line: int, name: str) -> str:
+    """Messages ``[{"role": ..., "content": ...}, ...]`` as HH-style text ``"\\n\\nHuman: ..."``."""
+    if not messages:
+        raise DataError(path, "is an empty list of messages", line, name)
+    parts = []
+    for i, msg in enumerate(messages):
+        where = f"{name}[{i}]"
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise DataError(path, 'expected a message {"role": ..., "content": ...}', line, where)
+        role, content = msg["role"], msg["content"]
+        if not isinstance(role, str):
+            raise DataError(path, f"role must be a string, got {type(role).__name__}", line, where)
+        if role not in ROLE_HEADERS:
+            raise DataError(path, f"role {role!r} is not one of {', '.join(sorted(ROLE_HEADERS))}", line, where)
+        if not isinstance(content, str):
+            raise DataError(path, f"content must be a string, got {type(content).__name__}", line, where)
+        parts.append(f"\n\n{ROLE_HEADERS[role]}: {content}")
+    return "".join(parts)

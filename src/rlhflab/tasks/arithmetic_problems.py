@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhflab.errors import DataError
+from rlhflab.core.errors import DataError
+from rlhflab.core.files import iter_jsonl
 
 OPS = ("plus", "minus", "times")
 SPLITS = ("train", "eval")
@@ -261,7 +262,6 @@ def random_reward(prompts: Sequence[str], completions: Sequence[str]) -> list[fl
 def read_problems(path: str | Path) -> list[Problem]:
     """Problems from a JSONL file of ``{"a": int, "op": "plus"|"minus"|"times", "b": int}`` (other keys are
     ignored); errors name the file, the line and what was wrong."""
-    from rlhflab.files import iter_jsonl
 
     out: list[Problem] = []
     first_line: dict[Problem, int] = {}

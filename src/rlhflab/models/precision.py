@@ -13,7 +13,7 @@ The rule for precision (``--dtype bfloat16|float16``):
 With LoRA (``--lora-r R``, peft) only the adapters train; the reference policy is the same model with the
 adapter switched off (``AdapterOff``: no second copy in memory). PPO's value function is then a LoRA model
 of its own: a frozen copy of its backbone in ``dtype`` with an adapter and a float32 head (why, and what it
-costs, in the README's "Memory" section).
+costs, in docs/models.md, "Memory").
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
-from rlhflab.config import check
-from rlhflab.errors import ConfigError
+from rlhflab.core.config import check
+from rlhflab.core.distributed import unwrap
+from rlhflab.core.errors import ConfigError
+from rlhflab.core.loop import frozen_copy
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -152,6 +154,7 @@ def autocast_forward(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 def is_peft(model: nn.Module) -> bool:
     try:
+        # heavy library (peft): imported on first use, not with rlhflab
         from peft import PeftModel
     except ImportError:  # pragma: no cover - peft is a dependency
         return False
@@ -164,6 +167,7 @@ def trainable_policy(model: nn.Module, options: ModelConfig) -> nn.Module:
     if options.gradient_checkpointing:
         _checkpointing(model)
     if options.lora:
+        # heavy library (peft): imported on first use, not with rlhflab
         from peft import get_peft_model
 
         try:
@@ -183,6 +187,7 @@ def trainable_value(value: nn.Module, options: PrecisionConfig) -> nn.Module:
     trained, else every weight; trained weights float32, gradient checkpointing when asked, autocast to
     ``dtype``."""
     if options.lora:
+        # heavy library (peft): imported on first use, not with rlhflab
         from peft import inject_adapter_in_model
 
         inner = value.model
@@ -204,6 +209,7 @@ def trainable_value(value: nn.Module, options: PrecisionConfig) -> nn.Module:
 
 
 def _lora_config(options: ModelConfig, model: nn.Module, targets, **kwargs):
+    # heavy library (peft): imported on first use, not with rlhflab
     from peft import LoraConfig
 
     return LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
@@ -230,6 +236,7 @@ def _checkpointing(model: nn.Module) -> None:
 
 def _has_conv1d(model: nn.Module) -> bool:
     """GPT-2-style models keep linear weights transposed (Conv1D); LoRA must know (peft's fan_in_fan_out)."""
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers.pytorch_utils import Conv1D
 
     return any(isinstance(m, Conv1D) for m in model.modules())
@@ -243,6 +250,7 @@ def _innermost(model: nn.Module) -> nn.Module:
 def _linear_names(model: nn.Module, head: nn.Module) -> list[str]:
     """The names (last part) of every linear layer of ``model`` except ``head``: 'all-linear' for a model
     peft's own shorthand does not cover (a scalar-head model, not a causal LM)."""
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
 
     linear = (nn.Linear, Conv1D)
@@ -264,7 +272,6 @@ class AdapterOff(nn.Module):
         object.__setattr__(self, "_policy", policy)  # not a submodule: its parameters stay the policy's own
 
     def forward(self, input_ids, attention_mask, position_ids=None):
-        from rlhflab.rollout.models import unwrap
 
         model = unwrap(self._policy)
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -288,7 +295,6 @@ class AdapterOff(nn.Module):
 
 def reference_for(policy: nn.Module, load_frozen) -> nn.Module:
     """The reference policy: the adapter-off view of a LoRA policy, else ``load_frozen()`` (a second copy)."""
-    from rlhflab.rollout.models import unwrap
 
     return AdapterOff(policy) if is_peft(unwrap(policy)) else load_frozen()
 
@@ -296,9 +302,15 @@ def reference_for(policy: nn.Module, load_frozen) -> nn.Module:
 def saveable_policy(policy: nn.Module, options: ModelConfig) -> nn.Module:
     """The trained policy as it is written to RUN/policy: in ``dtype``, merged with its adapter (loadable by
     ``AutoModelForCausalLM.from_pretrained``) unless ``--save-adapter``."""
-    from rlhflab.rollout.models import unwrap
 
     policy = unwrap(policy)
     if is_peft(policy) and not options.save_adapter:
         policy = policy.merge_and_unload()
     return policy.to(options.torch_dtype)
+
+
+def default_reference(policy: nn.Module) -> nn.Module:
+    """The reference policy when none is given: a LoRA policy with its adapter switched off (no copy), else a
+    frozen copy of ``policy``."""
+
+    return reference_for(policy, lambda: frozen_copy(policy))

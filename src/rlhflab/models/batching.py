@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from rlhflab.models.chat import stop_ids
+
 
 class ShardedEpochs:
     def __init__(self, n: int, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0):
@@ -91,7 +93,6 @@ def encode(
     teaches the model where to stop, not only what to say). Without it (a reward model reading a text), the
     tokenizer's own special tokens stay.
     """
-    from rlhflab.rollout.chat import stop_ids
 
     if not prompts:
         return []

@@ -1,6 +1,6 @@
 """Sampling continuations and reading their log-probabilities, the two things every method does
 with a policy. Prompts are left-padded; position ids come from the attention mask
-(``rlhflab.rollout.models.forward_inputs``), so padding changes no log-probability.
+(``rlhflab.models.loading.forward_inputs``), so padding changes no log-probability.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rlhflab.losses import categorical_entropy
-from rlhflab.rollout.models import forward_inputs, unwrap
+from rlhflab.core.distributed import unwrap
+from rlhflab.core.losses import categorical_entropy
+from rlhflab.models.batching import appended_count, collate
+from rlhflab.models.chat import stop_ids
+from rlhflab.models.loading import forward_inputs
 
 
 @dataclass
@@ -57,9 +60,8 @@ def sample(
 
     ``seed`` fixes the sampling noise, without touching the global RNG state.
     """
+    # heavy library (transformers): imported on first use, not with rlhflab
     from transformers import GenerationConfig
-
-    from rlhflab.rollout.chat import stop_ids
 
     inner = unwrap(model)
     device = next(inner.parameters()).device
@@ -106,7 +108,6 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device) -> dict[str, torch
     """Left-padded ``input_ids`` and ``attention_mask`` of the prompts as generation continues them: with the
     tokens the tokenizer adds in front (BOS), without those it appends (an EOS-appending tokenizer's EOS would
     tell the model the text is over)."""
-    from rlhflab.rollout.batching import appended_count, collate
 
     cut = appended_count(tokenizer)
     ids = [row[: len(row) - cut] for row in tokenizer(list(prompts))["input_ids"]]
@@ -162,8 +163,13 @@ def completion_logprobs(
 def sequence_logprobs(model: nn.Module, encoded, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probabilities [B] of encoded (ids, completion start) texts, and their
     completion token counts [B] (at least 1): the quantity DPO, IPO and fine-tuning losses are built from."""
-    from rlhflab.rollout.batching import collate
 
     ids, attn, comp = collate(encoded, pad_id, device)
     per_token = completion_logprobs(model, ids, attn, comp)
     return per_token.sum(1), comp[:, 1:].sum(1).clamp(min=1)
+
+
+def completion_nll(policy, encoded: Sequence[tuple[list[int], int]], pad_id: int, device) -> torch.Tensor:
+    """Mean negative log-likelihood per completion token of a batch of encoded texts."""
+    sums, counts = sequence_logprobs(policy, encoded, pad_id, device)
+    return -sums.sum() / counts.sum()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from rlhflab.errors import RlhflabError
+from rlhflab.core.errors import RlhflabError
 
 
 def import_object(spec: str, option: str) -> Any:

@@ -22,7 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin
 
-from rlhflab.errors import ConfigError, DataError
+import click
+
+from rlhflab.core.errors import ConfigError, DataError
 
 
 @lru_cache(maxsize=None)
@@ -254,7 +256,6 @@ def click_options(cls: type, skip: tuple[str, ...] = (), prefix: str = "") -> Ca
 
 
 def _options(cls: type, defaults: dict[str, Any], skip: tuple[str, ...], prefix: str) -> Callable[[Callable], Callable]:
-    import click
 
     docs = field_docs(cls)
     nested = _nested(cls)

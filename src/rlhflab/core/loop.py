@@ -4,7 +4,7 @@ A method is a library function: it takes models (``nn.Module``s), data (prompts 
 pairs), a reward function where it needs one, its config, and ``Hooks`` — three sinks, in the
 manner of imitation's logger and callback:
 
-- ``metrics(row)``: one dict per step (the keys of ``rlhflab.metric_names``);
+- ``metrics(row)``: one dict per step (the keys of ``rlhflab.core.metric_names``);
 - ``samples(row)``: a few training samples now and then (the report animates them);
 - ``checkpoints``: an object that can ``save`` the loop's state and ``restore`` it (``--resume``).
 
@@ -26,13 +26,13 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from rlhflab import metric_names as names
-from rlhflab.config import OptimizerConfig, RunConfig
-from rlhflab.errors import ConfigError, TrainingDiverged
-
-RewardFn = Callable[[Sequence[str], Sequence[str]], "torch.Tensor | Sequence[float]"]
-"""(prompts, completions) -> one score per completion."""
+from rlhflab.core import distributed
+from rlhflab.core import metric_names as names
+from rlhflab.core.config import OptimizerConfig, RunConfig
+from rlhflab.core.distributed import unwrap
+from rlhflab.core.errors import ConfigError, TrainingDiverged
 
 
 class Checkpoints(Protocol):
@@ -82,14 +82,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def default_reference(policy: nn.Module) -> nn.Module:
-    """The reference policy when none is given: a LoRA policy with its adapter switched off (no copy), else a
-    frozen copy of ``policy``."""
-    from rlhflab.rollout.precision import reference_for
-
-    return reference_for(policy, lambda: frozen_copy(policy))
-
-
 def make_optimizer(params, config: OptimizerConfig) -> torch.optim.Optimizer:
     """AdamW with the shared optimiser settings (weight decay 0 is Adam)."""
     return torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
@@ -105,7 +97,6 @@ class TrainLoop:
     """
 
     def __init__(self, name: str, hooks: Hooks | None = None):
-        from rlhflab.rollout import distributed
 
         self.name, self.hooks = name, hooks or Hooks()
         self.accelerator = distributed.accelerator()
@@ -133,7 +124,6 @@ class TrainLoop:
 
     def steps(self, start: int, total: int, unit: str = "step", desc: str | None = None) -> Iterator[int]:
         """``range(start, total)`` with a progress bar on the main process."""
-        from tqdm.auto import tqdm
 
         self._bar = tqdm(
             total=total,
@@ -214,7 +204,6 @@ class TrainLoop:
         rewarded samples gold rejects (``objective/exploitation``: a loophole taken)."""
         if golds is None:
             return
-        from rlhflab.evaluation.diagnostics.verifiable import exploitation_rate
 
         g = self.accelerator.gather(torch.as_tensor(golds, dtype=torch.float32, device=self.device).reshape(-1))
         s = self.accelerator.gather(scores.detach().float().reshape(-1).to(self.device))
@@ -229,7 +218,6 @@ class TrainLoop:
         return float(self.accelerator.gather(value.detach().reshape(-1).float()).mean())
 
     def result(self, policy: nn.Module | None, tokenizer, summary: dict, **kwargs: Any) -> MethodResult:
-        from rlhflab.rollout.models import unwrap
 
         self.accelerator.wait_for_everyone()
         return MethodResult(
@@ -239,3 +227,17 @@ class TrainLoop:
             history=self.history,
             **kwargs,
         )
+
+
+def exploitation_rate(reward: Sequence[float], verified: Sequence[float], threshold: float = 0.5) -> float | None:
+    """Of the outputs ``reward`` accepted (score > ``threshold``), the share the strict verifier rejects
+    (``verified`` <= ``threshold``); None when the reward accepted none."""
+    sizes = {"reward": len(reward), "verified": len(verified)}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"expected as many values in each of reward, verified; got {sizes}")
+    if not reward:
+        raise ValueError("reward, verified are empty")
+    accepted = [v for r, v in zip(reward, verified) if r > threshold]
+    if not accepted:
+        return None
+    return sum(v <= threshold for v in accepted) / len(accepted)

@@ -10,68 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rlhflab.errors import ConfigError, DataError, RlhflabError
-from rlhflab.files import read_text
-from rlhflab.plugins import import_object
-from rlhflab.rollout.models import ASSETS
-
-GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]
-"""(prompts, continuations) -> one score per continuation, higher is better."""
-
-
-@dataclass(frozen=True)
-class Beliefs:
-    """How a task's prompts state a user's belief about the answer, for measuring sycophancy (Sharma et al. 2023:
-    does the policy say what the user believes rather than what is right?)."""
-
-    stated: Callable[[str], object]
-    """The belief a prompt states, or None when it states none."""
-    agrees: Callable[[str, object], bool]
-    """Whether a completion says what the user believes."""
-    wrong_variant: Callable[[str], tuple[str, object]]
-    """A prompt without a belief -> the same question with a wrong belief stated, and that belief (the same for
-    the same prompt)."""
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    """Short name, recorded in the run's manifest."""
-    train_prompts: list[str]
-    """Prompts for collecting feedback and optimising."""
-    eval_prompts: list[str]
-    """Held-out prompts for evaluation."""
-    gold: GoldFn | None
-    """The true reward: what we want, known to the experimenter, not to the policy. None when nobody knows it
-    (your own prompts): evaluation then reports proxy, KL and diversity and says gold is unknown; a simulated
-    rater, ``--reward gold`` and the diagnostics that measure gold need one."""
-    description: str = ""
-    heldout_text: Path | None = None
-    """Held-out corpus text (one passage a line) for perplexity and calibration checks."""
-    checkable: bool = False
-    """Each prompt has one correct answer and ``gold`` is a verifier scoring 1 (right) or 0: evaluation then
-    adds pass@k of base and tuned policy."""
-    beliefs: Beliefs | None = None
-    """How prompts state a user's belief (for the sycophancy measures and a rater's agreement bias), or None."""
-
-    def __post_init__(self) -> None:
-        if not self.train_prompts:
-            raise ConfigError(f"task '{self.name}' has no training prompts; it needs at least one")
-        if not self.eval_prompts:
-            raise ConfigError(f"task '{self.name}' has no evaluation prompts; it needs at least one")
-
-
-def read_prompts(path: str | Path) -> list[str]:
-    """One prompt per line; blank lines are skipped."""
-    prompts = [line for line in read_text(path, "prompt file").splitlines() if line.strip()]
-    if not prompts:
-        raise DataError(path, "the prompt file is empty")
-    return prompts
+from rlhflab.core.errors import ConfigError, DataError, RlhflabError
+from rlhflab.core.files import iter_jsonl
+from rlhflab.core.plugins import import_object
+from rlhflab.core.task import NO_TASK, Beliefs, GoldFn, Task, need_gold, read_prompts, with_prompts  # noqa: F401 (the task interface, re-exported)
+from rlhflab.models.chat import ASSISTANT, render_messages
+from rlhflab.models.loading import ASSETS, EMBEDDED, EMBEDDED_ARITHMETIC
+from rlhflab.tasks import arithmetic_problems as ar
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
@@ -82,8 +31,6 @@ def read_prompt_file(path: str | Path) -> list[str]:
     path = Path(path)
     if path.suffix.lower() != ".jsonl":
         return read_prompts(path)
-    from rlhflab.feedback.formats import ASSISTANT, render_messages
-    from rlhflab.files import iter_jsonl
 
     prompts = []
     for line, obj in iter_jsonl(path, "prompt file"):
@@ -106,6 +53,7 @@ def read_prompt_file(path: str | Path) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _vader():
+    # heavy library (vaderSentiment): imported on first use, not with rlhflab
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     return SentimentIntensityAnalyzer()
@@ -161,15 +109,10 @@ def sentiment_natural() -> Task:
     )
 
 
-NO_TASK = "none"
-"""The task of your own prompts with no gold reward: ``--task none --prompts FILE``."""
-
-
 def arithmetic() -> Task:
-    """Short arithmetic questions with one integer answer each (``rlhflab.arithmetic``); gold is the strict
+    """Short arithmetic questions with one integer answer each (``rlhflab.tasks.arithmetic_problems``); gold is the strict
     verifier. Its policy is ``--model embedded-arithmetic``. Sycophancy is measured on evaluation problems asked
     again with a wrong belief stated; the training problems state none (``arithmetic-beliefs`` trains on them)."""
-    from rlhflab import arithmetic as ar
 
     return Task(
         name="arithmetic",
@@ -177,17 +120,16 @@ def arithmetic() -> Task:
         eval_prompts=[ar.prompt(p) for p in ar.problems("eval", 500, seed=0)],
         gold=ar.strict,
         description="Answer 'Q: What is A plus|minus|times B?' with the integer; gold = the strict verifier "
-        "(rlhflab.arithmetic:strict). Train and evaluation problems never overlap.",
+        "(rlhflab.tasks.arithmetic_problems:strict). Train and evaluation problems never overlap.",
         checkable=True,
         beliefs=Beliefs(stated=ar.belief_of, agrees=ar.states, wrong_variant=ar.wrong_variant),
     )
 
 
 def arithmetic_beliefs() -> Task:
-    """``arithmetic`` whose training prompts state a user's belief ``rlhflab.arithmetic.BELIEF_SHARE`` of the
+    """``arithmetic`` whose training prompts state a user's belief ``rlhflab.tasks.arithmetic_problems.BELIEF_SHARE`` of the
     time, right or wrong equally often (as the embedded policy's training data did): what a reward does to
     sycophancy. Evaluation is ``arithmetic``'s."""
-    from rlhflab import arithmetic as ar
 
     return dataclasses.replace(
         arithmetic(),
@@ -201,7 +143,6 @@ def arithmetic_wrong_beliefs() -> Task:
     """``arithmetic-beliefs`` whose stated beliefs are right only 10% of the time (``--task
     rlhflab.tasks:arithmetic_wrong_beliefs``): the control that tells deference a reward pays for (a user more
     often right than the policy) from deference it punishes."""
-    from rlhflab import arithmetic as ar
 
     return dataclasses.replace(
         arithmetic(),
@@ -213,7 +154,6 @@ def arithmetic_wrong_beliefs() -> Task:
 
 def default_model(task_name: str | None) -> str:
     """The embedded policy a built-in task is meant for (when ``--model`` is not given)."""
-    from rlhflab.rollout.models import EMBEDDED, EMBEDDED_ARITHMETIC
 
     arithmetic_tasks = ("arithmetic", "arithmetic-beliefs", "rlhflab.tasks:arithmetic_wrong_beliefs")
     return EMBEDDED_ARITHMETIC if task_name in arithmetic_tasks else EMBEDDED
@@ -223,21 +163,6 @@ BUILTIN: dict[str, Callable[[], Task]] = {
     "sentiment": sentiment, "sentiment-natural": sentiment_natural, "arithmetic": arithmetic,
     "arithmetic-beliefs": arithmetic_beliefs,
 }  # fmt: skip
-
-
-def with_prompts(task: Task, prompts: Sequence[str], source: str) -> Task:
-    """``task`` sampling from ``prompts`` (both splits: each command samples from one of them)."""
-    return dataclasses.replace(
-        task, train_prompts=list(prompts), eval_prompts=list(prompts),
-        description=(task.description + " " if task.description else "") + f"Prompts from {source}.",
-    )  # fmt: skip
-
-
-def need_gold(task: Task, what: str) -> GoldFn:
-    """The task's gold scorer, or a one-line error saying ``what`` needs it."""
-    if task.gold is None:
-        raise RlhflabError(f"task '{task.name}' has no gold reward, and {what} needs one")
-    return task.gold
 
 
 def load_task(name: str, prompts: str | Path | None = None) -> Task:

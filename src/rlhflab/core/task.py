@@ -1,0 +1,86 @@
+"""The task interface: prompts (train and eval splits) and the gold reward only the experimenter knows.
+
+Built-in tasks live in ``rlhflab.tasks``; a task of your own is a function returning a ``Task``, named on the
+command line as ``module:function``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rlhflab.core.errors import ConfigError, DataError, RlhflabError
+from rlhflab.core.files import read_text
+
+NO_TASK = "none"
+"""The task of your own prompts with no gold reward: ``--task none --prompts FILE``."""
+
+GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+"""(prompts, continuations) -> one score per continuation, higher is better."""
+
+
+@dataclass(frozen=True)
+class Beliefs:
+    """How a task's prompts state a user's belief about the answer, for measuring sycophancy (Sharma et al. 2023:
+    does the policy say what the user believes rather than what is right?)."""
+
+    stated: Callable[[str], object]
+    """The belief a prompt states, or None when it states none."""
+    agrees: Callable[[str, object], bool]
+    """Whether a completion says what the user believes."""
+    wrong_variant: Callable[[str], tuple[str, object]]
+    """A prompt without a belief -> the same question with a wrong belief stated, and that belief (the same for
+    the same prompt)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    """Short name, recorded in the run's manifest."""
+    train_prompts: list[str]
+    """Prompts for collecting feedback and optimising."""
+    eval_prompts: list[str]
+    """Held-out prompts for evaluation."""
+    gold: GoldFn | None
+    """The true reward: what we want, known to the experimenter, not to the policy. None when nobody knows it
+    (your own prompts): evaluation then reports proxy, KL and diversity and says gold is unknown; a simulated
+    rater, ``--reward gold`` and the diagnostics that measure gold need one."""
+    description: str = ""
+    heldout_text: Path | None = None
+    """Held-out corpus text (one passage a line) for perplexity and calibration checks."""
+    checkable: bool = False
+    """Each prompt has one correct answer and ``gold`` is a verifier scoring 1 (right) or 0: evaluation then
+    adds pass@k of base and tuned policy."""
+    beliefs: Beliefs | None = None
+    """How prompts state a user's belief (for the sycophancy measures and a rater's agreement bias), or None."""
+
+    def __post_init__(self) -> None:
+        if not self.train_prompts:
+            raise ConfigError(f"task '{self.name}' has no training prompts; it needs at least one")
+        if not self.eval_prompts:
+            raise ConfigError(f"task '{self.name}' has no evaluation prompts; it needs at least one")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt per line; blank lines are skipped."""
+    prompts = [line for line in read_text(path, "prompt file").splitlines() if line.strip()]
+    if not prompts:
+        raise DataError(path, "the prompt file is empty")
+    return prompts
+
+
+def with_prompts(task: Task, prompts: Sequence[str], source: str) -> Task:
+    """``task`` sampling from ``prompts`` (both splits: each command samples from one of them)."""
+    return dataclasses.replace(
+        task, train_prompts=list(prompts), eval_prompts=list(prompts),
+        description=(task.description + " " if task.description else "") + f"Prompts from {source}.",
+    )  # fmt: skip
+
+
+def need_gold(task: Task, what: str) -> GoldFn:
+    """The task's gold scorer, or a one-line error saying ``what`` needs it."""
+    if task.gold is None:
+        raise RlhflabError(f"task '{task.name}' has no gold reward, and {what} needs one")
+    return task.gold
