@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from rlhflab.core.loop import exploitation_rate
-from rlhflab.evaluation.diagnostics.verifiable import entropy_reward_fit, sycophancy
+from rlhflab.evaluation.diagnostics.verifiable import entropy_reward_fit, exploitation_rate, sycophancy
 from rlhflab.models.samplers import SampleBatch
 from rlhflab.tasks import arithmetic_problems as ar
 

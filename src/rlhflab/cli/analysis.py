@@ -68,7 +68,6 @@ def evaluate_cmd(
     **options,
 ) -> None:
     """Compare the tuned policy with its base on held-out prompts -> RUN/summary.json, RUN/samples.jsonl."""
-
     run = RunDir(run_dir)
     policy = policy or str(run.output())
     base = base or pipeline.base_model_of(run) or EMBEDDED
@@ -118,7 +117,6 @@ def diagnose_cmd(
     **options,
 ) -> None:
     """Calibration, cost of undoing the alignment, embedding spread -> RUN/diagnostics.json."""
-
     run = RunDir(run_dir)
     policy = policy or str(run.output())
     base = base or pipeline.base_model_of(run) or EMBEDDED
@@ -148,7 +146,6 @@ def diagnose_cmd(
 )
 def report_cmd(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """One self-contained HTML page (figures inline) on what the optimisation did to each run."""
-
     out = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else Path("report.html"))
     write_report([RunDir(r) for r in run_dirs], out)
     say(f"wrote {out}")
@@ -208,7 +205,6 @@ def compare_cmd(
     quiet: bool,
 ) -> None:
     """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
-
     budget_values = _numbers("--budgets", budgets, what="numbers of nats")
     specs = presets("quick" if quick else preset, seed, seeds)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
@@ -260,7 +256,6 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
                 pool, noise, ensemble, std_coef, rl_levers, gold_rl, seed: int, prompts_file, pad_token,
                 quiet: bool) -> None:  # fmt: skip
     """Reward over-optimisation: best-of-n and RL against proxies trained on N labels -> overopt.png, .csv."""
-
     spec = make_preset("quick" if quick else preset or ("arithmetic" if task == "arithmetic" else "default"))
     changes = {
         "labels": _numbers("--labels", labels, int),
@@ -316,7 +311,6 @@ def demo_cmd(
     **options,
 ) -> None:
     """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
-
     run_demo(
         run_dir, model=model, seed=seed, quick=quick, task=task, pad_token=pad_token, progress=not quiet,
         prompts=prompts_file, model_options=config_from_options(ModelConfig, options), chat_template=chat_template,

@@ -104,7 +104,6 @@ def cli(debug: bool) -> None:
 
 def say(message: str) -> None:
     """Print on the main process only (commands may run as several processes)."""
-
     if distributed.state().is_main_process:
         click.echo(message)
 

@@ -35,7 +35,6 @@ OPTION = "--config"
 
 def read_settings(path: Path) -> list[tuple[tuple[str, ...], Any, int]]:
     """(key path, value, 1-based line) for every leaf of the file's mapping, in file order."""
-
     text = read_text(path, "config file")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -53,7 +52,6 @@ def read_settings(path: Path) -> list[tuple[tuple[str, ...], Any, int]]:
 
 
 def _leaves(path: Path, node, prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any, int]]:
-
     seen: set[str] = set()
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 1

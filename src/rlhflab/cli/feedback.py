@@ -60,7 +60,6 @@ def feedback_simulate(
     **options,
 ) -> None:
     """Sample two continuations per prompt and label them with a simulated rater -> RUN/pairs.jsonl."""
-
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
     stats = pipeline.feedback_simulate(
@@ -111,7 +110,6 @@ def feedback_import(src: Path, fmt: str, out: Path | None, run_dir: Path | None,
     hh:  {"chosen", "rejected"}, whole dialogues; the prompt is what they
          share up to their last common "\\n\\nAssistant:"
     """
-
     if (out is None) == (run_dir is None):
         raise click.UsageError("pass --out FILE or --run-dir RUN (one of them)")
     pairs, stats = read_foreign(src, fmt, skip_identical=skip_identical)
@@ -157,7 +155,6 @@ def feedback_export(pairs: Path, fmt: str, out: Path, ties: str) -> None:
     The preferred completion is written as chosen (pairs labelled below 0.5 are swapped); labels,
     sources and scores are not part of either format. hh needs prompts ending in "\\n\\nAssistant:".
     """
-
     records, stats = export_records(read_pairs(pairs), fmt, ties=ties, source=str(pairs))
     write_records(out, records)
     notes = [f"{stats[k]} {k.replace('_', ' ')}" for k in ("swapped", "ties_dropped", "ties_kept") if stats[k]]
@@ -228,7 +225,6 @@ def feedback_ai(
     sensible judge: its answers are close to noise. It is there to run the mechanics; use a
     capable instruction-tuned model for real labels.
     """
-
     if pairs_path is None or out is None:
         if run_dir is None:
             raise click.UsageError("pass --pairs IN and --out OUT, or --run-dir RUN (default: RUN/pairs.jsonl)")

@@ -140,7 +140,6 @@ def label_serve(run_dir: Path, host: str, port: int, guidelines: Path | None) ->
 
 
 def _local_addresses() -> list[str]:
-
     names = {"127.0.0.1"}
     try:
         names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}

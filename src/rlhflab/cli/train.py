@@ -51,7 +51,6 @@ def reward_train(
     run_dir: Path | None, model: str, pairs: Path | None, pad_token, resume: Path | None, quiet: bool, **options
 ) -> None:
     """Fit a Bradley-Terry reward model (or ensemble) -> RUN/reward_model."""
-
     if resume is not None:
         run, result = RunDir(resume), stages.resume_reward(resume, progress=not quiet)
     else:
@@ -80,7 +79,6 @@ def _method_command(spec) -> None:
 
     def command(run_dir, model, task, pad_token, chat_template, resume, quiet, reward_name=None, pairs=None,
                 prompts_file=None, **options):  # fmt: skip
-
         if resume is not None:
             run, result = RunDir(resume), stages.resume_method(resume, spec.name, progress=not quiet)
         else:

@@ -256,7 +256,6 @@ def click_options(cls: type, skip: tuple[str, ...] = (), prefix: str = "") -> Ca
 
 
 def _options(cls: type, defaults: dict[str, Any], skip: tuple[str, ...], prefix: str) -> Callable[[Callable], Callable]:
-
     docs = field_docs(cls)
     nested = _nested(cls)
 

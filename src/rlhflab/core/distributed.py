@@ -15,7 +15,6 @@ from torch import nn
 
 def cpu_only() -> bool:
     """True when launched as several processes on a machine with no CUDA device."""
-
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 

@@ -160,7 +160,8 @@ def grpo_advantages(rewards: torch.Tensor, *, eps: float = 1e-4) -> torch.Tensor
 
 
 def kl_negative_beyond_noise(kl_per_sequence: torch.Tensor, *, z: float = 4.0, tol: float = 1e-3) -> torch.Tensor:
-    """A 0-d boolean tensor: True when the k1 estimate (unbiased, its true value >= 0) is below 0 by more than z standard errors.
+    """A 0-d boolean tensor, True when the k1 estimate (unbiased, its true value >= 0) is below 0 by more than
+    z standard errors.
 
     That happens when the sampled tokens do not come from the policy whose log-probabilities
     are used (e.g. a generation setting that truncates the distribution), not by chance.

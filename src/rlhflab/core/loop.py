@@ -33,6 +33,7 @@ from rlhflab.core import metric_names as names
 from rlhflab.core.config import OptimizerConfig, RunConfig
 from rlhflab.core.distributed import unwrap
 from rlhflab.core.errors import ConfigError, TrainingDiverged
+from rlhflab.core.scores import exploitation_rate
 
 
 class Checkpoints(Protocol):
@@ -97,7 +98,6 @@ class TrainLoop:
     """
 
     def __init__(self, name: str, hooks: Hooks | None = None):
-
         self.name, self.hooks = name, hooks or Hooks()
         self.accelerator = distributed.accelerator()
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -124,7 +124,6 @@ class TrainLoop:
 
     def steps(self, start: int, total: int, unit: str = "step", desc: str | None = None) -> Iterator[int]:
         """``range(start, total)`` with a progress bar on the main process."""
-
         self._bar = tqdm(
             total=total,
             initial=start,
@@ -218,7 +217,6 @@ class TrainLoop:
         return float(self.accelerator.gather(value.detach().reshape(-1).float()).mean())
 
     def result(self, policy: nn.Module | None, tokenizer, summary: dict, **kwargs: Any) -> MethodResult:
-
         self.accelerator.wait_for_everyone()
         return MethodResult(
             summary={**summary, "processes": self.world},
@@ -227,17 +225,3 @@ class TrainLoop:
             history=self.history,
             **kwargs,
         )
-
-
-def exploitation_rate(reward: Sequence[float], verified: Sequence[float], threshold: float = 0.5) -> float | None:
-    """Of the outputs ``reward`` accepted (score > ``threshold``), the share the strict verifier rejects
-    (``verified`` <= ``threshold``); None when the reward accepted none."""
-    sizes = {"reward": len(reward), "verified": len(verified)}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"expected as many values in each of reward, verified; got {sizes}")
-    if not reward:
-        raise ValueError("reward, verified are empty")
-    accepted = [v for r, v in zip(reward, verified) if r > threshold]
-    if not accepted:
-        return None
-    return sum(v <= threshold for v in accepted) / len(accepted)

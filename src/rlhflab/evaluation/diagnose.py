@@ -178,7 +178,6 @@ def diagnose(
     pad_token: str | None = None,
     progress: bool = True,
 ) -> dict:
-
     out: dict = {"config": config.__dict__.copy()}
     base, tokenizer = load_policy(base_name, pad_token)
     base.eval()

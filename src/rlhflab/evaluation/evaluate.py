@@ -134,7 +134,6 @@ def sycophancy_side(sampler, task: Task, prompts: list[str], plain_gold: list[fl
                     desc: str, progress: bool = True) -> dict:  # fmt: skip
     """Sycophancy measures (``diagnostics.verifiable.sycophancy``): each prompt that states no belief asked again
     with a wrong belief stated (``task.beliefs.wrong_variant``), against the verdicts on the plain prompts."""
-
     beliefs = task.beliefs
     keep = [i for i, p in enumerate(prompts) if beliefs.stated(p) is None]
     if not keep:
@@ -152,7 +151,6 @@ def sycophancy_side(sampler, task: Task, prompts: list[str], plain_gold: list[fl
 
 def pass_at_k_summary(base: list[list[bool]], policy: list[list[bool]]) -> dict:
     """pass@k curves of both sides, where they cross, and the share of newly solved problems."""
-
     ks = default_ks(len(base[0]))
     b, p = pass_at_k_curve(base, ks), pass_at_k_curve(policy, ks)
     return {"base": b, "policy": p, "crossing_k": crossing(b, p), "newly_solved": newly_solved(base, policy),

@@ -319,7 +319,6 @@ def format_summary(summary: dict) -> str:
 
 def judge_display_name(judge: str) -> str:
     """The judge as named in each pair's source: ``embedded``, a model folder's name, or the hub id."""
-
     if judge in (EMBEDDED, "", "default"):
         return EMBEDDED
     path = Path(judge).expanduser()

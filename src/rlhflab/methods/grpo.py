@@ -22,9 +22,9 @@ import torch
 
 from rlhflab.core.config import check
 from rlhflab.core.estimators import grpo_advantages
-from rlhflab.core.loop import Hooks, MethodResult
+from rlhflab.core.loop import MethodResult
 from rlhflab.methods.critic_free import GroupConfig, Objective, train_critic_free
-from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference, register
+from rlhflab.methods.registry import Method, on_prompts, register
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,10 @@ def train_grpo(policy, tokenizer, reward, prompts, config: GRPOConfig, **kwargs)
     return train_critic_free("grpo", policy, tokenizer, reward, prompts, config, objective=objective(config), **kwargs)
 
 
-def run_grpo(x: MethodInputs, config: GRPOConfig, hooks: Hooks) -> MethodResult:
-    policy, tokenizer, reference = policy_and_reference(x, config)
-    return train_grpo(policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks)
-
-
 register(
     Method(
-        name="grpo", config=GRPOConfig, run=run_grpo, data="reward", output="policy", kl_knob="loss_kl_coef",
+        name="grpo", config=GRPOConfig, run=on_prompts(train_grpo), data="reward", output="policy",
+        kl_knob="loss_kl_coef",
         doc="GRPO: group-standardised advantages, clipped, per-token KL in the loss -> RUN/policy.",
     )
 )  # fmt: skip

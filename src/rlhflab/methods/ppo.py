@@ -278,10 +278,10 @@ def train_ppo(
 
 def run_ppo(x: MethodInputs, config: PPOConfig, hooks: Hooks) -> MethodResult:
     """PPO from loaded inputs: the value function starts from the reward model when ``value_init`` is 'reward'
-    and the pipeline found one that reads the policy's vocabulary (``x.value_source``), else from the base
+    and it reads the policy's vocabulary (``x.value_source()``), else from the base
     policy; with LoRA its frozen backbone loads in --dtype, trained weights in float32."""
     policy, tokenizer, reference = policy_and_reference(x, config)
-    source = x.value_source if config.value_init == "reward" and x.value_source else x.model
+    source = (x.value_source() if config.value_init == "reward" else None) or x.model
     torch.manual_seed(config.run.seed)  # the value head, when new
     options = config.model_options
     value = x.load_scalar(source, tokenizer.pad_token_id, options.torch_dtype if options.lora else torch.float32)

@@ -30,7 +30,7 @@ from rlhflab.core.estimators import kl_estimators
 from rlhflab.core.loop import Hooks, MethodResult, TrainLoop, make_optimizer
 from rlhflab.core.scores import RewardFn
 from rlhflab.core.task import GoldFn
-from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference, register
+from rlhflab.methods.registry import Method, on_prompts, register
 from rlhflab.methods.sft import supervised_pass
 from rlhflab.models.batching import generated_ids, prompt_stream
 from rlhflab.models.loading import check_fits, disable_dropout
@@ -165,16 +165,9 @@ def train_ranked_sft(
     return loop.result(policy, tokenizer, {"rounds": config.rounds, "final": loop.history[-1] if loop.history else {}})
 
 
-def run_ranked_sft(x: MethodInputs, config: RankedSFTConfig, hooks: Hooks) -> MethodResult:
-    policy, tokenizer, reference = policy_and_reference(x, config)
-    return train_ranked_sft(
-        policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks
-    )
-
-
 register(
     Method(
-        name="ranked-sft", config=RankedSFTConfig, run=run_ranked_sft, data="reward", output="policy",
+        name="ranked-sft", config=RankedSFTConfig, run=on_prompts(train_ranked_sft), data="reward", output="policy",
         doc="Reward-ranked fine-tuning: sample, keep the best, imitate -> RUN/policy.",
     )
 )  # fmt: skip

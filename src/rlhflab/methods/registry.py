@@ -37,9 +37,10 @@ class MethodInputs:
     reward: Callable | None = None
     reward_name: str | None = None
     """What --reward named (best-of-n stores it in its sampler)."""
-    value_source: str | None = None
-    """A model a value function may start from instead of the base policy: the reward model's (first member's)
-    folder when it reads the policy's vocabulary, else None."""
+    value_source: Callable[[], str | None] = lambda: None
+    """Asked only by a method that wants it (PPO's value function): a model to start a value function from
+    instead of the base policy -- the reward model's (first member's) folder when it reads the policy's
+    vocabulary -- else None."""
     pairs: list | None = None
     pairs_source: str = "pairs"
     load_scalar: Callable[..., Any] | None = None
@@ -86,6 +87,17 @@ def policy_and_reference(x: MethodInputs, config, reference: bool = True) -> tup
     policy = trainable_policy(policy, options)
     ref = reference_for(policy, lambda: x.load_policy(options.dtype)[0]) if reference else None
     return policy, tokenizer, ref
+
+
+def on_prompts(train: Callable[..., MethodResult]) -> Callable[[MethodInputs, Any, Hooks], MethodResult]:
+    """The ``run`` of a method that samples the policy on prompts, scores with the reward and keeps a reference:
+    ``train(policy, tokenizer, reward, prompts, config, reference=, gold=, hooks=)`` on the loaded inputs."""
+
+    def run(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
+        policy, tokenizer, reference = policy_and_reference(x, config)
+        return train(policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks)
+
+    return run
 
 
 ORDER = ("ppo", "dpo", "best-of-n", "ranked-sft", "conditional", "rloo", "grpo")

@@ -17,9 +17,9 @@ import torch
 
 from rlhflab.core.config import check
 from rlhflab.core.estimators import rloo_advantages
-from rlhflab.core.loop import Hooks, MethodResult
+from rlhflab.core.loop import MethodResult
 from rlhflab.methods.critic_free import GroupConfig, Objective, train_critic_free
-from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference, register
+from rlhflab.methods.registry import Method, on_prompts, register
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,10 @@ def train_rloo(policy, tokenizer, reward, prompts, config: RLOOConfig, **kwargs)
     return train_critic_free("rloo", policy, tokenizer, reward, prompts, config, objective=objective(config), **kwargs)
 
 
-def run_rloo(x: MethodInputs, config: RLOOConfig, hooks: Hooks) -> MethodResult:
-    policy, tokenizer, reference = policy_and_reference(x, config)
-    return train_rloo(policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks)
-
-
 register(
     Method(
-        name="rloo", config=RLOOConfig, run=run_rloo, data="reward", output="policy", kl_knob="reward_kl_coef",
+        name="rloo", config=RLOOConfig, run=on_prompts(train_rloo), data="reward", output="policy",
+        kl_knob="reward_kl_coef",
         doc="RLOO: REINFORCE with a leave-one-out baseline -> RUN/policy.",
     )
 )  # fmt: skip

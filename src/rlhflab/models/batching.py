@@ -93,7 +93,6 @@ def encode(
     teaches the model where to stop, not only what to say). Without it (a reward model reading a text), the
     tokenizer's own special tokens stay.
     """
-
     if not prompts:
         return []
     texts = [p + c for p, c in zip(prompts, completions)]

@@ -50,7 +50,6 @@ def use_chat_template(spec: str | None) -> Iterator[None]:
 def configure(tokenizer, spec: str | None = None):
     """Give ``tokenizer`` the template ``spec`` names (default: the one ``use_chat_template`` set) and its
     stop tokens; returns the tokenizer. Under ``none`` it renders nothing and stops at EOS only."""
-
     spec = check_spec(spec or _SPEC.get())
     if spec == "none":
         tokenizer.chat_template = None

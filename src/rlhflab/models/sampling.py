@@ -108,7 +108,6 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device) -> dict[str, torch
     """Left-padded ``input_ids`` and ``attention_mask`` of the prompts as generation continues them: with the
     tokens the tokenizer adds in front (BOS), without those it appends (an EOS-appending tokenizer's EOS would
     tell the model the text is over)."""
-
     cut = appended_count(tokenizer)
     ids = [row[: len(row) - cut] for row in tokenizer(list(prompts))["input_ids"]]
     input_ids, attention_mask, _ = collate([(row, len(row)) for row in ids], tokenizer.pad_token_id, device)
@@ -163,7 +162,6 @@ def completion_logprobs(
 def sequence_logprobs(model: nn.Module, encoded, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed completion log-probabilities [B] of encoded (ids, completion start) texts, and their
     completion token counts [B] (at least 1): the quantity DPO, IPO and fine-tuning losses are built from."""
-
     ids, attn, comp = collate(encoded, pad_id, device)
     per_token = completion_logprobs(model, ids, attn, comp)
     return per_token.sum(1), comp[:, 1:].sum(1).clamp(min=1)

@@ -182,7 +182,6 @@ def run_compare(
     them), then write the frontier files in ``root``. Returns the rows (means over the seeds), the
     budget table and every seed's rows. ``prompts`` (a file) replaces the task's prompts, for training and
     evaluation alike."""
-
     specs = [specs] if isinstance(specs, ComparePreset) else list(specs)
     check(1 <= len(specs) <= MAX_SEEDS, "seeds", len(specs), f"an integer from 1 to {MAX_SEEDS}")
     check(all(b > 0 for b in budgets), "budgets", budgets, "positive numbers of nats")
@@ -248,7 +247,6 @@ def _compare_one_seed(
     root: Path, model: str, task, task_name: str, spec: ComparePreset, methods, pad_token, progress, say, prompts=None
 ) -> list[dict]:
     """The comparison of one preset in ``root`` (``shared/``, ``points/``): its frontier rows, base first."""
-
     sweeps = [s for s in spec.sweeps if methods is None or s.method in methods]
     shared = RunDir(root / "shared")
 

@@ -189,7 +189,6 @@ def run_arithmetic_demo(
 ) -> dict:
     """The checkable-answer experiment: GRPO with the strict verifier as its reward (no feedback or reward
     model: the rule is the reward), then evaluation with pass@k and sycophancy, and the report."""
-
     run = RunDir(run_dir)
     grpo = {**ARITHMETIC_GRPO, "seed": seed}
     evaluate = {**ARITHMETIC_EVAL, "seed": seed + 1}

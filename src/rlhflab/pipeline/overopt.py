@@ -167,7 +167,6 @@ def relabel(pairs: list[PreferencePair], rater: SimulatedRater, generator: torch
 
 def _sample_pool(path: Path, model: str, task, prompts: list[str], spec: OveroptPreset, seed: int, pad_token, progress):
     """Write ``pool`` base continuations per prompt with their gold scores (one JSONL row per prompt)."""
-
     policy, tokenizer = load_policy(model, pad_token)
     policy.eval()
     sampling: SamplingConfig = spec.feedback.sampling
@@ -240,7 +239,6 @@ def _rl_run(
 def _rl_points(metrics: Path, window: int) -> list[dict]:
     """(step, kl, gold, proxy) points of an RL run: the first step alone (its samples come from the base
     policy, so it is the curve's origin), then the means of consecutive windows of ``window`` steps."""
-
     rows = [r for r in read_jsonl(metrics) if M.KL in r and M.GOLD in r]
     chunks = [rows[:1]] + [rows[s : s + window] for s in range(1, len(rows), window)] if rows else []
     return [
@@ -268,7 +266,6 @@ def run_overopt(
     say=print,
     prompts: str | Path | None = None,
 ) -> dict:
-
     task = load_task(task_name, prompts)
     if task.gold is None:
         raise ConfigError(f"task '{task_name}' has no gold reward; overopt measures proxies against gold")
@@ -366,7 +363,6 @@ def run_overopt(
 def _objective_view(reward_dir: Path, view: Path, objective: str, std_coef: float) -> str:
     """The ensemble with another aggregate: its members hard-linked (no second copy on disk), its
     description rewritten."""
-
     meta = read_json(reward_dir / META)
     if not (view / META).is_file():
         for m in meta["members"]:

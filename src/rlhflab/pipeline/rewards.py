@@ -22,7 +22,6 @@ def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -
     ``pad_token``, ``max_new_tokens``, ``temperature``) is the base policy an off-the-shelf reward model is
     normalised on, by sampling it on the task's training prompts; the normalisation is the function's
     ``normalisation``."""
-
     if spec == "gold":
         gold = need_gold(task, "--reward gold")
         return (lambda prompts, completions: checked_scores(gold(prompts, completions), len(completions),

@@ -41,7 +41,6 @@ from rlhflab.tasks import load_task
 
 
 def _is_main() -> bool:
-
     return distributed.state().is_main_process
 
 
@@ -88,7 +87,6 @@ def recorded(run_dir: Path, name: str, config_cls: type, needs: tuple[str, ...] 
 def _chat(run: RunDir, given: str | None, model: str, pad_token: str | None, task):
     """(the --chat-template the stage uses: given, else the run's, else auto; ``task`` with its prompts rendered
     by it for ``model``'s tokenizer -- unchanged when that tokenizer has no template)."""
-
     spec = check_spec(run.remembered("chat_template", given))
     tokenizer = configure(load_tokenizer(model, pad_token), spec)
     if getattr(tokenizer, "chat_template", None) and task is not None:
@@ -118,7 +116,6 @@ def feedback_simulate(
     dtype: str | None = None,
     chat_template: str | None = None,
 ) -> dict:
-
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
     pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
@@ -149,7 +146,6 @@ def reward_train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-
     pairs = read_pairs(pairs_path)
     pad_token = run.pad_token(pad_token)
     backbone = backbone_of(config, model)
@@ -175,7 +171,6 @@ def reward_train(
 
 
 def resume_reward(run_dir: Path, progress: bool = True) -> dict:
-
     config, args = recorded(run_dir, "reward", RewardTrainConfig, needs=("model", "pairs"))
     return reward_train(
         RunDir(run_dir), args["model"], Path(args["pairs"]), config, args.get("pad_token"), True, progress
@@ -204,7 +199,6 @@ def optimize(
     Methods that learn from a reward take ``reward`` (a reward-model folder, 'gold' or a rule);
     methods that learn from pairs take ``pairs``. Only what the method uses is recorded.
     """
-
     spec = registry.get(method)
     prompts = run.prompts(prompts) if spec.data != "pairs" else None
     task = load_task(task_name, prompts)
@@ -237,8 +231,7 @@ def optimize(
         inputs.reward_name = reward
         if folder is not None:
             files["reward_model"] = Path(folder) / META
-            if getattr(config, "value_init", None) == "reward":
-                inputs.value_source = _value_source(folder, model, pad_token)
+            inputs.value_source = lambda: _value_source(folder, chat_tokenizer)
     with stage(run, method, config, args, files) as results:
         samples = run / RunDir.TRAIN_SAMPLES if spec.logs_samples else None
         run_config = getattr(config, "run", None)
@@ -257,18 +250,17 @@ def optimize(
     return results
 
 
-def _value_source(reward_folder: str, model: str, pad_token: str | None) -> str | None:
+def _value_source(reward_folder: str, tokenizer) -> str | None:
     """The folder a value function may start from: an off-the-shelf reward model's own folder, or rlhflab's (an
     ensemble's first member's), when it reads the policy's vocabulary (a reward model on another backbone, e.g.
-    minilm, scores re-tokenised text); else None."""
+    minilm, scores re-tokenised text: ``tokenizer`` is the policy's); else None."""
     member = reward_folder if is_classifier_folder(reward_folder) else str(RewardModel.member_folder(reward_folder))
-    same = load_tokenizer(member).get_vocab() == load_tokenizer(model, pad_token).get_vocab()
+    same = load_tokenizer(member).get_vocab() == tokenizer.get_vocab()
     return member if same else None
 
 
 def _base(model: str, pad_token: str | None, config) -> dict:
     """The base policy and sampling settings an off-the-shelf reward model is normalised with."""
-
     sampling = getattr(config, "sampling", None) or SamplingConfig()
     return {"model": model, "pad_token": pad_token, "max_new_tokens": sampling.max_new_tokens,
             "temperature": sampling.temperature}  # fmt: skip
@@ -276,7 +268,6 @@ def _base(model: str, pad_token: str | None, config) -> dict:
 
 def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
     """Continue the interrupted ``method`` stage of ``run_dir`` with the configuration it recorded."""
-
     spec = registry.get(method)
     config, args = recorded(run_dir, method, spec.config, needs=("model", "task"))
     pairs = Path(args["pairs"]) if args.get("pairs") else None
@@ -289,7 +280,6 @@ def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
 
 def base_model_of(run: RunDir) -> str | None:
     """The model the run's optimisation started from (the last method stage that finished)."""
-
     stages = run.manifest().get("stages", {})
     done = [(s.get("finished", ""), name) for name, s in stages.items() if name in METHODS]
     if not done:
@@ -317,7 +307,6 @@ def evaluate_run(
 ) -> dict:
     """Evaluate ``policy`` (a policy folder or a sampler) against ``base`` -> RUN/summary.json and
     RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
-
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
     pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
@@ -371,7 +360,6 @@ def diagnose_run(
     chat_template: str | None = None,
 ) -> dict:
     """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
-
     prompts = run.prompts(prompts)
     task = load_task(task_name, prompts)
     pad_token = run.pad_token(pad_token)

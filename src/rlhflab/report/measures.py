@@ -107,7 +107,6 @@ def overoptimization(run: RunData) -> dict | None:
 def entropy_reward(run: RunData) -> dict | None:
     """Per-step entropy and reward of an RL run (gold where the task has one, else the optimised score) and the
     fit R = -a exp(H) + b of Cui et al. 2025."""
-
     rows = [r for r in run.metrics if names.ENTROPY in r and (names.GOLD in r or names.SCORE in r)]
     if len(rows) < 3:
         return None

@@ -39,7 +39,6 @@ is normalised on."""
 def is_classifier_folder(path: str | Path) -> bool:
     """A Hugging Face folder whose config names a ``*ForSequenceClassification`` class, without rlhflab's
     reward-model description."""
-
     path = Path(path)
     config = path / "config.json"
     if (path / META).exists() or not config.is_file():
@@ -84,7 +83,6 @@ class ClassifierReward:
     def raw_scores(self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """[B] the model's own output for each prompt + completion (left-padded in batches, with positions
         counted from each text's first token, so a text scores the same alone or in a batch)."""
-
         device = next(self.model.parameters()).device
         texts = [p + c for p, c in zip(prompts, completions)]
         out = []
@@ -130,7 +128,6 @@ def calibrate(
 ) -> dict:
     """Normalise ``reward`` on one continuation from the base policy ``model`` for each of the first
     ``CALIBRATION_SAMPLES`` prompts; returns the normalisation (for the manifest)."""
-
     policy, tokenizer = load_policy(model, pad_token)  # on the accelerator when there is one
     policy.eval()
     chosen = list(prompts[:CALIBRATION_SAMPLES])

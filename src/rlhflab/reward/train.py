@@ -85,7 +85,6 @@ SEPARATED = 0.5
 
 def backbone_of(config: RewardTrainConfig, model: str) -> str:
     """The model a reward model is built on, from ``config.backbone`` and the policy ``model``."""
-
     if config.backbone == "auto":
         return MINILM if resolve_model(model) == resolve_model(EMBEDDED) else model
     return model if config.backbone == "model" else config.backbone

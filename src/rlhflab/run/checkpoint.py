@@ -37,7 +37,6 @@ from rlhflab.run.tracking import open_tracker
 
 
 def _unwrap(obj):
-
     return unwrap(obj) if isinstance(obj, torch.nn.Module) else obj
 
 
@@ -146,7 +145,6 @@ def run_hooks(
     """Hooks that write a method's metric rows and samples to ``metrics``/``samples`` (JSONL, one
     whole line per row) and its checkpoints to ``checkpoints/<stage>``; without ``resume`` the old
     ones are removed first. ``log_with`` mirrors the metric rows to a tracker (``rlhflab.run.tracking``)."""
-
     run.path.mkdir(parents=True, exist_ok=True)
     checkpoints = RunCheckpoints(run, stage, metrics, samples)
     if not resume:
@@ -171,7 +169,6 @@ def write_model(run: RunDir, name: str, model, tokenizer, extra: dict[str, dict]
 
     ``extra`` maps file names to JSON objects stored beside the weights.
     """
-
     state = distributed.state()
     state.wait_for_everyone()
     final = run / name

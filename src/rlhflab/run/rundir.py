@@ -70,7 +70,6 @@ def git_revision() -> str | None:
 
 
 def package_versions() -> dict[str, str]:
-
     out = {"python": platform.python_version()}
     for name in ("rlhflab", "torch", "transformers", "accelerate", "tokenizers", "numpy", "vaderSentiment"):
         try:

@@ -113,7 +113,6 @@ def arithmetic() -> Task:
     """Short arithmetic questions with one integer answer each (``rlhflab.tasks.arithmetic_problems``); gold is the strict
     verifier. Its policy is ``--model embedded-arithmetic``. Sycophancy is measured on evaluation problems asked
     again with a wrong belief stated; the training problems state none (``arithmetic-beliefs`` trains on them)."""
-
     return Task(
         name="arithmetic",
         train_prompts=[ar.prompt(p) for p in ar.problems("train", 4000, seed=0)],
@@ -130,7 +129,6 @@ def arithmetic_beliefs() -> Task:
     """``arithmetic`` whose training prompts state a user's belief ``rlhflab.tasks.arithmetic_problems.BELIEF_SHARE`` of the
     time, right or wrong equally often (as the embedded policy's training data did): what a reward does to
     sycophancy. Evaluation is ``arithmetic``'s."""
-
     return dataclasses.replace(
         arithmetic(),
         name="arithmetic-beliefs",
@@ -143,7 +141,6 @@ def arithmetic_wrong_beliefs() -> Task:
     """``arithmetic-beliefs`` whose stated beliefs are right only 10% of the time (``--task
     rlhflab.tasks:arithmetic_wrong_beliefs``): the control that tells deference a reward pays for (a user more
     often right than the policy) from deference it punishes."""
-
     return dataclasses.replace(
         arithmetic(),
         name="arithmetic-wrong-beliefs",
@@ -154,7 +151,6 @@ def arithmetic_wrong_beliefs() -> Task:
 
 def default_model(task_name: str | None) -> str:
     """The embedded policy a built-in task is meant for (when ``--model`` is not given)."""
-
     arithmetic_tasks = ("arithmetic", "arithmetic-beliefs", "rlhflab.tasks:arithmetic_wrong_beliefs")
     return EMBEDDED_ARITHMETIC if task_name in arithmetic_tasks else EMBEDDED
 

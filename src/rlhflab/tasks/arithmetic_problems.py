@@ -262,7 +262,6 @@ def random_reward(prompts: Sequence[str], completions: Sequence[str]) -> list[fl
 def read_problems(path: str | Path) -> list[Problem]:
     """Problems from a JSONL file of ``{"a": int, "op": "plus"|"minus"|"times", "b": int}`` (other keys are
     ignored); errors name the file, the line and what was wrong."""
-
     out: list[Problem] = []
     first_line: dict[Problem, int] = {}
     for line, obj in iter_jsonl(path, "problem file"):

@@ -16,17 +16,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from rlhflab.core.scores import exploitation_rate, same_length  # noqa: F401  (exploitation_rate: re-exported)
 from rlhflab.evaluation.diagnostics.text import mean_and_stderr
-
-
-def _same_length(**columns: Sequence) -> int:
-    sizes = {name: len(values) for name, values in columns.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"expected as many values in each of {', '.join(sizes)}; got {sizes}")
-    n = next(iter(sizes.values()))
-    if n == 0:
-        raise ValueError(f"{', '.join(sizes)} are empty")
-    return n
 
 
 def sycophancy(plain: Sequence[bool], with_wrong_belief: Sequence[bool], repeats_belief: Sequence[bool]) -> dict:
@@ -40,7 +31,7 @@ def sycophancy(plain: Sequence[bool], with_wrong_belief: Sequence[bool], repeats
     Returns ``accuracy``, ``accuracy_wrong_belief``, ``drop`` (their paired difference: how much a wrong
     belief costs) and ``repeats_wrong_belief``, each with its standard error (``*_stderr``), and ``problems``.
     """
-    n = _same_length(plain=plain, with_wrong_belief=with_wrong_belief, repeats_belief=repeats_belief)
+    n = same_length(plain=plain, with_wrong_belief=with_wrong_belief, repeats_belief=repeats_belief)
     out: dict = {"problems": n}
     columns = {
         "accuracy": [float(x) for x in plain],
@@ -77,7 +68,7 @@ def entropy_reward_fit(entropy: Sequence[float], reward: Sequence[float]) -> Ent
     """Least-squares fit of R = -a exp(H) + b (linear in x = exp(H)); None with fewer than 3 finite points or
     no spread in the entropy. ``r2`` is the share of the reward's variance the fit explains (0 when the reward
     is constant)."""
-    _same_length(entropy=entropy, reward=reward)
+    same_length(entropy=entropy, reward=reward)
     pts = [(math.exp(h), r) for h, r in zip(entropy, reward) if math.isfinite(h) and math.isfinite(r)]
     if len(pts) < 3:
         return None

@@ -101,7 +101,6 @@ def select_by_disagreement(rows: list[dict], reward, count: int) -> list[dict]:
 
 def make_queries(model_name: str, task, config: QueryConfig, ensemble=None, pad_token=None, progress=True):
     """Rows for :meth:`LabelStore.add_queries`, sampled from ``model_name`` and chosen by ``config.query``."""
-
     if config.query == "disagreement" and ensemble is None:
         raise RlhflabError("--query disagreement needs --ensemble REWARD_MODEL_DIR (an ensemble of >= 2 members)")
     reward = RewardModel.load(ensemble) if config.query == "disagreement" else None

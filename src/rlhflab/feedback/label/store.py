@@ -307,7 +307,6 @@ class LabelStore:
         return out
 
     def stats(self) -> dict:
-
         return label_stats(self.answers(), self._count("queries"), self._count("labellers"))
 
     def _count(self, table: str) -> int:
