@@ -62,6 +62,7 @@ def learned_reward(out: Path, name: str, task: str, seed: int, progress: bool) -
     from rlhflab.models.loading import EMBEDDED_ARITHMETIC
     from rlhflab.pipeline import stages
     from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
+    from rlhflab.pipeline.setup import Setup
     from rlhflab.reward.model import META
     from rlhflab.reward.train import RewardTrainConfig
     from rlhflab.run.rundir import RunDir
@@ -72,7 +73,9 @@ def learned_reward(out: Path, name: str, task: str, seed: int, progress: bool) -
         reward = dict(ARITHMETIC_REWARD)
         feedback = build(SimulateConfig, seed=seed, pairs=reward.pop("pairs"), batch_size=256,
                          max_new_tokens=ARITHMETIC_GRPO["max_new_tokens"])  # fmt: skip
-        fb = stages.feedback_simulate(run, EMBEDDED_ARITHMETIC, task, feedback, rater, progress=progress)
+        fb = stages.feedback_simulate(
+            run, Setup.resolve(run, EMBEDDED_ARITHMETIC, task), feedback, rater, progress=progress
+        )
         print(f"  {name}: {fb['pairs']} pairs, rater agrees with the verifier on {fb['agreement_with_gold']:.1%}")
         rm = stages.reward_train(run, EMBEDDED_ARITHMETIC, run / RunDir.PAIRS,
                                  build(RewardTrainConfig, backbone="model", seed=seed, **reward), progress=progress)  # fmt: skip
@@ -108,6 +111,7 @@ def one_run(out: Path, method: str, reward: str, task: str, seed: int, progress:
     from rlhflab.models.loading import EMBEDDED_ARITHMETIC
     from rlhflab.pipeline import stages
     from rlhflab.pipeline.demo import ARITHMETIC_EVAL, ARITHMETIC_GRPO
+    from rlhflab.pipeline.setup import Setup
     from rlhflab.run.rundir import RunDir
 
     run = RunDir(out / f"{method}-{reward}@{task.split(':')[-1]}")
@@ -126,10 +130,12 @@ def one_run(out: Path, method: str, reward: str, task: str, seed: int, progress:
 
             shutil.rmtree(run.path)
         start = time.time()
-        stages.optimize(run, method, EMBEDDED_ARITHMETIC, task, config, reward=source, progress=progress)
+        stages.optimize(
+            run, method, Setup.resolve(run, EMBEDDED_ARITHMETIC, task), config, reward=source, progress=progress
+        )
         seconds = time.time() - start
         timing.write_text(json.dumps({"train_seconds": round(seconds, 1)}))
-        stages.evaluate_run(run, str(run / RunDir.POLICY), EMBEDDED_ARITHMETIC, "arithmetic", None,
+        stages.evaluate_run(run, str(run / RunDir.POLICY), Setup.resolve(run, EMBEDDED_ARITHMETIC, "arithmetic"), None,
                             build(EvalConfig, **{**ARITHMETIC_EVAL, "seed": seed + 1}), progress=progress,
                             show=False)  # fmt: skip
     summary = json.loads((run / RunDir.SUMMARY).read_text())

@@ -36,6 +36,7 @@ def main() -> None:
     from rlhflab.methods.ppo import PPOConfig
     from rlhflab.pipeline import stages as pipeline
     from rlhflab.pipeline.demo import DEMO_KL
+    from rlhflab.pipeline.setup import Setup
     from rlhflab.report.measures import load_run, measure
     from rlhflab.run.rundir import RunDir
 
@@ -49,11 +50,12 @@ def main() -> None:
         start = time.time()
         if not (run / "summary.json").is_file():
             config = build(PPOConfig, seed=seed, **{**DEMO_KL, "kl_coef": coef, "kl_target": target})
-            pipeline.optimize(run, "ppo", "embedded", "sentiment", config, reward=reward, progress=False)
-            evaluate = build(EvalConfig, seed=demo["evaluate"]["config"]["seed"])
-            pipeline.evaluate_run(
-                run, str(run / RunDir.POLICY), "embedded", "sentiment", reward, evaluate, progress=False
+            pipeline.optimize(
+                run, "ppo", Setup.resolve(run, "embedded", "sentiment"), config, reward=reward, progress=False
             )
+            evaluate = build(EvalConfig, seed=demo["evaluate"]["config"]["seed"])
+            setup = Setup.resolve(run, "embedded", "sentiment")
+            pipeline.evaluate_run(run, str(run / RunDir.POLICY), setup, reward, evaluate, progress=False)
         s = json.loads((run / "summary.json").read_text())
         attractor = measure(load_run(run))["attractor"]
         rows.append((coef, target, s["base"], s["policy"], attractor, time.time() - start))

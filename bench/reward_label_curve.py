@@ -50,6 +50,7 @@ def main() -> None:
     from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
     from rlhflab.models.loading import EMBEDDED
     from rlhflab.pipeline import stages
+    from rlhflab.pipeline.setup import Setup
     from rlhflab.reward.model import META, RewardModel
     from rlhflab.reward.train import SEPARATED, RewardTrainConfig, gold_order_accuracy
     from rlhflab.run.rundir import RunDir
@@ -57,8 +58,8 @@ def main() -> None:
     pool = RunDir(args.runs / "pool")
     need = args.pairs or math.ceil(1.05 * (args.test + max(args.labels)))
     if not (pool / RunDir.PAIRS).is_file():
-        stages.feedback_simulate(pool, EMBEDDED, "sentiment", build(SimulateConfig, pairs=need, seed=args.seed),
-                                 SimulatedRater())  # fmt: skip
+        stages.feedback_simulate(pool, Setup.resolve(pool, EMBEDDED, "sentiment"),
+                                 build(SimulateConfig, pairs=need, seed=args.seed), SimulatedRater())  # fmt: skip
     pairs = read_pairs(pool / RunDir.PAIRS)
     test, train = pairs[: args.test], pairs[args.test :]
     ties = sum(p.scores["gold_chosen"] == p.scores["gold_rejected"] for p in pairs) / len(pairs)

@@ -163,9 +163,11 @@ def copy_run_with_policy_text(run: Path, dest: Path, text: str) -> Path:
 
 def run_method(method: str, model, run_dir: Path, config, reward: str | None = "gold", pairs: Path | None = None):
     """Run ``method`` through the pipeline on the planted task, as ``rlhflab optimize`` does; returns its summary."""
+    from rlhflab.methods import registry
     from rlhflab.pipeline import stages
+    from rlhflab.pipeline.setup import Setup
     from rlhflab.run.rundir import RunDir
 
-    return stages.optimize(
-        RunDir(run_dir), method, str(model), "conftest:planted_task", config, reward=reward, pairs=pairs, progress=False
-    )
+    run = RunDir(run_dir)
+    setup = Setup.resolve(run, str(model), "conftest:planted_task", read_prompts=registry.get(method).data != "pairs")
+    return stages.optimize(run, method, setup, config, reward=reward, pairs=pairs, progress=False)

@@ -20,6 +20,7 @@ from rlhflab.models.sampling import (
     token_logprobs,
 )
 from rlhflab.pipeline import stages
+from rlhflab.pipeline.setup import Setup
 from rlhflab.run.rundir import RunDir
 
 CHATML = (
@@ -160,10 +161,7 @@ def test_a_template_file_is_used_and_a_missing_one_is_named(micro_model, tmp_pat
 
 
 def test_generation_stops_at_the_end_of_turn_token(chat_model):
-    from rlhflab.models.chat import use_chat_template
-
-    with use_chat_template("auto"):
-        policy, tokenizer = load_policy(chat_model)
+    policy, tokenizer = load_policy(chat_model, chat_template="auto")
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
     def likelier_end(module, inputs, logits):  # the end of turn: likely (not certain) at every position
@@ -191,8 +189,8 @@ def test_a_run_samples_its_prompts_through_the_template_and_remembers_it(chat_mo
     run = RunDir(tmp_path / "run")
     config = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6,
                    sample_every=1)  # fmt: skip
-    stages.optimize(run, "ppo", str(chat_model), "conftest:planted_task", config, reward="conftest:good_minus_bad",
-                    progress=False)  # fmt: skip
+    setup = Setup.resolve(run, str(chat_model), "conftest:planted_task")
+    stages.optimize(run, "ppo", setup, config, reward="conftest:good_minus_bad", progress=False)
     rows = [json.loads(line) for line in (run / RunDir.TRAIN_SAMPLES).read_text().splitlines()]
     assert rows and all(r["prompt"].startswith("<|im_start|>user\n") for r in rows)
     manifest = json.loads(run.manifest_path.read_text())

@@ -9,6 +9,7 @@ from conftest import without_pad_token
 from rlhflab.core.config import build
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.pipeline import stages
+from rlhflab.pipeline.setup import Setup
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
 
@@ -19,7 +20,8 @@ def test_pad_token_is_remembered_by_later_stages(micro_model, tmp_path):
     model = str(without_pad_token(micro_model, tmp_path / "nopad"))
     run = RunDir(tmp_path / "run")
     feedback = build(SimulateConfig, pairs=8, max_new_tokens=4, batch_size=8)
-    stages.feedback_simulate(run, model, TASK, feedback, SimulatedRater(), "<|endoftext|>", progress=False)
+    setup = Setup.resolve(run, model, TASK, pad_token="<|endoftext|>")
+    stages.feedback_simulate(run, setup, feedback, SimulatedRater(), progress=False)
     reward = build(RewardTrainConfig, backbone="model", epochs=1, batch_size=4, checkpoint_every=1000)
     stages.reward_train(run, model, run / RunDir.PAIRS, reward, progress=False)  # no pad token given
     recorded = json.loads(run.manifest_path.read_text())["stages"]["reward"]["args"]
@@ -58,12 +60,13 @@ def test_a_task_without_gold(micro_model, tmp_path, capsys):
     run = RunDir(tmp_path / "run")
     model = str(micro_model)
     ppo = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6)
-    stages.optimize(run, "ppo", model, NOGOLD, ppo, reward=RULE, progress=False)
+    stages.optimize(run, "ppo", Setup.resolve(run, model, NOGOLD), ppo, reward=RULE, progress=False)
     rows = [json.loads(line) for line in (run / RunDir.METRICS).read_text().splitlines()]
     assert rows and all("objective/gold" not in r for r in rows) and all("objective/kl" in r for r in rows)
 
     evaluate = build(EvalConfig, num_prompts=8, max_new_tokens=6)
-    summary = stages.evaluate_run(run, str(run / RunDir.POLICY), model, NOGOLD, RULE, evaluate, progress=False)
+    setup = Setup.resolve(run, model, NOGOLD)
+    summary = stages.evaluate_run(run, str(run / RunDir.POLICY), setup, RULE, evaluate, progress=False)
     assert "gold unknown: task 'nogold' has no gold reward" in capsys.readouterr().out
     assert summary["gold_known"] is False and summary["gold_gain"] is None
     for side in ("base", "policy"):
@@ -74,13 +77,14 @@ def test_a_task_without_gold(micro_model, tmp_path, capsys):
     assert len(samples) == 8 and all(s["gold_base"] is None and s["proxy_policy"] is not None for s in samples)
 
     diagnose = build(DiagnoseConfig, heldout_sentences=8, remisalign_steps=2, max_new_tokens=6)
-    out = stages.diagnose_run(run, str(run / RunDir.POLICY), model, NOGOLD, diagnose, progress=False)
+    out = stages.diagnose_run(run, str(run / RunDir.POLICY), setup, diagnose, progress=False)
     assert "no gold reward" in out["remisalignment"]["skipped"]
     page = write_report([run], run / RunDir.REPORT).read_text()
     assert "unknown (the task has no gold reward)" in page
 
     with pytest.raises(RlhflabError, match="task 'nogold' has no gold reward, and --reward gold needs one"):
-        stages.optimize(RunDir(tmp_path / "r2"), "ppo", model, NOGOLD, ppo, reward="gold", progress=False)
+        r2 = RunDir(tmp_path / "r2")
+        stages.optimize(r2, "ppo", Setup.resolve(r2, model, NOGOLD), ppo, reward="gold", progress=False)
     out = rlhflab("feedback", "simulate", "--run-dir", tmp_path / "r3", "--model", model, "--task", NOGOLD)
     assert out.returncode == 2
     assert "error: task 'nogold' has no gold reward, and the simulated rater" in out.stderr
@@ -145,7 +149,7 @@ def test_imported_prompts_are_the_runs_default(micro_model, tmp_path):
 
     model = str(micro_model)
     ppo = build(PPOConfig, steps=2, prompts_per_step=6, minibatch_size=3, epochs=1, max_new_tokens=4, sample_every=1)
-    stages.optimize(run, "ppo", model, NOGOLD, ppo, reward=RULE, progress=False)
+    stages.optimize(run, "ppo", Setup.resolve(run, model, NOGOLD), ppo, reward=RULE, progress=False)
     sampled = {r["prompt"] for r in read_jsonl(run / RunDir.TRAIN_SAMPLES)}
     assert sampled and sampled <= {r["prompt"] for r in rows}
     record = json.loads(run.manifest_path.read_text())["stages"]["ppo"]
@@ -154,8 +158,8 @@ def test_imported_prompts_are_the_runs_default(micro_model, tmp_path):
     held_out = tmp_path / "heldout.txt"
     held_out.write_text("q1 the\nq2 the\nq3 the\n")
     config = build(EvalConfig, num_prompts=2, max_new_tokens=4)
-    stages.evaluate_run(run, str(run / RunDir.POLICY), model, NOGOLD, RULE, config, progress=False, show=False,
-                        prompts=held_out)  # fmt: skip
+    setup = Setup.resolve(run, model, NOGOLD, prompts=held_out)
+    stages.evaluate_run(run, str(run / RunDir.POLICY), setup, RULE, config, progress=False, show=False)
     assert [r["prompt"] for r in read_jsonl(run / RunDir.SAMPLES)] == ["q1 the", "q2 the"]
 
 
@@ -195,6 +199,7 @@ def test_an_off_the_shelf_reward_model(micro_model, tmp_path):
     from rlhflab.core.errors import RlhflabError
     from rlhflab.evaluation.evaluate import EvalConfig
     from rlhflab.methods.ppo import PPOConfig
+    from rlhflab.models.loading import Loader
     from rlhflab.pipeline.rewards import load_reward
     from rlhflab.reward.foreign import ClassifierReward, calibrate, is_classifier_folder
     from rlhflab.tasks import load_task
@@ -210,7 +215,7 @@ def test_an_off_the_shelf_reward_model(micro_model, tmp_path):
     assert reward.raw_scores(prompts, completions).tolist() == pytest.approx(one_by_one, abs=1e-4)  # padded batch
 
     task = load_task("conftest:planted_task")
-    norm = calibrate(reward, str(micro_model), task.train_prompts, None, max_new_tokens=6, temperature=1.0)
+    norm = calibrate(reward, str(micro_model), task.train_prompts, Loader(), max_new_tokens=6, temperature=1.0)
     assert norm["samples"] == 100 and norm["std"] > 0
     raw = torch.tensor(one_by_one)
     assert reward(prompts, completions).tolist() == pytest.approx(
@@ -219,20 +224,20 @@ def test_an_off_the_shelf_reward_model(micro_model, tmp_path):
 
     run = RunDir(tmp_path / "run")
     ppo = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6)
-    result = stages.optimize(run, "ppo", str(micro_model), "conftest:planted_task", ppo, reward=str(folder),
-                             progress=False)  # fmt: skip
+    setup = Setup.resolve(run, str(micro_model), "conftest:planted_task")
+    result = stages.optimize(run, "ppo", setup, ppo, reward=str(folder), progress=False)
     assert result["reward_normalisation"]["std"] > 0
     config = build(EvalConfig, num_prompts=8, max_new_tokens=6)
-    summary = stages.evaluate_run(run, str(run / RunDir.POLICY), str(micro_model), "conftest:planted_task",
-                                  str(folder), config, progress=False, show=False)  # fmt: skip
+    setup = Setup.resolve(run, str(micro_model), "conftest:planted_task")
+    summary = stages.evaluate_run(run, str(run / RunDir.POLICY), setup, str(folder), config, progress=False,
+                                  show=False)  # fmt: skip
     assert summary["base"]["proxy"] is not None and summary["base"]["gold"] is not None
     record = json.loads(run.manifest_path.read_text())["stages"]["evaluate"]["results"]
     assert record["reward_normalisation"]["on"] == "base-policy samples"
 
     two = classifier_folder(micro_model, tmp_path / "two_labels", num_labels=2)
     with pytest.raises(RlhflabError, match="with 2 outputs; a reward model has one"):
-        load_reward(str(two), task, base={"model": str(micro_model), "pad_token": None, "max_new_tokens": 4,
-                                          "temperature": 1.0})  # fmt: skip
+        load_reward(str(two), task, base={"model": str(micro_model), "max_new_tokens": 4, "temperature": 1.0})
 
 
 # ---------------------------------------------------------------- --log-with
@@ -257,7 +262,8 @@ def test_log_with_tensorboard_mirrors_metrics(micro_model, tmp_path):
     run = RunDir(tmp_path / "run")
     ppo = build(PPOConfig, steps=3, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=4,
                 log_with="tensorboard")  # fmt: skip
-    stages.optimize(run, "ppo", str(micro_model), "conftest:planted_task", ppo, reward="gold", progress=False)
+    setup = Setup.resolve(run, str(micro_model), "conftest:planted_task")
+    stages.optimize(run, "ppo", setup, ppo, reward="gold", progress=False)
     events = EventAccumulator(str(run / "tensorboard" / "ppo"))
     events.Reload()
     rows = read_jsonl(run / RunDir.METRICS)

@@ -18,6 +18,7 @@ from rlhflab.methods.best_of_n import BestOfNConfig
 from rlhflab.methods.dpo import DPOConfig
 from rlhflab.methods.grpo import GRPOConfig
 from rlhflab.pipeline import stages
+from rlhflab.pipeline.setup import Setup
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
 
@@ -59,9 +60,10 @@ def test_diagnose_works_on_a_best_of_n_run(micro_model, tmp_path):
     run = RunDir(tmp_path / "bon")
     run_method("best-of-n", micro_model, run.path, BestOfNConfig(n=2))
     assert run.output() == run.path
-    stages.evaluate_run(run, str(run.output()), str(micro_model), "conftest:planted_task", "gold",
-                        build(EvalConfig, num_prompts=4, max_new_tokens=6), progress=False, show=False)  # fmt: skip
-    out = stages.diagnose_run(run, str(run.output()), str(micro_model), "conftest:planted_task",
+    setup = Setup.resolve(run, str(micro_model), "conftest:planted_task")
+    stages.evaluate_run(run, str(run.output()), setup, "gold", build(EvalConfig, num_prompts=4, max_new_tokens=6),
+                        progress=False, show=False)  # fmt: skip
+    out = stages.diagnose_run(run, str(run.output()), setup,
                               build(DiagnoseConfig, heldout_sentences=8, remisalign_steps=2), progress=False)  # fmt: skip
     assert "sampler" in out["calibration"]["skipped"] and "sampler" in out["remisalignment"]["skipped"]
     assert json.loads((run / "manifest.json").read_text())["stages"]["diagnose"]["status"] == "done"

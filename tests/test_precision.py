@@ -21,6 +21,7 @@ from rlhflab.models.precision import (
 )
 from rlhflab.models.sampling import sample, token_logprobs
 from rlhflab.pipeline import stages
+from rlhflab.pipeline.setup import Setup
 from rlhflab.run.rundir import RunDir
 
 TASK, RULE = "conftest:planted_task", "conftest:good_minus_bad"
@@ -76,7 +77,7 @@ def test_save_adapter_writes_an_adapter_transformers_loads_with_its_base(micro_m
     run = RunDir(tmp_path / "run")
     config = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6, lr=1e-2,
                    lora_r=4, save_adapter=True)  # fmt: skip
-    stages.optimize(run, "ppo", str(micro_model), TASK, config, reward=RULE, progress=False)
+    stages.optimize(run, "ppo", Setup.resolve(run, str(micro_model), TASK), config, reward=RULE, progress=False)
     files = {p.name for p in (run / RunDir.POLICY).iterdir()}
     assert "adapter_config.json" in files and "model.safetensors" not in files
     loaded = AutoModelForCausalLM.from_pretrained(run / RunDir.POLICY)  # the base found from the adapter's config
@@ -105,11 +106,12 @@ def test_bfloat16_runs_end_to_end_and_later_stages_remember_it(micro_model, tmp_
 
 
 def test_frozen_models_load_in_the_dtype_and_trained_weights_stay_float32(micro_model):
-    from rlhflab.models.precision import frozen_dtype
+    from rlhflab.models.loading import Loader
 
-    with frozen_dtype("bfloat16"):
-        frozen, _ = load_policy(micro_model)
-        trained, _ = load_policy(micro_model, dtype="float32")  # an explicit dtype wins
+    loader = Loader(dtype="bfloat16")  # a stage's models load in its dtype ...
+    frozen, _ = loader.policy(micro_model)
+    trained, _ = loader.policy(micro_model, dtype="float32")  # ... and an explicit dtype wins
+    assert next(load_policy(micro_model)[0].parameters()).dtype == torch.float32  # without one: as saved
     assert next(frozen.parameters()).dtype == torch.bfloat16
     policy = trainable_policy(trained, ModelConfig(dtype="bfloat16"))
     assert {p.dtype for p in policy.parameters()} == {torch.float32}
@@ -146,11 +148,12 @@ def test_dpo_and_grpo_train_a_lora_adapter_with_checkpointing(method, micro_mode
         pairs = tmp_path / "pairs.jsonl"
         write_pairs(pairs, [PreferencePair(prompt="the cat", chosen=" good day.", rejected=" bad day.")] * 8)
         config = build(spec.config, epochs=2, batch_size=4, lr=1e-2, **common)
-        stages.optimize(run, method, str(micro_model), TASK, config, pairs=pairs, progress=False)
+        setup = Setup.resolve(run, str(micro_model), TASK, read_prompts=False)
+        stages.optimize(run, method, setup, config, pairs=pairs, progress=False)
     else:
         config = build(spec.config, steps=2, prompts_per_step=4, samples_per_prompt=2, minibatch_size=8,
                        max_new_tokens=6, lr=1e-2, **common)  # fmt: skip
-        stages.optimize(run, method, str(micro_model), TASK, config, reward=RULE, progress=False)
+        stages.optimize(run, method, Setup.resolve(run, str(micro_model), TASK), config, reward=RULE, progress=False)
     tuned, tokenizer = load_policy(run / RunDir.POLICY)
     base, _ = load_policy(micro_model)
     assert next(tuned.parameters()).dtype == torch.bfloat16
@@ -178,8 +181,8 @@ def test_a_reward_model_trains_under_bfloat16_with_checkpointing_and_refuses_lor
     from rlhflab.reward.train import RewardTrainConfig
 
     run = RunDir(tmp_path / "run")
-    stages.feedback_simulate(run, str(micro_model), TASK, build(SimulateConfig, pairs=16, max_new_tokens=4,
-                             batch_size=16), SimulatedRater(), progress=False)  # fmt: skip
+    stages.feedback_simulate(run, Setup.resolve(run, str(micro_model), TASK), build(SimulateConfig, pairs=16,
+                             max_new_tokens=4, batch_size=16), SimulatedRater(), progress=False)  # fmt: skip
     config = build(RewardTrainConfig, backbone="model", epochs=1, batch_size=4, dtype="bfloat16",
                    gradient_checkpointing=True)  # fmt: skip
     result = stages.reward_train(run, str(micro_model), run / RunDir.PAIRS, config, progress=False)

@@ -31,6 +31,7 @@ from rlhflab.pipeline.compare import presets, run_compare
 from rlhflab.pipeline.demo import run_demo
 from rlhflab.pipeline.overopt import preset as make_preset
 from rlhflab.pipeline.overopt import run_overopt
+from rlhflab.pipeline.setup import Setup
 from rlhflab.report import write_report
 from rlhflab.run.rundir import RunDir
 
@@ -74,19 +75,10 @@ def evaluate_cmd(
     if reward_name is None:
         reward_name = str(run / RunDir.REWARD_MODEL) if (run / RunDir.REWARD_MODEL).is_dir() else None
     config = config_from_options(EvalConfig, options)
-    pipeline.evaluate_run(
-        run,
-        policy,
-        base,
-        task,
-        reward_name,
-        config,
-        pad_token,
-        progress=not quiet,
-        prompts=prompts_file,
-        dtype=dtype,
-        chat_template=chat_template,
+    setup = Setup.resolve(
+        run, base, task, prompts=prompts_file, pad_token=pad_token, dtype=dtype, chat_template=chat_template
     )
+    pipeline.evaluate_run(run, policy, setup, reward_name, config, progress=not quiet)
     say(f"wrote {run / RunDir.SUMMARY} and {run / RunDir.SAMPLES}")
 
 
@@ -121,18 +113,10 @@ def diagnose_cmd(
     policy = policy or str(run.output())
     base = base or pipeline.base_model_of(run) or EMBEDDED
     config = config_from_options(DiagnoseConfig, options)
-    pipeline.diagnose_run(
-        run,
-        policy,
-        base,
-        task,
-        config,
-        pad_token,
-        progress=not quiet,
-        prompts=prompts_file,
-        dtype=dtype,
-        chat_template=chat_template,
+    setup = Setup.resolve(
+        run, base, task, prompts=prompts_file, pad_token=pad_token, dtype=dtype, chat_template=chat_template
     )
+    pipeline.diagnose_run(run, policy, setup, config, progress=not quiet)
     say(f"wrote {run / RunDir.DIAGNOSTICS}")
 
 

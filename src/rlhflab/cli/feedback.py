@@ -27,6 +27,7 @@ from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.models.loading import EMBEDDED
 from rlhflab.pipeline import stages as pipeline
 from rlhflab.pipeline.ai_feedback import run_ai_feedback
+from rlhflab.pipeline.setup import Setup
 from rlhflab.run.rundir import RunDir
 
 # ------------------------------------------------------------------ feedback
@@ -62,18 +63,11 @@ def feedback_simulate(
     """Sample two continuations per prompt and label them with a simulated rater -> RUN/pairs.jsonl."""
     config = config_from_options(SimulateConfig, options)
     rater = config_from_options(SimulatedRater, options, prefix="rater_")
-    stats = pipeline.feedback_simulate(
-        RunDir(run_dir),
-        model,
-        task,
-        config,
-        rater,
-        pad_token,
-        progress=not quiet,
-        prompts=prompts_file,
-        dtype=dtype,
-        chat_template=chat_template,
+    run = RunDir(run_dir)
+    setup = Setup.resolve(
+        run, model, task, prompts=prompts_file, pad_token=pad_token, dtype=dtype, chat_template=chat_template
     )
+    stats = pipeline.feedback_simulate(run, setup, config, rater, progress=not quiet)
     say(
         f"wrote {stats['pairs']} pairs to {run_dir / 'pairs.jsonl'} "
         f"(rater agrees with gold on {stats['agreement_with_gold']:.1%})"

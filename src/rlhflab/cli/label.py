@@ -26,6 +26,7 @@ from rlhflab.feedback.label.queries import QueryConfig, make_queries
 from rlhflab.feedback.label.server import create_app
 from rlhflab.feedback.label.stats import format_stats
 from rlhflab.feedback.label.store import DB_NAME, LabelStore
+from rlhflab.models.loading import Loader
 from rlhflab.tasks import load_task
 
 # ------------------------------------------------------------------ feedback
@@ -105,7 +106,9 @@ def label_queue(
         rows = [{"prompt": p.prompt, "a": p.chosen, "b": p.rejected} for p in pairs]
         origin = str(from_pairs)
     else:
-        rows = make_queries(model, load_task(task, prompts_file), config, ensemble, pad_token, progress=not quiet)
+        rows = make_queries(
+            model, load_task(task, prompts_file), config, ensemble, Loader(pad_token=pad_token), progress=not quiet
+        )
         origin = f"{config.query}:{model}"
     store = LabelStore(run_dir)  # created only once the input is known to be good
     n = store.add_queries(rows, config.overlap, config.seed, origin)

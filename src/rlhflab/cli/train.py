@@ -23,6 +23,7 @@ from rlhflab.core import metric_names as names
 from rlhflab.core.config import click_options, config_from_options
 from rlhflab.methods.registry import METHODS
 from rlhflab.pipeline import stages
+from rlhflab.pipeline.setup import Setup
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
 
@@ -83,10 +84,12 @@ def _method_command(spec) -> None:
             run, result = RunDir(resume), stages.resume_method(resume, spec.name, progress=not quiet)
         else:
             run = RunDir(need_run_dir(run_dir))
+            config = config_from_options(spec.config, options)
+            setup = Setup.resolve(run, model, task, prompts=prompts_file, pad_token=pad_token,
+                                  chat_template=chat_template, read_prompts=spec.data != "pairs")  # fmt: skip
             result = stages.optimize(
-                run, spec.name, model, task, config_from_options(spec.config, options),
-                reward=reward_name or str(run / RunDir.REWARD_MODEL), pairs=pairs or run / RunDir.PAIRS,
-                pad_token=pad_token, progress=not quiet, prompts=prompts_file, chat_template=chat_template,
+                run, spec.name, setup, config, reward=reward_name or str(run / RunDir.REWARD_MODEL),
+                pairs=pairs or run / RunDir.PAIRS, progress=not quiet,
             )  # fmt: skip
         final = result.get("final") or {}
         detail = ", ".join(

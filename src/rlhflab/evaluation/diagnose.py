@@ -19,7 +19,7 @@ from rlhflab.evaluation.diagnostics.calibration import expected_calibration_erro
 from rlhflab.evaluation.diagnostics.embeddings import embedding_spread
 from rlhflab.models.batching import collate
 from rlhflab.models.embeddings import embed, embedding_model_dir
-from rlhflab.models.loading import context_length, disable_dropout, forward_inputs, load_policy
+from rlhflab.models.loading import Loader, context_length, disable_dropout, forward_inputs
 from rlhflab.models.samplers import is_sampler
 from rlhflab.models.sampling import completion_nll, sample
 
@@ -115,7 +115,7 @@ def remisalignment_cost(
     prompts: Sequence[str],
     gold: Callable,
     config: DiagnoseConfig,
-    pad_token: str | None = None,
+    loader: Loader = Loader(),
     progress: bool = False,
 ) -> dict:
     """Fine-tuning steps that take the tuned policy's gold reward back towards the base policy's.
@@ -126,7 +126,7 @@ def remisalignment_cost(
     ``steps`` is the first measurement at which ``remisalign_fraction`` of the gold gained over the
     base is lost again (None if that never happened within ``remisalign_steps``).
     """
-    model, tokenizer = load_policy(policy_name, pad_token)
+    model, tokenizer = loader.policy(policy_name)
     disable_dropout(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.remisalign_lr)
     g = torch.Generator().manual_seed(config.seed)
@@ -175,15 +175,15 @@ def diagnose(
     eval_prompts: Sequence[str],
     gold: Callable | None,
     config: DiagnoseConfig,
-    pad_token: str | None = None,
+    loader: Loader = Loader(),
     progress: bool = True,
 ) -> dict:
     out: dict = {"config": config.__dict__.copy()}
-    base, tokenizer = load_policy(base_name, pad_token)
+    base, tokenizer = loader.policy(base_name)
     base.eval()
     sampler = is_sampler(policy_name)
     not_applicable = {"skipped": "the run's output is a sampler (best-of-n), with no weights of its own to measure"}
-    policy = None if sampler else load_policy(policy_name, pad_token)[0].eval()
+    policy = None if sampler else loader.policy(policy_name)[0].eval()
 
     if sampler:
         out["calibration"] = not_applicable
@@ -219,7 +219,7 @@ def diagnose(
         prompts = list(eval_prompts[: config.remisalign_prompts])
         base_gold = mean_gold(base, tokenizer, prompts, gold, config)
         out["remisalignment"] = remisalignment_cost(
-            policy_name, base_gold, pairs, prompts, gold, config, pad_token, progress
+            policy_name, base_gold, pairs, prompts, gold, config, loader, progress
         )
     else:
         out["remisalignment"] = {"skipped": "no preference pairs" if not pairs else "--remisalign-steps 0"}

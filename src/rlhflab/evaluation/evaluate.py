@@ -22,7 +22,7 @@ from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
 from rlhflab.evaluation.diagnostics.pass_at_k import crossing, default_ks, newly_solved, pass_at_k_curve
 from rlhflab.evaluation.diagnostics.stats import spearman
 from rlhflab.evaluation.diagnostics.verifiable import sycophancy
-from rlhflab.models.loading import check_fits, load_policy
+from rlhflab.models.loading import Loader, check_fits
 from rlhflab.models.samplers import PolicySampler, load_sampler
 
 KL_ESTIMATOR = "k1: mean over the policy's samples of sum_t log pi(y_t|x,y<t) - log pi_base(y_t|x,y<t) (unbiased)"
@@ -166,12 +166,12 @@ def evaluate_base(
     task: Task,
     config: EvalConfig,
     proxy: Callable | None = None,
-    pad_token: str | None = None,
+    loader: Loader = Loader(),
     progress: bool = True,
 ) -> Side:
     """The base policy's side of an evaluation (computed once when several policies are compared)."""
     prompts = eval_prompts(task, config)
-    base, tokenizer = load_policy(base_name, pad_token)
+    base, tokenizer = loader.policy(base_name)
     check_fits(base, tokenizer, prompts, config.sampling.max_new_tokens)
     sampler = PolicySampler(base, tokenizer)
     side = evaluate_side(sampler, prompts, task, config, proxy, "evaluate: base", progress)
@@ -190,7 +190,7 @@ def evaluate(
     task: Task,
     config: EvalConfig,
     proxy: Callable | None = None,
-    pad_token: str | None = None,
+    loader: Loader = Loader(),
     progress: bool = True,
     reward_loader: Callable[[str], Callable] | None = None,
     base: Side | None = None,
@@ -200,12 +200,12 @@ def evaluate(
 
     Returns (summary, samples): summary has a "base" and a "policy" entry; samples hold one
     row per prompt with both continuations and their scores. ``reward_loader`` turns a
-    best-of-n sampler's reward name into a function; ``base`` reuses a base evaluation.
+    best-of-n sampler's reward name into a function; ``base`` reuses a base evaluation; ``loader`` loads the
+    models (pad token, dtype, chat template).
     """
     prompts = eval_prompts(task, config)
-    base = base or evaluate_base(base_name, task, config, proxy, pad_token, progress)
-    loader = reward_loader or (lambda name: proxy)
-    sampler, info = load_sampler(policy_name, base_name, loader, pad_token)
+    base = base or evaluate_base(base_name, task, config, proxy, loader, progress)
+    sampler, info = load_sampler(policy_name, base_name, reward_loader or (lambda name: proxy), loader)
     policy = evaluate_side(sampler, prompts, task, config, proxy, "evaluate: policy", progress)
     if info["type"] == "best_of_n":
         policy.stats["kl_bound"] = info["kl_bound"]

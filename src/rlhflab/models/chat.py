@@ -9,21 +9,18 @@ With a template (the tokenizer's own under ``auto``, a Jinja file's, none under 
 - generation stops at the template's end-of-turn token (``<|im_end|>``, ``<|eot_id|>``, ...) as well as at
   the tokenizer's end-of-sequence token: ``stop_ids``.
 
-A stage sets the template for the models it loads with ``use_chat_template``; ``load_policy`` applies it.
+A stage resolves the template once and loads its models with it (``loading.Loader``); ``load_policy`` applies it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from rlhflab.core.errors import ConfigError, DataError
 from rlhflab.core.files import read_text
 
-_SPEC = contextvars.ContextVar("rlhflab_chat_template", default="auto")
 _STOP_ATTR = "_rlhflab_stop_ids"
 _HH = re.compile(r"\n\n(Human|Assistant|System): ")
 _ROLES = {"Human": "user", "Assistant": "assistant", "System": "system"}
@@ -37,20 +34,10 @@ def check_spec(spec: str | None) -> str:
     return spec
 
 
-@contextlib.contextmanager
-def use_chat_template(spec: str | None) -> Iterator[None]:
-    """Within this block, policies loaded by ``load_policy`` render and stop by ``spec``."""
-    token = _SPEC.set(check_spec(spec))
-    try:
-        yield
-    finally:
-        _SPEC.reset(token)
-
-
-def configure(tokenizer, spec: str | None = None):
-    """Give ``tokenizer`` the template ``spec`` names (default: the one ``use_chat_template`` set) and its
-    stop tokens; returns the tokenizer. Under ``none`` it renders nothing and stops at EOS only."""
-    spec = check_spec(spec or _SPEC.get())
+def configure(tokenizer, spec: str | None = "auto"):
+    """Give ``tokenizer`` the template ``spec`` names (auto: its own) and its stop tokens; returns the
+    tokenizer. Under ``none`` it renders nothing and stops at EOS only."""
+    spec = check_spec(spec)
     if spec == "none":
         tokenizer.chat_template = None
     elif spec != "auto":

@@ -12,6 +12,7 @@ import copy
 import inspect
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from rlhflab.core.errors import ConfigError, DataError, RlhflabError
 from rlhflab.core.files import read_json
 from rlhflab.models.chat import configure
 from rlhflab.models.embeddings import embedding_model_dir
-from rlhflab.models.precision import AdapterOff, check_device, default_dtype, dtype_of, is_peft
+from rlhflab.models.precision import AdapterOff, check_device, dtype_of, is_peft
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EMBEDDED = "embedded"
@@ -148,14 +149,17 @@ def load_tokenizer(name: str | Path, pad_token: str | None = None):
     return tokenizer
 
 
-def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dtype | str | None = None):
+def load_policy(
+    name: str | Path, pad_token: str | None = None, dtype: torch.dtype | str | None = None, chat_template: str = "auto"
+):
     """(causal LM, tokenizer) from a local folder, ``embedded`` or a hub id, on this process's accelerator
     when there is one (every stage that runs a model runs it there); ``dtype`` (a torch dtype or a ``--dtype``
-    name): the weights' precision (None: as saved)."""
+    name): the weights' precision (None: as saved); ``chat_template`` (auto, none or a file): how the tokenizer
+    renders prompts and where generation stops (``chat.configure``)."""
     # heavy library (transformers): imported on first use, not with rlhflab
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype_of(dtype) if isinstance(dtype, str) else (dtype or default_dtype())
+    dtype = dtype_of(dtype) if isinstance(dtype, str) else dtype
     check_device(dtype, distributed.state().device)
     tokenizer = load_tokenizer(name, pad_token)
     try:
@@ -164,8 +168,36 @@ def load_policy(name: str | Path, pad_token: str | None = None, dtype: torch.dty
         raise _load_error(str(name), e) from None
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    configure(tokenizer)  # the chat template the stage uses, and where generation stops
+    configure(tokenizer, chat_template)
     return model.to(distributed.state().device), tokenizer
+
+
+@dataclass(frozen=True)
+class Loader:
+    """How a stage loads its models, resolved once by the pipeline and handed to the libraries that need a model
+    of their own (evaluation's base and policy, a best-of-n sampler's base, a judge, the label app's sampler):
+    the settings travel here, never in a global.
+
+    ``pad_token`` names a token of the policy's tokenizer; ``dtype`` (a ``--dtype`` name; None: as saved) is the
+    precision of every model the stage only runs (base, tuned policy, reference, reward model); ``chat_template``
+    (auto, none or a template file) is how prompts are rendered and where generation stops."""
+
+    pad_token: str | None = None
+    dtype: str | None = None
+    chat_template: str = "auto"
+
+    def policy(self, name: str | Path, dtype: torch.dtype | str | None = None):
+        """(causal LM, tokenizer) of ``name``; weights in ``dtype`` (None: the loader's)."""
+        return load_policy(name, self.pad_token, dtype or self.dtype, self.chat_template)
+
+    def scalar(self, name: str | Path, pad_token_id: int, dtype: torch.dtype | str | None = None):
+        """A scalar-head model of ``name`` (``load_scalar_model``); weights in ``dtype`` (None: the loader's)."""
+        dtype = dtype or self.dtype
+        return load_scalar_model(name, pad_token_id, dtype_of(dtype) if isinstance(dtype, str) else dtype)
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        return dtype_of(self.dtype) if self.dtype else None
 
 
 def context_length(model: nn.Module) -> int | None:
@@ -296,11 +328,10 @@ class ScalarHeadModel(nn.Module):
 
 def load_scalar_model(name: str | Path, pad_token_id: int, dtype: torch.dtype | None = None) -> ScalarHeadModel:
     """A scalar-head model from a reward-model folder, or from a causal LM (new, small head); weights in
-    ``dtype`` (None: ``precision.frozen_dtype``'s, else as saved)."""
+    ``dtype`` (None: as saved)."""
     # heavy library (transformers): imported on first use, not with rlhflab
     from transformers import AutoModelForSequenceClassification
 
-    dtype = dtype or default_dtype()
     try:
         with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=1, dtype=dtype)

@@ -18,12 +18,10 @@ costs, in docs/models.md, "Memory").
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -107,25 +105,6 @@ def check_device(dtype: torch.dtype | None, device) -> None:
     rlhflab does not do) its gradients underflow. bfloat16 is the precision for CPUs."""
     if dtype == torch.float16 and torch.device(device).type == "cpu":
         raise ConfigError("--dtype float16 needs a GPU (on a CPU use --dtype bfloat16 or float32)")
-
-
-_FROZEN = contextvars.ContextVar("rlhflab_frozen_dtype", default=None)
-
-
-@contextlib.contextmanager
-def frozen_dtype(name: str | None) -> Iterator[None]:
-    """Within this block, models loaded without an explicit dtype (every model a stage only evaluates or
-    samples: base, tuned policy, reference, reward model) are loaded in ``name`` (None: as saved)."""
-    token = _FROZEN.set(dtype_of(name))
-    try:
-        yield
-    finally:
-        _FROZEN.reset(token)
-
-
-def default_dtype() -> torch.dtype | None:
-    """The dtype ``frozen_dtype`` set, or None."""
-    return _FROZEN.get()
 
 
 # ---------------------------------------------------------------- autocast

@@ -17,7 +17,7 @@ import torch
 from rlhflab.core.errors import ConfigError, DataError, RlhflabError
 from rlhflab.core.estimators import kl_estimators, masked_mean
 from rlhflab.core.files import read_json
-from rlhflab.models.loading import load_policy
+from rlhflab.models.loading import Loader
 from rlhflab.models.sampling import sample, token_logprobs
 
 SAMPLER_FILE = "sampler.json"
@@ -142,9 +142,10 @@ def is_sampler(name: str | Path) -> bool:
     return (path / SAMPLER_FILE).is_file() or (path.name == SAMPLER_FILE and path.is_file())
 
 
-def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str], Callable], pad_token=None):
+def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str], Callable], loader: Loader = Loader()):
     """The sampler stored at ``name``: a folder with ``sampler.json`` (best-of-n), or a policy folder
-    (with an optional control-token prefix in ``rlhflab_sampling.json``). Returns (sampler, info)."""
+    (with an optional control-token prefix in ``rlhflab_sampling.json``), its models loaded by ``loader``.
+    Returns (sampler, info)."""
     path = Path(name)
     spec_path = path / SAMPLER_FILE if path.is_dir() else path
     if is_sampler(path):
@@ -158,15 +159,15 @@ def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str]
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
             shown = repr(n) if len(repr(n)) <= 40 else repr(n)[:37] + "..."
             raise DataError(spec_path, f"'n' must be an integer in [1, {MAX_N}], got {shown}")
-        base, tokenizer = load_policy(spec["base"], pad_token)
+        base, tokenizer = loader.policy(spec["base"])
         return BestOfNSampler(base, tokenizer, reward_loader(spec["reward"]), n), {
             "type": "best_of_n",
             "n": n,
             "kl_bound": best_of_n_kl_bound(n),
             "reward": spec["reward"],
         }
-    policy, tokenizer = load_policy(name, pad_token)
-    base, _ = load_policy(base_name, pad_token)
+    policy, tokenizer = loader.policy(name)
+    base, _ = loader.policy(base_name)
     prefix, vocab_size = "", None
     if (path / SAMPLING_FILE).is_file():
         sampling = read_json(path / SAMPLING_FILE)

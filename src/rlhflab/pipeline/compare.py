@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from rlhflab.core import distributed
 from rlhflab.core.config import build, check
 from rlhflab.core.errors import ConfigError
 from rlhflab.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text, csv_text, read_json
@@ -46,6 +45,7 @@ from rlhflab.evaluation.frontier import (
     format_frontier,
 )
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
+from rlhflab.methods import registry
 from rlhflab.methods.best_of_n import BestOfNConfig
 from rlhflab.methods.conditional import ConditionalConfig
 from rlhflab.methods.dpo import DPOConfig
@@ -56,6 +56,7 @@ from rlhflab.methods.registry import METHODS
 from rlhflab.methods.rloo import RLOOConfig
 from rlhflab.pipeline import stages
 from rlhflab.pipeline.rewards import load_reward
+from rlhflab.pipeline.setup import Setup
 from rlhflab.report.figures_sweeps import frontier_figure
 from rlhflab.reward.train import RewardTrainConfig
 from rlhflab.run.rundir import RunDir
@@ -189,7 +190,7 @@ def run_compare(
     if unknown:
         raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     _check_layout(root, len(specs))
-    task = load_task(task_name, prompts)
+    load_task(task_name, prompts)  # a bad task or prompts file fails before any work
     started = time.time()
 
     seed_rows = []
@@ -197,7 +198,7 @@ def run_compare(
         folder, tag = seed_folder(root, i, len(specs)), "" if len(specs) == 1 else f"[seed-{i}] "
         say_seed = functools.partial(_say_tagged, say, tag)
         seed_rows.append(
-            _compare_one_seed(folder, model, task, task_name, spec, methods, pad_token, progress, say_seed, prompts)
+            _compare_one_seed(folder, model, task_name, spec, methods, pad_token, progress, say_seed, prompts)
         )
     rows = aggregate_frontier(seed_rows)
     seed_tables = [budget_table(r, budgets) for r in seed_rows]
@@ -244,21 +245,27 @@ def _check_layout(root: Path, seeds: int) -> None:
 
 
 def _compare_one_seed(
-    root: Path, model: str, task, task_name: str, spec: ComparePreset, methods, pad_token, progress, say, prompts=None
+    root: Path, model: str, task_name: str, spec: ComparePreset, methods, pad_token, progress, say, prompts=None
 ) -> list[dict]:
     """The comparison of one preset in ``root`` (``shared/``, ``points/``): its frontier rows, base first."""
     sweeps = [s for s in spec.sweeps if methods is None or s.method in methods]
     shared = RunDir(root / "shared")
 
+    def setup(run: RunDir, read_prompts: bool = True) -> Setup:  # each stage reads what the run recorded so far
+        return Setup.resolve(run, model, task_name, prompts=prompts, pad_token=pad_token, read_prompts=read_prompts)
+
     # ---------------------------------------------------------- the feedback and reward model every method shares
     reward = str(shared / RunDir.REWARD_MODEL)
     if not (shared / RunDir.REWARD_MODEL / "rlhflab_reward.json").is_file():
         say(f"[shared] {spec.feedback.pairs} preference pairs and a reward model")
-        stages.feedback_simulate(shared, model, task_name, spec.feedback, spec.rater, pad_token, progress, prompts)
+        stages.feedback_simulate(shared, setup(shared), spec.feedback, spec.rater, progress)
         stages.reward_train(shared, model, shared / RunDir.PAIRS, spec.reward, pad_token, progress=progress)
 
-    proxy, _ = load_reward(reward, task, distributed.state().device)
-    base = evaluate_base(model, task, spec.evaluate, proxy, pad_token, progress)
+    # the base is evaluated once, as saved (the points' policies in their methods' dtype)
+    common = setup(shared)
+    loader = replace(common.loader, dtype=None)
+    proxy, _ = load_reward(reward, common.task, common.device, loader)
+    base = evaluate_base(model, common.task, spec.evaluate, proxy, loader, progress)
 
     rows = [{"method": "base", "knob": "", "value": "", "run": "", **_row_stats(base.stats)}]
     for sweep in sweeps:
@@ -267,14 +274,11 @@ def _compare_one_seed(
             if not (run / RunDir.SUMMARY).is_file():
                 say(f"[{sweep.method}] {sweep.knob} = {value}")
                 config = replace(sweep.config, **{sweep.knob: value})
-                stages.optimize(
-                    run, sweep.method, model, task_name, config, reward=reward, pairs=shared / RunDir.PAIRS,
-                    pad_token=pad_token, progress=progress, prompts=prompts,
-                )  # fmt: skip
-                stages.evaluate_run(
-                    run, str(run.output()), model, task_name, reward, spec.evaluate, pad_token, progress,
-                    base_side=base, show=False, prompts=prompts,
-                )  # fmt: skip
+                pairs_method = registry.get(sweep.method).data == "pairs"
+                stages.optimize(run, sweep.method, setup(run, not pairs_method), config, reward=reward,
+                                pairs=shared / RunDir.PAIRS, progress=progress)  # fmt: skip
+                stages.evaluate_run(run, str(run.output()), setup(run), reward, spec.evaluate, progress,
+                                    base_side=base, show=False)  # fmt: skip
             summary = read_json(run / RunDir.SUMMARY)
             rows.append(
                 {

@@ -24,10 +24,10 @@ from rlhflab.methods.ppo import PPOConfig
 from rlhflab.models.loading import EMBEDDED, EMBEDDED_ARITHMETIC
 from rlhflab.models.precision import ModelConfig
 from rlhflab.pipeline import stages as pipeline
+from rlhflab.pipeline.setup import Setup
 from rlhflab.report import write_report
 from rlhflab.reward.train import RewardTrainConfig, backbone_of
 from rlhflab.run.rundir import RunDir
-from rlhflab.tasks import load_task
 
 DEMO_KL = dict(adaptive_kl=True, kl_coef=0.3, kl_target=3.0, kl_horizon=256)
 """The demo's KL control: Ziegler et al.'s adaptive controller, starting at beta 0.3, towards 3 nats
@@ -137,9 +137,9 @@ def run_demo(
         f"[1/6] feedback: {p.feedback.pairs} pairs from the base policy, simulated rater "
         f"(temperature {p.rater.temperature}, {p.rater.random_rate:.0%} random answers)"
     )
-    fb = pipeline.feedback_simulate(run, model, task, p.feedback, p.rater, pad_token, progress=progress,
-                                    prompts=prompts, dtype=p.ppo.model_options.dtype,
-                                    chat_template=chat_template)  # fmt: skip
+    setup = Setup.resolve(run, model, task, prompts=prompts, pad_token=pad_token, dtype=p.ppo.model_options.dtype,
+                          chat_template=chat_template)  # fmt: skip
+    fb = pipeline.feedback_simulate(run, setup, p.feedback, p.rater, progress=progress)
     say(f"      {fb['pairs']} pairs; the rater agrees with the gold reward on {fb['agreement_with_gold']:.1%} of them")
 
     say(f"[2/6] reward model: Bradley-Terry on {backbone_of(p.reward, model)}, {p.reward.epochs:g} epochs")
@@ -158,16 +158,15 @@ def run_demo(
     )
     say(f"[3/6] PPO: {p.ppo.steps} steps of {p.ppo.prompts_per_step} prompts, {kl}")
     reward = str(run / RunDir.REWARD_MODEL)
-    pipeline.optimize(run, "ppo", model, task, p.ppo, reward=reward, progress=progress, prompts=prompts)
+    pipeline.optimize(run, "ppo", setup, p.ppo, reward=reward, progress=progress)
 
-    say(f"[4/6] evaluate on {len(eval_prompts(load_task(task, prompts), p.evaluate))} held-out prompts")
-    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, reward, p.evaluate, progress=progress,
-                                    prompts=prompts)  # fmt: skip
+    say(f"[4/6] evaluate on {len(eval_prompts(setup.task, p.evaluate))} held-out prompts")
+    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), setup, reward, p.evaluate, progress=progress)
     rho = summary["base"].get("proxy_gold_spearman")
     if rho is not None:
         say(f"      the proxy ranks the base policy's samples as gold does with Spearman rho {rho:.2f}")
     say("[5/6] diagnose: calibration on held-out text, cost of undoing the alignment")
-    pipeline.diagnose_run(run, str(run / RunDir.POLICY), model, task, p.diagnose, progress=progress, prompts=prompts)
+    pipeline.diagnose_run(run, str(run / RunDir.POLICY), setup, p.diagnose, progress=progress)
 
     say("[6/6] report")
 
@@ -206,12 +205,12 @@ def run_arithmetic_demo(
     )
     say(f"[2/3] GRPO: {config.steps} steps of {config.prompts_per_step} problems x {config.samples_per_prompt} "
         f"samples, KL coefficient {config.loss_kl_coef}")  # fmt: skip
-    pipeline.optimize(run, "grpo", model, task, config, reward="gold", pad_token=pad_token,
-                      progress=progress, chat_template=chat_template)  # fmt: skip
+    setup = Setup.resolve(run, model, task, pad_token=pad_token, dtype=config.model_options.dtype,
+                          chat_template=chat_template)  # fmt: skip
+    pipeline.optimize(run, "grpo", setup, config, reward="gold", progress=progress)
     say(f"[3/3] evaluate on {eval_config.num_prompts} held-out problems; pass@k from {eval_config.pass_k_samples} "
         f"samples of {eval_config.pass_k_prompts}; sycophancy with a wrong belief stated")  # fmt: skip
-    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), model, task, None, eval_config,
-                                    progress=progress)  # fmt: skip
+    summary = pipeline.evaluate_run(run, str(run / RunDir.POLICY), setup, None, eval_config, progress=progress)
 
     report = write_report([run], run / RunDir.REPORT)
     say(f"done in {time.time() - t0:.0f} s; run directory: {run.path}; open {report}")

@@ -62,6 +62,7 @@ from rlhflab.models.sampling import sample
 from rlhflab.pipeline import stages
 from rlhflab.pipeline.demo import ARITHMETIC_GRPO, ARITHMETIC_REWARD
 from rlhflab.pipeline.overopt_config import OveroptPreset
+from rlhflab.pipeline.setup import Setup
 from rlhflab.report.figures_sweeps import overopt_figure
 from rlhflab.reward.model import META, RewardModel, aggregate_scores
 from rlhflab.reward.train import RewardTrainConfig
@@ -232,8 +233,8 @@ def _rl_run(
         return
     if run.path.exists():
         shutil.rmtree(run.path)
-    stages.optimize(run, spec.rl_method, model, task_name, spec.rl, reward=reward, pad_token=pad_token,
-                    progress=progress, prompts=prompts)  # fmt: skip
+    setup = Setup.resolve(run, model, task_name, prompts=prompts, pad_token=pad_token)
+    stages.optimize(run, spec.rl_method, setup, spec.rl, reward=reward, progress=progress)
 
 
 def _rl_points(metrics: Path, window: int) -> list[dict]:
@@ -281,8 +282,9 @@ def run_overopt(
             say(f"[seed {s}] {largest} gold-labelled comparisons of base samples")
             collect = RunDir(seed_dir / "feedback")
             stages.feedback_simulate(
-                collect, model, task_name, replace(spec.feedback, pairs=largest, seed=s_seed),
-                SimulatedRater(temperature=0.0, random_rate=0.0, name="gold"), pad_token, progress, prompts,
+                collect, Setup.resolve(collect, model, task_name, prompts=prompts, pad_token=pad_token),
+                replace(spec.feedback, pairs=largest, seed=s_seed),
+                SimulatedRater(temperature=0.0, random_rate=0.0, name="gold"), progress,
             )  # fmt: skip
             shutil.copyfile(collect / RunDir.PAIRS, pairs_path)
         all_pairs = read_pairs(pairs_path)

@@ -13,15 +13,18 @@ from rlhflab.core.errors import RlhflabError
 from rlhflab.core.plugins import import_object
 from rlhflab.core.scores import RewardFn, checked_scores
 from rlhflab.core.task import Task, need_gold
+from rlhflab.models.loading import Loader
 from rlhflab.reward.foreign import ClassifierReward, calibrate, is_classifier_folder
 from rlhflab.reward.model import RewardModel
 
 
-def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -> tuple[RewardFn, str | None]:
-    """(reward function, the reward-model folder or None) for a ``--reward`` value. ``base`` (``model``,
-    ``pad_token``, ``max_new_tokens``, ``temperature``) is the base policy an off-the-shelf reward model is
-    normalised on, by sampling it on the task's training prompts; the normalisation is the function's
-    ``normalisation``."""
+def load_reward(
+    spec: str, task: Task, device="cpu", loader: Loader = Loader(), base: dict | None = None
+) -> tuple[RewardFn, str | None]:
+    """(reward function, the reward-model folder or None) for a ``--reward`` value; a model's weights in the
+    ``loader``'s dtype. ``base`` (``model``, ``max_new_tokens``, ``temperature``) is the base policy an
+    off-the-shelf reward model is normalised on, by sampling it (loaded by ``loader``) on the task's training
+    prompts; the normalisation is the function's ``normalisation``."""
     if spec == "gold":
         gold = need_gold(task, "--reward gold")
         return (lambda prompts, completions: checked_scores(gold(prompts, completions), len(completions),
@@ -32,10 +35,10 @@ def load_reward(spec: str, task: Task, device="cpu", base: dict | None = None) -
             if base is None:
                 raise RlhflabError(f"--reward {spec}: an off-the-shelf reward model needs a base policy to be "
                                    "normalised on")  # fmt: skip
-            reward = ClassifierReward.load(path, device=device)
-            calibrate(reward, prompts=task.train_prompts, **base)
+            reward = ClassifierReward.load(path, device=device, dtype=loader.torch_dtype)
+            calibrate(reward, prompts=task.train_prompts, loader=loader, **base)
             return reward, str(path)
-        return RewardModel.load(path, device=device), str(path)
+        return RewardModel.load(path, device=device, dtype=loader.torch_dtype), str(path)
     if ":" in spec and not path.exists():
         rule = import_object(spec, "--reward")
         return (lambda prompts, completions: checked_scores(rule(prompts, completions), len(completions),

@@ -11,7 +11,6 @@ models are loaded by name, sinks are wired to the run's files, outputs are writt
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,16 +27,15 @@ from rlhflab.evaluation.evaluate import evaluate, format_table
 from rlhflab.feedback.simulated import simulate_feedback
 from rlhflab.methods import registry
 from rlhflab.methods.registry import METHODS
-from rlhflab.models.chat import check_spec, configure, render, use_chat_template
-from rlhflab.models.loading import load_policy, load_scalar_model, load_tokenizer
-from rlhflab.models.precision import ModelConfig, check_device, frozen_dtype, saveable_policy, trainable_value
+from rlhflab.models.loading import load_scalar_model, load_tokenizer
+from rlhflab.models.precision import ModelConfig, check_device, saveable_policy, trainable_value
 from rlhflab.pipeline.rewards import load_reward
+from rlhflab.pipeline.setup import Setup
 from rlhflab.reward.foreign import is_classifier_folder
 from rlhflab.reward.model import META, RewardModel
 from rlhflab.reward.train import RewardTrainConfig, backbone_of, train_reward_model
 from rlhflab.run.checkpoint import run_hooks, write_model
 from rlhflab.run.rundir import RunDir
-from rlhflab.tasks import load_task
 
 
 def _is_main() -> bool:
@@ -84,49 +82,17 @@ def recorded(run_dir: Path, name: str, config_cls: type, needs: tuple[str, ...] 
     return from_dict(config_cls, entry["config"], source=run.manifest_path), args
 
 
-def _chat(run: RunDir, given: str | None, model: str, pad_token: str | None, task):
-    """(the --chat-template the stage uses: given, else the run's, else auto; ``task`` with its prompts rendered
-    by it for ``model``'s tokenizer -- unchanged when that tokenizer has no template)."""
-    spec = check_spec(run.remembered("chat_template", given))
-    tokenizer = configure(load_tokenizer(model, pad_token), spec)
-    if getattr(tokenizer, "chat_template", None) and task is not None:
-        task = dataclasses.replace(
-            task, train_prompts=render(tokenizer, task.train_prompts), eval_prompts=render(tokenizer, task.eval_prompts)
-        )
-    return spec, task, tokenizer
-
-
 # ---------------------------------------------------------------- feedback and reward model
 
 
-def _prompt_input(prompts: str | None) -> dict[str, Path]:
-    """The manifest's record of a prompts file (its sha256), when the stage samples from one."""
-    return {"prompts": Path(prompts)} if prompts is not None else {}
-
-
-def feedback_simulate(
-    run: RunDir,
-    model: str,
-    task_name: str,
-    config,
-    rater,
-    pad_token: str | None = None,
-    progress: bool = True,
-    prompts: str | Path | None = None,
-    dtype: str | None = None,
-    chat_template: str | None = None,
-) -> dict:
-    prompts = run.prompts(prompts)
-    task = load_task(task_name, prompts)
-    pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
-    chat, task, _ = _chat(run, chat_template, model, pad_token, task)
-    with frozen_dtype(dtype), use_chat_template(chat):
-        policy, tokenizer = load_policy(model, pad_token)
+def feedback_simulate(run: RunDir, setup: Setup, config, rater, progress: bool = True) -> dict:
+    """Sample pairs of continuations of the task's prompts from ``setup.model`` and label them by ``rater``
+    -> RUN/pairs.jsonl."""
+    policy, tokenizer = setup.loader.policy(setup.model)
     policy.eval()
-    args = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token, "dtype": dtype,
-            "chat_template": chat, "rater": asdict(rater)}  # fmt: skip
-    with stage(run, "feedback", config, args, _prompt_input(prompts)) as results:
-        pairs, stats = simulate_feedback(policy, tokenizer, task, rater, config, progress=progress)
+    args = setup.args(rater=asdict(rater))
+    with stage(run, "feedback", config, args, setup.inputs()) as results:
+        pairs, stats = simulate_feedback(policy, tokenizer, setup.task, rater, config, progress=progress)
         if not pairs:
             raise RlhflabError(
                 "every sampled pair had two identical continuations; nothing to label "
@@ -183,62 +149,54 @@ def resume_reward(run_dir: Path, progress: bool = True) -> dict:
 def optimize(
     run: RunDir,
     method: str,
-    model: str,
-    task_name: str,
+    setup: Setup,
     config,
     reward: str | None = None,
     pairs: Path | None = None,
-    pad_token: str | None = None,
     resume: bool = False,
     progress: bool = True,
-    prompts: str | Path | None = None,
-    chat_template: str | None = None,
 ) -> dict:
-    """Run one method (looked up in the registry); record it as the stage ``method`` of the manifest.
+    """Run one method (looked up in the registry) on ``setup.model``; record it as the stage ``method`` of the
+    manifest.
 
     Methods that learn from a reward take ``reward`` (a reward-model folder, 'gold' or a rule);
-    methods that learn from pairs take ``pairs``. Only what the method uses is recorded.
+    methods that learn from pairs take ``pairs`` (``setup`` then resolved with ``read_prompts=False``). Only what
+    the method uses is recorded.
     """
     spec = registry.get(method)
-    prompts = run.prompts(prompts) if spec.data != "pairs" else None
-    task = load_task(task_name, prompts)
-    pad_token = run.pad_token(pad_token)
-    chat, task, chat_tokenizer = _chat(run, chat_template, model, pad_token, task)
-    inputs = registry.MethodInputs(
-        model=model, load_policy=lambda dtype=None: load_policy(model, pad_token, dtype), prompts=list(task.train_prompts),
-        gold=task.gold, load_scalar=load_scalar_model,
-    )  # fmt: skip
     # a method without model options (best-of-n) samples in the run's dtype; the others record theirs in config
-    options = getattr(config, "model_options", None) or ModelConfig(dtype=run.remembered("dtype", None) or "float32")
-    args: dict[str, Any] = {"model": model, "task": task_name, "prompts": prompts, "pad_token": pad_token,
-                            "chat_template": chat}  # fmt: skip
-    files: dict[str, Path] = _prompt_input(prompts)
+    options = getattr(config, "model_options", None) or ModelConfig(dtype=setup.loader.dtype or "float32")
+    loader = replace(setup.loader, dtype=options.dtype)
+    inputs = registry.MethodInputs(
+        model=setup.model, load_policy=lambda dtype=None: loader.policy(setup.model, dtype),
+        prompts=list(setup.task.train_prompts), gold=setup.task.gold, load_scalar=loader.scalar,
+    )  # fmt: skip
+    args = setup.args()
+    del args["dtype"]  # a method records its dtype in its config's model options
+    files: dict[str, Path] = setup.inputs()
     if spec.data == "pairs":
         if pairs is None:
             raise RlhflabError(f"{method} learns from preference pairs: pass --pairs FILE")
         args["pairs"], files["pairs"] = str(pairs), Path(pairs)
         inputs.pairs, inputs.pairs_source = read_pairs(pairs), str(pairs)
-        if getattr(chat_tokenizer, "chat_template", None):  # the pairs' prompts as the policy will see them
-            rendered = render(chat_tokenizer, [p.prompt for p in inputs.pairs])
-            inputs.pairs = [replace(p, prompt=r) for p, r in zip(inputs.pairs, rendered)]
+        rendered = setup.render([p.prompt for p in inputs.pairs])  # the pairs' prompts as the policy will see them
+        inputs.pairs = [replace(p, prompt=r) for p, r in zip(inputs.pairs, rendered)]
     else:
         if reward is None:
             raise RlhflabError(f"{method} learns from a reward: pass --reward (a reward-model folder, gold, or a rule)")
         args["reward"] = reward
-        device = "cpu" if spec.output == "sampler" else distributed.state().device
-        with frozen_dtype(options.dtype):
-            inputs.reward, folder = load_reward(reward, task, device, _base(model, pad_token, config))
+        device = "cpu" if spec.output == "sampler" else setup.device
+        inputs.reward, folder = load_reward(reward, setup.task, device, loader, _base(setup.model, config))
         inputs.reward_name = reward
         if folder is not None:
             files["reward_model"] = Path(folder) / META
-            inputs.value_source = lambda: _value_source(folder, chat_tokenizer)
+            inputs.value_source = lambda: _value_source(folder, setup.tokenizer)
     with stage(run, method, config, args, files) as results:
         samples = run / RunDir.TRAIN_SAMPLES if spec.logs_samples else None
         run_config = getattr(config, "run", None)
         hooks = run_hooks(run, method, resume, run / RunDir.METRICS, samples, progress,
                           log_with=run_config.log_with if run_config else "none", config=asdict(config))  # fmt: skip
-        with frozen_dtype(options.dtype), use_chat_template(chat):
-            out = spec.run(inputs, config, hooks)
+        out = spec.run(inputs, config, hooks)
         if out.sampler is not None:
             if _is_main():
                 atomic_write_json(run / RunDir.SAMPLER, out.sampler)
@@ -259,23 +217,23 @@ def _value_source(reward_folder: str, tokenizer) -> str | None:
     return member if same else None
 
 
-def _base(model: str, pad_token: str | None, config) -> dict:
+def _base(model: str, config) -> dict:
     """The base policy and sampling settings an off-the-shelf reward model is normalised with."""
     sampling = getattr(config, "sampling", None) or SamplingConfig()
-    return {"model": model, "pad_token": pad_token, "max_new_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature}  # fmt: skip
+    return {"model": model, "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature}
 
 
 def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
     """Continue the interrupted ``method`` stage of ``run_dir`` with the configuration it recorded."""
     spec = registry.get(method)
     config, args = recorded(run_dir, method, spec.config, needs=("model", "task"))
-    pairs = Path(args["pairs"]) if args.get("pairs") else None
-    return optimize(
-        RunDir(run_dir), method, args["model"], args["task"], config, args.get("reward"), pairs,
-        args.get("pad_token"), resume=True, progress=progress, prompts=args.get("prompts"),
-        chat_template=args.get("chat_template"),
+    run = RunDir(run_dir)
+    setup = Setup.resolve(
+        run, args["model"], args["task"], prompts=args.get("prompts"), pad_token=args.get("pad_token"),
+        chat_template=args.get("chat_template"), read_prompts=spec.data != "pairs",
     )  # fmt: skip
+    pairs = Path(args["pairs"]) if args.get("pairs") else None
+    return optimize(run, method, setup, config, args.get("reward"), pairs, resume=True, progress=progress)
 
 
 def base_model_of(run: RunDir) -> str | None:
@@ -293,41 +251,30 @@ def base_model_of(run: RunDir) -> str | None:
 def evaluate_run(
     run: RunDir,
     policy: str,
-    base: str,
-    task_name: str,
+    setup: Setup,
     reward: str | None,
     config,
-    pad_token: str | None = None,
     progress: bool = True,
     base_side=None,
     show: bool = True,
-    prompts: str | Path | None = None,
-    dtype: str | None = None,
-    chat_template: str | None = None,
 ) -> dict:
-    """Evaluate ``policy`` (a policy folder or a sampler) against ``base`` -> RUN/summary.json and
+    """Evaluate ``policy`` (a policy folder or a sampler) against the base ``setup.model`` -> RUN/summary.json and
     RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
-    prompts = run.prompts(prompts)
-    task = load_task(task_name, prompts)
-    pad_token, dtype = run.pad_token(pad_token), run.remembered("dtype", dtype)
-    chat, task, _ = _chat(run, chat_template, base, pad_token, task)
-    device, base_policy = distributed.state().device, _base(base, pad_token, config)
+    task, loader, base = setup.task, setup.loader, setup.model
     proxy = None
     if reward not in (None, "", "none"):
-        with frozen_dtype(dtype):
-            proxy, _ = load_reward(reward, task, device, base_policy)
+        proxy, _ = load_reward(reward, task, setup.device, loader, _base(base, config))
 
     def reward_loader(name: str):  # the reward a best-of-n sampler selects with
         if name == reward and proxy is not None:
             return proxy
-        return load_reward(name, task, device, base_policy)[0]
+        return load_reward(name, task, setup.device, loader, _base(base, config))[0]
 
-    args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "reward": reward,
-            "pad_token": pad_token, "dtype": dtype, "chat_template": chat}  # fmt: skip
-    with stage(run, "evaluate", config, args, _prompt_input(prompts)) as results, frozen_dtype(dtype), \
-            use_chat_template(chat):  # fmt: skip
+    args = {"policy": str(policy), "base": base, **setup.args(reward=reward)}
+    del args["model"]
+    with stage(run, "evaluate", config, args, setup.inputs()) as results:
         summary, rows = evaluate(
-            str(policy), base, task, config, proxy=proxy, pad_token=pad_token, progress=progress,
+            str(policy), base, task, config, proxy=proxy, loader=loader, progress=progress,
             reward_loader=reward_loader, base=base_side,
         )  # fmt: skip
         if _is_main():
@@ -347,36 +294,22 @@ def evaluate_run(
     return summary
 
 
-def diagnose_run(
-    run: RunDir,
-    policy: str,
-    base: str,
-    task_name: str,
-    config,
-    pad_token: str | None = None,
-    progress: bool = True,
-    prompts: str | Path | None = None,
-    dtype: str | None = None,
-    chat_template: str | None = None,
-) -> dict:
-    """Model-dependent diagnostics of a run -> RUN/diagnostics.json (needs RUN/samples.jsonl from evaluate)."""
-    prompts = run.prompts(prompts)
-    task = load_task(task_name, prompts)
-    pad_token = run.pad_token(pad_token)
+def diagnose_run(run: RunDir, policy: str, setup: Setup, config, progress: bool = True) -> dict:
+    """Model-dependent diagnostics of a run against the base ``setup.model`` -> RUN/diagnostics.json (needs
+    RUN/samples.jsonl from evaluate)."""
     samples_path = run / RunDir.SAMPLES
     if not samples_path.is_file():
         raise RlhflabError(f"{run.path}: no {RunDir.SAMPLES} (run 'rlhflab evaluate' first)")
     samples = read_jsonl(samples_path)
     pairs = read_pairs(run / RunDir.PAIRS) if (run / RunDir.PAIRS).is_file() else []
-    dtype = run.remembered("dtype", dtype)
-    chat, task, _ = _chat(run, chat_template, base, pad_token, task)
-    args = {"policy": str(policy), "base": base, "task": task_name, "prompts": prompts, "pad_token": pad_token,
-            "dtype": dtype, "chat_template": chat}  # fmt: skip
-    inputs = {"samples": samples_path, **_prompt_input(prompts)}
-    with stage(run, "diagnose", config, args, inputs) as results, frozen_dtype(dtype), use_chat_template(chat):
+    task = setup.task
+    args = {"policy": str(policy), "base": setup.model, **setup.args()}
+    del args["model"]
+    inputs = {"samples": samples_path, **setup.inputs()}
+    with stage(run, "diagnose", config, args, inputs) as results:
         out = diagnose(
-            str(policy), base, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config, pad_token,
-            progress,
+            str(policy), setup.model, task.heldout_text, samples, pairs, task.eval_prompts, task.gold, config,
+            setup.loader, progress,
         )  # fmt: skip
         atomic_write_json(run / RunDir.DIAGNOSTICS, out)
         cal = out["calibration"]

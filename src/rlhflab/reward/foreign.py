@@ -19,15 +19,14 @@ import torch
 
 from rlhflab.core.errors import RlhflabError
 from rlhflab.models.loading import (
+    Loader,
     _load_error,
     _load_errors,
     _quiet_transformers,
     context_length,
     forward_inputs,
-    load_policy,
     load_tokenizer,
 )
-from rlhflab.models.precision import default_dtype
 from rlhflab.models.sampling import sample
 from rlhflab.reward.model import META
 
@@ -60,14 +59,15 @@ class ClassifierReward:
         self.members = [model]  # one member, as RewardModel's callers expect
 
     @classmethod
-    def load(cls, folder: str | Path, device="cpu") -> "ClassifierReward":
+    def load(cls, folder: str | Path, device="cpu", dtype: torch.dtype | None = None) -> "ClassifierReward":
+        """The classifier in ``folder``, weights in ``dtype`` (None: as saved), on ``device``."""
         # heavy library (transformers): imported on first use, not with rlhflab
         from transformers import AutoModelForSequenceClassification
 
         tokenizer = load_tokenizer(folder)
         try:
             with _quiet_transformers():
-                model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=default_dtype())
+                model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=dtype)
         except _load_errors() as e:
             raise _load_error(str(folder), e) from None
         if model.config.num_labels != 1:
@@ -121,14 +121,14 @@ def calibrate(
     reward: ClassifierReward,
     model: str,
     prompts: Sequence[str],
-    pad_token: str | None,
+    loader: Loader,
     max_new_tokens: int,
     temperature: float,
     seed: int = 0,
 ) -> dict:
     """Normalise ``reward`` on one continuation from the base policy ``model`` for each of the first
-    ``CALIBRATION_SAMPLES`` prompts; returns the normalisation (for the manifest)."""
-    policy, tokenizer = load_policy(model, pad_token)  # on the accelerator when there is one
+    ``CALIBRATION_SAMPLES`` prompts (``loader`` loads it); returns the normalisation (for the manifest)."""
+    policy, tokenizer = loader.policy(model)  # on the accelerator when there is one
     policy.eval()
     chosen = list(prompts[:CALIBRATION_SAMPLES])
     texts: list[str] = []

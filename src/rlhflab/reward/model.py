@@ -59,11 +59,16 @@ class RewardModel:
         self.aggregate, self.std_coef, self.max_length, self.pooling = aggregate, std_coef, max_length, pooling
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "RewardModel":
+    def load(
+        cls, path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+    ) -> "RewardModel":
+        """The reward model saved in ``path``, its members' weights in ``dtype`` (None: as saved), on ``device``."""
         path = Path(path)
         members, settings = cls.describe(path)
         tokenizer = load_tokenizer(path / members[0][0])
-        models = [load_scalar_model(path / rel, tokenizer.pad_token_id).to(device).eval() for rel, _, _ in members]
+        models = [
+            load_scalar_model(path / rel, tokenizer.pad_token_id, dtype).to(device).eval() for rel, _, _ in members
+        ]
         return cls(models, tokenizer, [(m, s) for _, m, s in members], *settings)
 
     @staticmethod

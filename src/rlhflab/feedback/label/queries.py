@@ -19,7 +19,7 @@ from rlhflab.core.config import SamplingConfig, check, sampling_field
 from rlhflab.core.errors import RlhflabError
 from rlhflab.feedback.simulated import sample_pair_batches
 from rlhflab.models.batching import prompt_stream
-from rlhflab.models.loading import check_fits, load_policy
+from rlhflab.models.loading import Loader, check_fits
 from rlhflab.reward.model import RewardModel
 
 Strategy = Literal["random", "disagreement"]
@@ -99,12 +99,12 @@ def select_by_disagreement(rows: list[dict], reward, count: int) -> list[dict]:
     return [{**rows[i], "priority": float(variance[i])} for i in order]
 
 
-def make_queries(model_name: str, task, config: QueryConfig, ensemble=None, pad_token=None, progress=True):
+def make_queries(model_name: str, task, config: QueryConfig, ensemble=None, loader: Loader = Loader(), progress=True):
     """Rows for :meth:`LabelStore.add_queries`, sampled from ``model_name`` and chosen by ``config.query``."""
     if config.query == "disagreement" and ensemble is None:
         raise RlhflabError("--query disagreement needs --ensemble REWARD_MODEL_DIR (an ensemble of >= 2 members)")
     reward = RewardModel.load(ensemble) if config.query == "disagreement" else None
-    model, tokenizer = load_policy(model_name, pad_token)
+    model, tokenizer = loader.policy(model_name)
     model.eval()
     check_fits(model, tokenizer, task.train_prompts, config.sampling.max_new_tokens)
     g = torch.Generator().manual_seed(config.seed)
