@@ -120,8 +120,10 @@ def one_run(out: Path, method: str, reward: str, task: str, seed: int, progress:
         source = RULES.get(reward) or learned_reward(out, reward, task, seed, progress)
         if method == "ppo":
             g = ARITHMETIC_GRPO
-            config = build(PPOConfig, steps=g["steps"], batch_size=g["prompts_per_step"] * g["samples_per_prompt"],
-                           minibatch_size=g["minibatch_size"], lr=g["lr"], loss_kl_coef=g["loss_kl_coef"],
+            # PPO samples one continuation per prompt: as many prompts a step as GRPO has continuations, the same
+            # coefficient as GRPO's KL term (here a per-token penalty in the reward)
+            config = build(PPOConfig, steps=g["steps"], prompts_per_step=g["prompts_per_step"] * g["samples_per_prompt"],
+                           minibatch_size=g["minibatch_size"], lr=g["lr"], kl_coef=g["loss_kl_coef"],
                            max_new_tokens=g["max_new_tokens"], checkpoint_every=g["checkpoint_every"], seed=seed)  # fmt: skip
         else:
             config = build(GRPOConfig, **{**ARITHMETIC_GRPO, "seed": seed})

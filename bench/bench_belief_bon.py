@@ -68,7 +68,7 @@ def main() -> None:
                     "--max-new-tokens", tokens, "--batch-size", "256", "--seed", str(args.seed), *extra, *common)  # fmt: skip
         if not (run / "reward_model").is_dir():
             rlhflab("reward", "train", "--run-dir", str(run), "--model", "embedded-arithmetic", "--lr", rm["lr"],
-                    "--epochs", rm["epochs"], "--batch-size", rm["batch_size"], "--eval-every", rm["eval_every"],
+                    "--epochs", rm["epochs"], "--pairs-per-step", rm["pairs_per_step"], "--eval-every", rm["eval_every"],
                     "--seed", str(args.seed), "--quiet")  # fmt: skip
     selectors = {"rule": "gold", **{f"proxy-{name}": str(out / f"rm-{name}" / "reward_model") for name in raters}}
     results = {}

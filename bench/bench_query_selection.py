@@ -142,7 +142,7 @@ def run_seed(seed, args, workdir):
             t1 = time.time()
             batch = min(16, len(labelled))
             epochs = max(args.epochs, args.min_steps * batch / len(labelled))  # few labels: more passes
-            reward = train(args.model, labelled, replace(config, batch_size=batch, epochs=epochs), workdir)
+            reward = train(args.model, labelled, replace(config, pairs_per_step=batch, epochs=epochs), workdir)
             acc = gold_accuracy(reward, heldout)
             bon = best_of_n_gold(reward, eval_prompts, candidates, golds, args.n)
             results[strategy].append({"labels": count, "gold_accuracy": acc, "best_of_n_gold": bon})

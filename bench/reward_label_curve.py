@@ -51,8 +51,9 @@ def main() -> None:
     from rlhflab.models.loading import EMBEDDED
     from rlhflab.pipeline import stages
     from rlhflab.pipeline.setup import Setup
+    from rlhflab.reward.bradley_terry import SEPARATED, gold_order_accuracy
     from rlhflab.reward.model import META, RewardModel
-    from rlhflab.reward.train import SEPARATED, RewardTrainConfig, gold_order_accuracy
+    from rlhflab.reward.train import RewardTrainConfig
     from rlhflab.run.rundir import RunDir
 
     pool = RunDir(args.runs / "pool")

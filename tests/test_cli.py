@@ -41,7 +41,7 @@ def pipeline_run(micro_model, tmp_path_factory):
             check=True,
         ),
         "reward": rlhflab(
-            "reward", "train", "--run-dir", run, *m, "--epochs", "1", "--batch-size", "8", "--quiet", check=True
+            "reward", "train", "--run-dir", run, *m, "--epochs", "1", "--pairs-per-step", "8", "--quiet", check=True
         ),
         "ppo": rlhflab(
             "optimize",

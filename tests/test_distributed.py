@@ -64,7 +64,7 @@ def test_two_process_reward_training_matches_one_process(micro_model, tmp_path):
         pairs,
         "--epochs",
         "2",
-        "--batch-size",
+        "--pairs-per-step",
         "8",
         "--lr",
         "3e-3",
@@ -133,7 +133,7 @@ def test_two_process_dpo_matches_one_process(micro_model, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(pairs, planted_pairs(32))
     args = ["optimize", "dpo", "--model", micro_model, "--pairs", pairs]
-    args += "--epochs 2 --batch-size 8 --lr 1e-3 --beta 0.5 --quiet".split()
+    args += "--epochs 2 --pairs-per-step 8 --lr 1e-3 --beta 0.5 --quiet".split()
     rlhflab(*args, "--run-dir", tmp_path / "one", check=True)
     two = torchrun(*args, "--run-dir", tmp_path / "two")
     assert two.returncode == 0, two.stderr[-3000:]

@@ -23,7 +23,7 @@ def mean_gold(model_dir, prompts):
 @pytest.mark.parametrize("loss", ["dpo", "ipo"])
 def test_dpo_learns_a_planted_preference(micro_model, task, tmp_path, loss):
     run = RunDir(tmp_path / loss)
-    config = build(DPOConfig, loss=loss, beta=0.1 if loss == "dpo" else 0.5, epochs=2, batch_size=16, lr=2e-3)
+    config = build(DPOConfig, loss=loss, beta=0.1 if loss == "dpo" else 0.5, epochs=2, pairs_per_step=16, lr=2e-3)
     policy, tokenizer = load_policy(micro_model)
     result = train_dpo(policy, tokenizer, planted_pairs(160), config, hooks=Hooks(progress=False))
     result.policy.save_pretrained(run / "policy")

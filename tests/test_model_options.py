@@ -22,7 +22,7 @@ def test_pad_token_is_remembered_by_later_stages(micro_model, tmp_path):
     feedback = build(SimulateConfig, pairs=8, max_new_tokens=4, batch_size=8)
     setup = Setup.resolve(run, model, TASK, pad_token="<|endoftext|>")
     stages.feedback_simulate(run, setup, feedback, SimulatedRater(), progress=False)
-    reward = build(RewardTrainConfig, backbone="model", epochs=1, batch_size=4, checkpoint_every=1000)
+    reward = build(RewardTrainConfig, backbone="model", epochs=1, pairs_per_step=4, checkpoint_every=1000)
     stages.reward_train(run, model, run / RunDir.PAIRS, reward, progress=False)  # no pad token given
     recorded = json.loads(run.manifest_path.read_text())["stages"]["reward"]["args"]
     assert recorded["pad_token"] == "<|endoftext|>"

@@ -32,9 +32,9 @@ def test_errors_name_the_pairs_file_the_user_gave(micro_model, tmp_path):
     write_pairs(elsewhere, pairs)
     run = tmp_path / "run"
     with pytest.raises(DataError, match=f"^{elsewhere}: 1 pairs have chosen equal to rejected"):
-        run_method("dpo", micro_model, run, build(DPOConfig, batch_size=8), reward=None, pairs=elsewhere)
+        run_method("dpo", micro_model, run, build(DPOConfig, pairs_per_step=8), reward=None, pairs=elsewhere)
     with pytest.raises(DataError, match=f"^{elsewhere}: 1 pairs have chosen equal to rejected"):
-        stages.reward_train(RunDir(run), str(micro_model), elsewhere, build(RewardTrainConfig, batch_size=8))
+        stages.reward_train(RunDir(run), str(micro_model), elsewhere, build(RewardTrainConfig, pairs_per_step=8))
     assert not (run / "pairs.jsonl").exists() and not (run / "policy").exists()
     assert not (run / "reward_model").exists()
 
@@ -43,7 +43,7 @@ def test_the_manifest_records_only_the_inputs_a_stage_used(micro_model, tmp_path
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(pairs, planted_pairs(32))
     run = tmp_path / "run"
-    run_method("dpo", micro_model, run, build(DPOConfig, batch_size=8, epochs=1), reward=None, pairs=pairs)
+    run_method("dpo", micro_model, run, build(DPOConfig, pairs_per_step=8, epochs=1), reward=None, pairs=pairs)
     run_method("grpo", micro_model, run, build(GRPOConfig, **SMALL), reward="gold")
     stages_ = json.loads((run / "manifest.json").read_text())["stages"]
     assert "reward" not in stages_["dpo"]["args"] and stages_["dpo"]["args"]["pairs"] == str(pairs)

@@ -147,7 +147,7 @@ def test_dpo_and_grpo_train_a_lora_adapter_with_checkpointing(method, micro_mode
     if method == "dpo":
         pairs = tmp_path / "pairs.jsonl"
         write_pairs(pairs, [PreferencePair(prompt="the cat", chosen=" good day.", rejected=" bad day.")] * 8)
-        config = build(spec.config, epochs=2, batch_size=4, lr=1e-2, **common)
+        config = build(spec.config, epochs=2, pairs_per_step=4, lr=1e-2, **common)
         setup = Setup.resolve(run, str(micro_model), TASK, read_prompts=False)
         stages.optimize(run, method, setup, config, pairs=pairs, progress=False)
     else:
@@ -183,7 +183,7 @@ def test_a_reward_model_trains_under_bfloat16_with_checkpointing_and_refuses_lor
     run = RunDir(tmp_path / "run")
     stages.feedback_simulate(run, Setup.resolve(run, str(micro_model), TASK), build(SimulateConfig, pairs=16,
                              max_new_tokens=4, batch_size=16), SimulatedRater(), progress=False)  # fmt: skip
-    config = build(RewardTrainConfig, backbone="model", epochs=1, batch_size=4, dtype="bfloat16",
+    config = build(RewardTrainConfig, backbone="model", epochs=1, pairs_per_step=4, dtype="bfloat16",
                    gradient_checkpointing=True)  # fmt: skip
     result = stages.reward_train(run, str(micro_model), run / RunDir.PAIRS, config, progress=False)
     assert 0 <= result["val_accuracy"] <= 1

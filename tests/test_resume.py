@@ -58,7 +58,7 @@ CRITIC_FREE_ARGS = [
 ]
 
 
-ENSEMBLE_ARGS = "--epochs 2 --batch-size 4 --checkpoint-every 10 --eval-every 10 --ensemble 2 --quiet".split()
+ENSEMBLE_ARGS = "--epochs 2 --pairs-per-step 4 --checkpoint-every 10 --eval-every 10 --ensemble 2 --quiet".split()
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,11 @@ CASES = {
     "dpo": Case(
         ("optimize", "dpo"),
         "dpo",
-        ("--pairs", "{pairs}", *"--ties drop --epochs 3 --batch-size 4 --lr 1e-3 --checkpoint-every 2 --quiet".split()),
+        (
+            "--pairs",
+            "{pairs}",
+            *"--ties drop --epochs 3 --pairs-per-step 4 --lr 1e-3 --checkpoint-every 2 --quiet".split(),
+        ),
         rows=96,
         pairs=128,
         samples=False,
@@ -98,7 +102,7 @@ CASES = {
         "ranked-sft",
         (
             *RL,
-            *"--rounds 3 --prompts-per-round 16 --samples-per-prompt 4 --keep-fraction 0.5 --batch-size 4".split(),
+            *"--rounds 3 --prompts-per-round 16 --samples-per-prompt 4 --keep-fraction 0.5 --texts-per-step 4".split(),
             *"--epochs 4 --max-new-tokens 8 --lr 1e-3".split(),
         ),
         rows=3,
@@ -109,7 +113,7 @@ CASES = {
         "conditional",
         (
             *RL,
-            *"--num-prompts 32 --samples-per-prompt 2 --batch-size 4 --epochs 6 --max-new-tokens 8 --lr 1e-3".split(),
+            *"--num-prompts 32 --samples-per-prompt 2 --texts-per-step 4 --epochs 6 --max-new-tokens 8 --lr 1e-3".split(),
         ),
         rows=96,
     ),
@@ -117,7 +121,7 @@ CASES = {
     "reward": Case(
         ("reward", "train"),
         "reward",
-        ("--pairs", "{pairs}", *"--epochs 3 --batch-size 4 --checkpoint-every 6 --eval-every 6 --quiet".split()),
+        ("--pairs", "{pairs}", *"--epochs 3 --pairs-per-step 4 --checkpoint-every 6 --eval-every 6 --quiet".split()),
         rows=108,
         pairs=160,
         metrics="reward_metrics.jsonl",

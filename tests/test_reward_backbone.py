@@ -132,7 +132,7 @@ def test_minilm_not_installed_says_how_to_install(monkeypatch):
 
 def test_reward_model_on_an_encoder_learns_and_ppo_runs_against_it(micro_model, micro_bert, tmp_path):
     run = RunDir(tmp_path / "run")
-    config = build(RewardTrainConfig, backbone=str(micro_bert), epochs=4, batch_size=16, lr=3e-3, val_fraction=0.2,
+    config = build(RewardTrainConfig, backbone=str(micro_bert), epochs=4, pairs_per_step=16, lr=3e-3, val_fraction=0.2,
                    eval_every=10, checkpoint_every=1000, seed=0)  # fmt: skip
     summary = train_rm(micro_model, planted_pairs(200), run, config)
     assert summary["backbone"] == str(micro_bert)

@@ -10,8 +10,10 @@ from rlhflab.core.comparison import PreferencePair
 from rlhflab.core.config import build
 from rlhflab.core.files import read_jsonl
 from rlhflab.models.batching import lr_at
+from rlhflab.reward.bradley_terry import gold_order_accuracy
+from rlhflab.reward.bradley_terry import split as split_pairs
 from rlhflab.reward.model import RewardModel, aggregate_scores
-from rlhflab.reward.train import RewardTrainConfig, gold_order_accuracy, split_pairs, train_reward_model
+from rlhflab.reward.train import RewardTrainConfig, train_reward_model
 from rlhflab.run.rundir import RunDir
 
 NEUTRAL = [w for w in WORDS if w not in ("good", "bad")]
@@ -74,7 +76,7 @@ def test_reward_model_learns_a_planted_preference(micro_model, tmp_path):
     config = build(
         RewardTrainConfig,
         epochs=5,
-        batch_size=16,
+        pairs_per_step=16,
         lr=3e-3,
         val_fraction=0.2,
         eval_every=10,
@@ -107,7 +109,7 @@ def test_ensemble_members_differ_and_aggregate(micro_model, tmp_path):
     config = build(
         RewardTrainConfig,
         epochs=1,
-        batch_size=16,
+        pairs_per_step=16,
         lr=2e-3,
         ensemble=2,
         aggregate="mean_minus_std",
@@ -127,8 +129,8 @@ def test_ensemble_members_differ_and_aggregate(micro_model, tmp_path):
 def test_too_few_pairs_for_the_batch(micro_model, tmp_path):
     from rlhflab.core.errors import DataError
 
-    with pytest.raises(DataError, match="fewer than --batch-size 16"):
-        train_rm(micro_model, planted_pairs(10), RunDir(tmp_path), build(RewardTrainConfig, batch_size=16))
+    with pytest.raises(DataError, match="fewer than --pairs-per-step 16"):
+        train_rm(micro_model, planted_pairs(10), RunDir(tmp_path), build(RewardTrainConfig, pairs_per_step=16))
 
 
 def test_non_finite_loss_stops_training_and_writes_no_model(micro_model, tmp_path):
@@ -147,7 +149,7 @@ def test_non_finite_loss_stops_training_and_writes_no_model(micro_model, tmp_pat
             lambda: load_scalar_model(micro_model, tokenizer.pad_token_id),
             tokenizer,
             pairs,
-            build(RewardTrainConfig, batch_size=8, val_fraction=0.0),
+            build(RewardTrainConfig, pairs_per_step=8, val_fraction=0.0),
             hooks=Hooks(progress=False),
         )
     assert not (run / "reward_model").exists()

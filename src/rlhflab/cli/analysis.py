@@ -190,10 +190,19 @@ def compare_cmd(
 ) -> None:
     """Every method over a sweep of its strength knob -> frontier.png, frontier.csv, budgets.csv."""
     budget_values = _numbers("--budgets", budgets, what="numbers of nats")
-    specs = presets("quick" if quick else preset, seed, seeds)
+    per_seed = presets("quick" if quick else preset, seed, seeds)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     run_compare(
-        run_dir, model, task, specs, chosen, budget_values, pad_token, progress=not quiet, say=say, prompts=prompts_file
+        run_dir,
+        model,
+        task,
+        per_seed,
+        chosen,
+        budget_values,
+        pad_token,
+        progress=not quiet,
+        say=say,
+        prompts=prompts_file,
     )
     say(
         f"wrote {run_dir / 'frontier.png'}, {run_dir / 'frontier.csv'}, {run_dir / 'frontier_seeds.csv'} "
@@ -240,7 +249,7 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
                 pool, noise, ensemble, std_coef, rl_levers, gold_rl, seed: int, prompts_file, pad_token,
                 quiet: bool) -> None:  # fmt: skip
     """Reward over-optimisation: best-of-n and RL against proxies trained on N labels -> overopt.png, .csv."""
-    spec = make_preset("quick" if quick else preset or ("arithmetic" if task == "arithmetic" else "default"))
+    preset = make_preset("quick" if quick else preset or ("arithmetic" if task == "arithmetic" else "default"))
     changes = {
         "labels": _numbers("--labels", labels, int),
         "seeds": seeds,
@@ -254,16 +263,16 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if "pool" in changes:
-        changes["ns"] = tuple(n for n in spec.ns if n <= changes["pool"]) or (1,)
+        changes["ns"] = tuple(n for n in preset.ns if n <= changes["pool"]) or (1,)
     if rl_steps is not None:
         check(rl_steps >= 1, "rl_steps", rl_steps, ">= 1")
-        changes["rl"] = replace(spec.rl, steps=rl_steps)
-    if rl_method is not None and rl_method != spec.rl_method:
-        old = changes.get("rl", spec.rl)
-        new, kl = registry.get(rl_method), getattr(old, registry.get(spec.rl_method).kl_knob)
+        changes["rl"] = replace(preset.rl, steps=rl_steps)
+    if rl_method is not None and rl_method != preset.rl_method:
+        old = changes.get("rl", preset.rl)
+        new, kl = registry.get(rl_method), getattr(old, registry.get(preset.rl_method).kl_knob)
         changes["rl"] = build(new.config, steps=old.steps, **{new.kl_knob: kl}, sampling=old.sampling, run=old.run)
-    spec = replace(spec, **changes)
-    run_overopt(run_dir, model, task, spec, seed=seed, pad_token=pad_token, progress=not quiet, say=say,
+    preset = replace(preset, **changes)
+    run_overopt(run_dir, model, task, preset, seed=seed, pad_token=pad_token, progress=not quiet, say=say,
                 prompts=prompts_file)  # fmt: skip
     say(f"wrote {run_dir / 'overopt.png'}, {run_dir / 'overopt.csv'} and {run_dir / 'overopt.json'}")
 

@@ -75,20 +75,20 @@ def optimize() -> None:
     """Optimise a policy."""
 
 
-def _method_command(spec) -> None:
+def _method_command(method) -> None:
     """Register ``rlhflab optimize METHOD`` with the method's config as options."""
 
     def command(run_dir, model, task, pad_token, chat_template, resume, quiet, reward_name=None, pairs=None,
                 prompts_file=None, **options):  # fmt: skip
         if resume is not None:
-            run, result = RunDir(resume), stages.resume_method(resume, spec.name, progress=not quiet)
+            run, result = RunDir(resume), stages.resume_method(resume, method.name, progress=not quiet)
         else:
             run = RunDir(need_run_dir(run_dir))
-            config = config_from_options(spec.config, options)
+            config = config_from_options(method.config, options)
             setup = Setup.resolve(run, model, task, prompts=prompts_file, pad_token=pad_token,
-                                  chat_template=chat_template, read_prompts=spec.data != "pairs")  # fmt: skip
+                                  chat_template=chat_template, read_prompts=method.data != "pairs")  # fmt: skip
             result = stages.optimize(
-                run, spec.name, setup, config, reward=reward_name or str(run / RunDir.REWARD_MODEL),
+                run, method.name, setup, config, reward=reward_name or str(run / RunDir.REWARD_MODEL),
                 pairs=pairs or run / RunDir.PAIRS, progress=not quiet,
             )  # fmt: skip
         final = result.get("final") or {}
@@ -97,12 +97,12 @@ def _method_command(spec) -> None:
             for key, label in ((names.SCORE, "last reward"), (names.KL, "KL"), (names.LOSS, "last loss"))
             if key in final
         )
-        out = run / (RunDir.SAMPLER if spec.output == "sampler" else RunDir.POLICY)
+        out = run / (RunDir.SAMPLER if method.output == "sampler" else RunDir.POLICY)
         say(f"wrote {out}" + (f" ({detail})" if detail else ""))
 
-    command.__doc__ = spec.doc
-    decorators = [optimize.command(spec.name), run_dir_option(required=False), model_option]
-    if spec.data == "pairs":
+    command.__doc__ = method.doc
+    decorators = [optimize.command(method.name), run_dir_option(required=False), model_option]
+    if method.data == "pairs":
         decorators.append(
             click.option(
                 "--pairs",
@@ -126,8 +126,8 @@ def _method_command(spec) -> None:
         task_option,
         pad_option,
         chat_option,
-        click_options(spec.config),
-        resume_option(spec.name),
+        click_options(method.config),
+        resume_option(method.name),
         quiet_option,
     ]
     for decorate in reversed(decorators):

@@ -5,6 +5,11 @@ One JSON object per line with the columns TRL and OpenRLHF read (``prompt``, ``c
 tie), ``source`` (``human:<id>``, ``simulated:<rater>``, ``ai:<judge>``) and optional
 ``scores`` (e.g. the gold scores a simulated rater saw). Reading validates every line and
 names the file, line and field of the first problem.
+
+A pair holds text. What is not text about a comparison lives elsewhere, so that comparisons of other things
+(trajectory segments) reuse it: the rater's noise model (``SimulatedRater.probability``), Bradley-Terry fitting
+of any scorer (``reward.bradley_terry``, which reads ``Encoded`` comparisons, never a ``PreferencePair``), the
+label store's queue, leases and answers (its two sides are opaque strings), and overopt's curves (numbers).
 """
 
 from __future__ import annotations

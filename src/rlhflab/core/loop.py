@@ -8,7 +8,7 @@ manner of imitation's logger and callback:
 - ``samples(row)``: a few training samples now and then (the report animates them);
 - ``checkpoints``: an object that can ``save`` the loop's state and ``restore`` it (``--resume``).
 
-It returns a ``MethodResult``: the trained policy (or, for best-of-n, a sampler spec) and a
+It returns a ``MethodResult``: the trained policy (or, for best-of-n, a sampler description) and a
 summary. A method never names a file: ``rlhflab.pipeline`` wires the sinks to the run
 directory (``rlhflab.run``); from Python, the defaults keep the metric rows in the result and
 write nothing.
@@ -73,7 +73,7 @@ class MethodResult:
     policy_files: dict[str, dict] = field(default_factory=dict)
     """JSON files to store beside the policy's weights (e.g. how to prompt it)."""
     sampler: dict | None = None
-    """A sampler spec, for methods whose output is a way to sample rather than weights."""
+    """A sampler description (what sampler.json holds), for methods whose output is a way to sample rather than weights."""
     history: list[dict] = field(default_factory=list)
     """Every metric row this call logged."""
 

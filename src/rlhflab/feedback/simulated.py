@@ -60,16 +60,28 @@ class SimulatedRater:
             score += self.agreement_bias
         return score
 
-    def prob_first(
-        self, gold_a: float, gold_b: float, text_a: str, text_b: str, agrees: tuple[bool, bool] = (False, False)
-    ) -> float:
-        """Probability that the rater prefers a over b (``agrees``: whether each says what the user believes)."""
-        diff = self.perceived(gold_a, text_a, agrees[0]) - self.perceived(gold_b, text_b, agrees[1])
+    def probability(self, diff: float) -> float:
+        """Probability of preferring the first of two things whose perceived scores differ by ``diff`` (first
+        minus second): Bradley-Terry at ``temperature``, ``random_rate`` of the answers at random. Nothing here
+        is text: a rater of other things (trajectory segments) perceives them its own way and reuses this."""
         if self.temperature == 0:
             p = 0.5 if diff == 0 else float(diff > 0)
         else:
             p = 1.0 / (1.0 + math.exp(-max(min(diff / self.temperature, 60.0), -60.0)))
         return self.random_rate * 0.5 + (1 - self.random_rate) * p
+
+    def prefers_first(self, p: float, generator: torch.Generator) -> bool | None:
+        """The rater's answer given ``probability``'s ``p``: True (the first), False, or None for an exact tie of
+        a noiseless rater (stated as a tie rather than drawn)."""
+        if self.temperature == 0 and self.random_rate == 0 and p == 0.5:
+            return None
+        return bool(torch.rand((), generator=generator) < p)
+
+    def prob_first(
+        self, gold_a: float, gold_b: float, text_a: str, text_b: str, agrees: tuple[bool, bool] = (False, False)
+    ) -> float:
+        """Probability that the rater prefers a over b (``agrees``: whether each says what the user believes)."""
+        return self.probability(self.perceived(gold_a, text_a, agrees[0]) - self.perceived(gold_b, text_b, agrees[1]))
 
     def compare(
         self,
@@ -82,7 +94,8 @@ class SimulatedRater:
         agrees: tuple[bool, bool] = (False, False),
     ) -> PreferencePair:
         p = self.prob_first(gold_a, gold_b, a, b, agrees)
-        if self.temperature == 0 and self.random_rate == 0 and p == 0.5:  # an exact tie, stated as one
+        first = self.prefers_first(p, generator)
+        if first is None:  # an exact tie, stated as one
             return PreferencePair(
                 prompt,
                 a,
@@ -91,7 +104,6 @@ class SimulatedRater:
                 f"simulated:{self.name}",
                 {"gold_chosen": gold_a, "gold_rejected": gold_b, "p_chosen": 0.5},
             )
-        first = bool(torch.rand((), generator=generator) < p)
         chosen, rejected = (a, b) if first else (b, a)
         g_c, g_r = (gold_a, gold_b) if first else (gold_b, gold_a)
         return PreferencePair(

@@ -34,13 +34,13 @@ def make_best_of_n(base: str, reward: str, config: BestOfNConfig) -> MethodResul
     )
 
 
-def run_best_of_n(x: MethodInputs, config: BestOfNConfig, hooks: Hooks) -> MethodResult:
+def optimize_best_of_n(x: MethodInputs, config: BestOfNConfig, hooks: Hooks) -> MethodResult:
     return make_best_of_n(x.model, x.reward_name, config)
 
 
 register(
     Method(
-        name="best-of-n", config=BestOfNConfig, run=run_best_of_n, data="reward", output="sampler", logs_samples=False,
+        name="best-of-n", config=BestOfNConfig, optimize=optimize_best_of_n, data="reward", output="sampler", logs_samples=False,
         doc="Best-of-n sampling against a reward, no training -> RUN/sampler.json.",
     )
 )  # fmt: skip

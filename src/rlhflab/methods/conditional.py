@@ -54,7 +54,7 @@ class ConditionalConfig:
     """Control token for the others (added to the vocabulary)."""
     epochs: float = 2.0
     """Passes over the tagged texts."""
-    batch_size: int = 16
+    texts_per_step: int = 16
     """Texts per optimiser step, over all processes."""
     sample_batch_size: int = 64
     """Prompts sampled at once (per process) when the texts are collected."""
@@ -85,7 +85,7 @@ class ConditionalConfig:
             "a non-empty token different from --bad-token",
         )
         check(self.epochs > 0, "epochs", self.epochs, "> 0")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.texts_per_step >= 1, "texts_per_step", self.texts_per_step, ">= 1")
         check(self.sample_batch_size >= 1, "sample_batch_size", self.sample_batch_size, ">= 1")
         check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
 
@@ -188,7 +188,7 @@ def train_conditional(
         loop.log({"step": step + 1, "sft/loss": loss})
 
     losses = supervised_pass(
-        loop, policy, optimizer, encoded, batch_size=config.batch_size, epochs=config.epochs,
+        loop, policy, optimizer, encoded, texts_per_step=config.texts_per_step, epochs=config.epochs,
         config=config.optimizer, seed=seed, pad_id=tokenizer.pad_token_id, on_step=log,
     )  # fmt: skip
     sampling = {
@@ -204,14 +204,14 @@ def train_conditional(
     )
 
 
-def run_conditional(x: MethodInputs, config: ConditionalConfig, hooks: Hooks) -> MethodResult:
+def optimize_conditional(x: MethodInputs, config: ConditionalConfig, hooks: Hooks) -> MethodResult:
     policy, tokenizer, _ = policy_and_reference(x, config, reference=False)
     return train_conditional(policy, tokenizer, x.reward, x.prompts, config, hooks=hooks)
 
 
 register(
     Method(
-        name="conditional", config=ConditionalConfig, run=run_conditional, data="reward", output="policy",
+        name="conditional", config=ConditionalConfig, optimize=optimize_conditional, data="reward", output="policy",
         doc="Conditional training with good/bad control tokens -> RUN/policy.",
     )
 )  # fmt: skip

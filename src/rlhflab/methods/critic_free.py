@@ -63,7 +63,7 @@ class GroupConfig:
     epochs: int = 1
     """Passes over each rollout (1 = REINFORCE with a baseline; more use the PPO clip)."""
     minibatch_size: int = 16
-    """Sequences per gradient step, over all processes."""
+    """Sequences (a prompt and one continuation) per gradient step, over all processes."""
     clip_range: float = 0.2
     """Ratio clip when epochs > 1."""
     loss_aggregation: Literal["token", "sequence"] = "token"

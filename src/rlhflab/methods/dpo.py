@@ -46,7 +46,7 @@ class DPOConfig:
     """Pairs labelled as ties (0.5): stop with an error, or leave them out ('ipo' uses them either way)."""
     epochs: float = 2.0
     """Passes over the pairs."""
-    batch_size: int = 16
+    pairs_per_step: int = 16
     """Pairs per optimiser step, over all processes."""
     max_length: int = 128
     """Tokens of prompt + completion (longer texts keep their end)."""
@@ -71,7 +71,7 @@ class DPOConfig:
                   "(it is the flip probability of --loss cdpo)")  # fmt: skip
         check(self.ties in ("error", "drop"), "ties", self.ties, "'error' or 'drop'")
         check(self.epochs > 0, "epochs", self.epochs, "> 0")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.pairs_per_step >= 1, "pairs_per_step", self.pairs_per_step, ">= 1")
         check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
         check(self.reference_batch_size >= 1, "reference_batch_size", self.reference_batch_size, ">= 1")
 
@@ -118,9 +118,9 @@ def train_dpo(
     (a frozen copy of ``policy`` when None). ``source`` names the pairs in error messages."""
     loop = TrainLoop("dpo", hooks)
     pairs = usable_pairs(pairs, config, source)
-    if len(pairs) < config.batch_size:
-        raise DataError(source, f"{len(pairs)} usable pairs, fewer than --batch-size {config.batch_size}")
-    loop.require_divisible(batch_size=config.batch_size)
+    if len(pairs) < config.pairs_per_step:
+        raise DataError(source, f"{len(pairs)} usable pairs, fewer than --pairs-per-step {config.pairs_per_step}")
+    loop.require_divisible(pairs_per_step=config.pairs_per_step)
 
     # ---------------------------------------------------------- data and reference log-probabilities
     reference = reference if reference is not None else default_reference(policy)
@@ -145,7 +145,7 @@ def train_dpo(
 
     optimizer = make_optimizer(policy.parameters(), config.optimizer)
     policy, optimizer = loop.accelerator.prepare(policy, optimizer)
-    batches = ShardedEpochs(len(pairs), config.batch_size, loop.world, loop.rank, config.run.seed)
+    batches = ShardedEpochs(len(pairs), config.pairs_per_step, loop.world, loop.rank, config.run.seed)
     total = max(1, int(config.epochs * batches.steps_per_epoch))
     state = loop.restore(policy=policy, optimizer=optimizer)
     start = 0
@@ -184,7 +184,7 @@ def train_dpo(
     )
 
 
-def run_dpo(x: MethodInputs, config: DPOConfig, hooks: Hooks) -> MethodResult:
+def optimize_dpo(x: MethodInputs, config: DPOConfig, hooks: Hooks) -> MethodResult:
     usable_pairs(x.pairs, config, x.pairs_source)  # fail before loading any model
     policy, tokenizer, reference = policy_and_reference(x, config)
     return train_dpo(policy, tokenizer, x.pairs, config, reference=reference, hooks=hooks, source=x.pairs_source)
@@ -192,7 +192,7 @@ def run_dpo(x: MethodInputs, config: DPOConfig, hooks: Hooks) -> MethodResult:
 
 register(
     Method(
-        name="dpo", config=DPOConfig, run=run_dpo, data="pairs", output="policy", kl_knob="beta", logs_samples=False,
+        name="dpo", config=DPOConfig, optimize=optimize_dpo, data="pairs", output="policy", kl_knob="beta", logs_samples=False,
         doc="DPO (or IPO, conservative DPO) on preference pairs, no reward model -> RUN/policy.",
     )
 )  # fmt: skip

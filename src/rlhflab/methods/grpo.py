@@ -53,7 +53,7 @@ def train_grpo(policy, tokenizer, reward, prompts, config: GRPOConfig, **kwargs)
 
 register(
     Method(
-        name="grpo", config=GRPOConfig, run=on_prompts(train_grpo), data="reward", output="policy",
+        name="grpo", config=GRPOConfig, optimize=on_prompts(train_grpo), data="reward", output="policy",
         kl_knob="loss_kl_coef",
         doc="GRPO: group-standardised advantages, clipped, per-token KL in the loss -> RUN/policy.",
     )

@@ -63,7 +63,7 @@ class PPOConfig:
     prompts_per_step: int = 32
     """Prompts per rollout, over all processes."""
     minibatch_size: int = 16
-    """Rollouts per gradient step, over all processes."""
+    """Sequences (a prompt and one continuation) per gradient step, over all processes."""
     epochs: int = 2
     """Passes over each rollout batch."""
     kl_coef: float = 0.05
@@ -276,7 +276,7 @@ def train_ppo(
     )
 
 
-def run_ppo(x: MethodInputs, config: PPOConfig, hooks: Hooks) -> MethodResult:
+def optimize_ppo(x: MethodInputs, config: PPOConfig, hooks: Hooks) -> MethodResult:
     """PPO from loaded inputs: the value function starts from the reward model when ``value_init`` is 'reward'
     and it reads the policy's vocabulary (``x.value_source()``), else from the base
     policy; with LoRA its frozen backbone loads in --dtype, trained weights in float32."""
@@ -293,7 +293,7 @@ def run_ppo(x: MethodInputs, config: PPOConfig, hooks: Hooks) -> MethodResult:
 
 register(
     Method(
-        name="ppo", config=PPOConfig, run=run_ppo, data="reward", output="policy", kl_knob="kl_coef",
+        name="ppo", config=PPOConfig, optimize=optimize_ppo, data="reward", output="policy", kl_knob="kl_coef",
         doc="PPO against a reward with a per-token KL penalty to the base policy -> RUN/policy.",
     )
 )  # fmt: skip

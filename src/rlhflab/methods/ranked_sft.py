@@ -50,7 +50,7 @@ class RankedSFTConfig:
     """Share of each prompt's samples kept for fine-tuning, the best by reward (at least one)."""
     epochs: float = 1.0
     """Passes over each round's kept samples."""
-    batch_size: int = 16
+    texts_per_step: int = 16
     """Samples per optimiser step, over all processes."""
     max_length: int = 256
     """Tokens of prompt + completion the fine-tuning reads (longer texts keep their end)."""
@@ -69,7 +69,7 @@ class RankedSFTConfig:
         check(self.samples_per_prompt >= 1, "samples_per_prompt", self.samples_per_prompt, ">= 1")
         check(0 < self.keep_fraction <= 1, "keep_fraction", self.keep_fraction, "in (0, 1]")
         check(self.epochs > 0, "epochs", self.epochs, "> 0")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(self.texts_per_step >= 1, "texts_per_step", self.texts_per_step, ">= 1")
         check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
 
 
@@ -137,7 +137,7 @@ def train_ranked_sft(
         # ------------------------------------------------------ fine-tune on the best
         encoded = kept
         losses = supervised_pass(
-            loop, policy, optimizer, encoded, batch_size=config.batch_size, epochs=config.epochs,
+            loop, policy, optimizer, encoded, texts_per_step=config.texts_per_step, epochs=config.epochs,
             config=config.optimizer, seed=seed + rnd, pad_id=tokenizer.pad_token_id,
         )  # fmt: skip
 
@@ -167,7 +167,7 @@ def train_ranked_sft(
 
 register(
     Method(
-        name="ranked-sft", config=RankedSFTConfig, run=on_prompts(train_ranked_sft), data="reward", output="policy",
+        name="ranked-sft", config=RankedSFTConfig, optimize=on_prompts(train_ranked_sft), data="reward", output="policy",
         doc="Reward-ranked fine-tuning: sample, keep the best, imitate -> RUN/policy.",
     )
 )  # fmt: skip

@@ -3,7 +3,7 @@ produces.
 
 Each method module declares its own entry at its end, with keywords::
 
-    register(Method(name="ppo", config=PPOConfig, run=run_ppo, data="reward", output="policy", doc="..."))
+    register(Method(name="ppo", config=PPOConfig, optimize=optimize_ppo, data="reward", output="policy", doc="..."))
 
 and the registry finds the modules of this package itself, so adding a method is one file. The pipeline and the
 command line ask the registry (``METHODS``, ``get``); neither names a method's module.
@@ -53,7 +53,7 @@ class Method:
     """The command-line name (``rlhflab optimize NAME``), also the stage's name in the manifest."""
     config: type
     """The config dataclass (its fields are the command's options)."""
-    run: Callable[[MethodInputs, Any, Hooks], MethodResult]
+    optimize: Callable[[MethodInputs, Any, Hooks], MethodResult]
     """Runs the method from loaded inputs, a config and hooks."""
     data: Literal["reward", "pairs"]
     """A method learns from a reward function (and prompts) or from preference pairs."""
@@ -90,14 +90,14 @@ def policy_and_reference(x: MethodInputs, config, reference: bool = True) -> tup
 
 
 def on_prompts(train: Callable[..., MethodResult]) -> Callable[[MethodInputs, Any, Hooks], MethodResult]:
-    """The ``run`` of a method that samples the policy on prompts, scores with the reward and keeps a reference:
+    """The ``optimize`` of a method that samples the policy on prompts, scores with the reward and keeps a reference:
     ``train(policy, tokenizer, reward, prompts, config, reference=, gold=, hooks=)`` on the loaded inputs."""
 
-    def run(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
+    def optimize(x: MethodInputs, config, hooks: Hooks) -> MethodResult:
         policy, tokenizer, reference = policy_and_reference(x, config)
         return train(policy, tokenizer, x.reward, x.prompts, config, reference=reference, gold=x.gold, hooks=hooks)
 
-    return run
+    return optimize
 
 
 ORDER = ("ppo", "dpo", "best-of-n", "ranked-sft", "conditional", "rloo", "grpo")

@@ -49,7 +49,7 @@ def train_rloo(policy, tokenizer, reward, prompts, config: RLOOConfig, **kwargs)
 
 register(
     Method(
-        name="rloo", config=RLOOConfig, run=on_prompts(train_rloo), data="reward", output="policy",
+        name="rloo", config=RLOOConfig, optimize=on_prompts(train_rloo), data="reward", output="policy",
         kl_knob="reward_kl_coef",
         doc="RLOO: REINFORCE with a leave-one-out baseline -> RUN/policy.",
     )

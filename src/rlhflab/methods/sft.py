@@ -19,7 +19,7 @@ def supervised_pass(
     optimizer,
     encoded: Sequence[tuple[list[int], int]],
     *,
-    batch_size: int,
+    texts_per_step: int,
     epochs: float,
     config: OptimizerConfig,
     seed: int,
@@ -32,9 +32,9 @@ def supervised_pass(
     ``loop`` is the caller's ``TrainLoop``; ``on_step(step, loss)`` is called after each step.
     """
     world = loop.world
-    batch_size = min(batch_size, len(encoded))
-    batch_size -= batch_size % world  # a small set is one batch, split evenly among processes
-    batches = ShardedEpochs(len(encoded), batch_size, world, loop.rank, seed)
+    per_step = min(texts_per_step, len(encoded))
+    per_step -= per_step % world  # a small set is one batch, split evenly among processes
+    batches = ShardedEpochs(len(encoded), per_step, world, loop.rank, seed)
     total = max(1, int(epochs * batches.steps_per_epoch))
     losses = []
     policy.train()

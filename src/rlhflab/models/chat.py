@@ -26,22 +26,22 @@ _HH = re.compile(r"\n\n(Human|Assistant|System): ")
 _ROLES = {"Human": "user", "Assistant": "assistant", "System": "system"}
 
 
-def check_spec(spec: str | None) -> str:
+def check_template(template: str | None) -> str:
     """``auto``, ``none``, or an existing file (a Jinja chat template); a one-line error otherwise."""
-    spec = spec or "auto"
-    if spec not in ("auto", "none") and not Path(spec).is_file():
-        raise ConfigError(f"--chat-template must be auto, none or a template file, got {spec!r} (no such file)")
-    return spec
+    template = template or "auto"
+    if template not in ("auto", "none") and not Path(template).is_file():
+        raise ConfigError(f"--chat-template must be auto, none or a template file, got {template!r} (no such file)")
+    return template
 
 
-def configure(tokenizer, spec: str | None = "auto"):
-    """Give ``tokenizer`` the template ``spec`` names (auto: its own) and its stop tokens; returns the
+def configure(tokenizer, template: str | None = "auto"):
+    """Give ``tokenizer`` the template ``template`` names (auto: its own) and its stop tokens; returns the
     tokenizer. Under ``none`` it renders nothing and stops at EOS only."""
-    spec = check_spec(spec)
-    if spec == "none":
+    template = check_template(template)
+    if template == "none":
         tokenizer.chat_template = None
-    elif spec != "auto":
-        tokenizer.chat_template = read_text(spec, "chat template")
+    elif template != "auto":
+        tokenizer.chat_template = read_text(template, "chat template")
     stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     if getattr(tokenizer, "chat_template", None):
         end = end_of_turn(tokenizer)

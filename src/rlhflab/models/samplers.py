@@ -137,7 +137,7 @@ def best_of_n_spec(base: str, reward: str, n: int) -> dict:
 
 
 def is_sampler(name: str | Path) -> bool:
-    """Whether ``name`` is a folder (or file) holding a sampler spec rather than a policy."""
+    """Whether ``name`` is a folder (or file) holding a sampler described rather than a policy."""
     path = Path(name)
     return (path / SAMPLER_FILE).is_file() or (path.name == SAMPLER_FILE and path.is_file())
 
@@ -147,24 +147,24 @@ def load_sampler(name: str | Path, base_name: str, reward_loader: Callable[[str]
     (with an optional control-token prefix in ``rlhflab_sampling.json``), its models loaded by ``loader``.
     Returns (sampler, info)."""
     path = Path(name)
-    spec_path = path / SAMPLER_FILE if path.is_dir() else path
+    described_path = path / SAMPLER_FILE if path.is_dir() else path
     if is_sampler(path):
-        spec = read_json(spec_path)
-        if not isinstance(spec, dict) or spec.get("type") != "best_of_n":
-            kind = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
-            raise RlhflabError(f"{spec_path}: unknown sampler type {kind!r}")
-        if not isinstance(spec.get("base"), str) or not isinstance(spec.get("reward"), str):
-            raise RlhflabError(f"{spec_path}: 'base' and 'reward' must be strings")
-        n = spec.get("n")
+        described = read_json(described_path)
+        if not isinstance(described, dict) or described.get("type") != "best_of_n":
+            kind = described.get("type") if isinstance(described, dict) else type(described).__name__
+            raise RlhflabError(f"{described_path}: unknown sampler type {kind!r}")
+        if not isinstance(described.get("base"), str) or not isinstance(described.get("reward"), str):
+            raise RlhflabError(f"{described_path}: 'base' and 'reward' must be strings")
+        n = described.get("n")
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
             shown = repr(n) if len(repr(n)) <= 40 else repr(n)[:37] + "..."
-            raise DataError(spec_path, f"'n' must be an integer in [1, {MAX_N}], got {shown}")
-        base, tokenizer = loader.policy(spec["base"])
-        return BestOfNSampler(base, tokenizer, reward_loader(spec["reward"]), n), {
+            raise DataError(described_path, f"'n' must be an integer in [1, {MAX_N}], got {shown}")
+        base, tokenizer = loader.policy(described["base"])
+        return BestOfNSampler(base, tokenizer, reward_loader(described["reward"]), n), {
             "type": "best_of_n",
             "n": n,
             "kl_bound": best_of_n_kl_bound(n),
-            "reward": spec["reward"],
+            "reward": described["reward"],
         }
     policy, tokenizer = loader.policy(name)
     base, _ = loader.policy(base_name)

@@ -103,7 +103,7 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
         small = dict(max_new_tokens=8, seed=seed)
         return ComparePreset(
             feedback=build(SimulateConfig, pairs=48, batch_size=16, **small),
-            reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000, seed=seed),
+            reward=build(RewardTrainConfig, epochs=1, pairs_per_step=8, eval_every=5, checkpoint_every=1000, seed=seed),
             evaluate=build(EvalConfig, num_prompts=12, max_new_tokens=8, batch_size=16, seed=seed + 1),
             sweeps=(
                 Sweep(
@@ -112,14 +112,16 @@ def preset(name: str, seed: int = 0) -> ComparePreset:
                     (0.5, 0.05),
                     build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, **small),
                 ),
-                Sweep("dpo", "beta", (0.1, 0.5), build(DPOConfig, epochs=1, batch_size=8, ties="drop", seed=seed)),
+                Sweep("dpo", "beta", (0.1, 0.5), build(DPOConfig, epochs=1, pairs_per_step=8, ties="drop", seed=seed)),
                 Sweep("best-of-n", "n", (1, 4), BestOfNConfig()),
-                Sweep("ranked-sft", "rounds", (1,), build(RankedSFTConfig, prompts_per_round=8, batch_size=8, **small)),
+                Sweep(
+                    "ranked-sft", "rounds", (1,), build(RankedSFTConfig, prompts_per_round=8, texts_per_step=8, **small)
+                ),
                 Sweep(
                     "conditional",
                     "threshold_quantile",
                     (0.5,),
-                    build(ConditionalConfig, num_prompts=16, epochs=1, batch_size=8, **small),
+                    build(ConditionalConfig, num_prompts=16, epochs=1, texts_per_step=8, **small),
                 ),
                 Sweep(
                     "rloo",
@@ -171,7 +173,7 @@ def run_compare(
     root: Path,
     model: str,
     task_name: str,
-    specs: ComparePreset | Sequence[ComparePreset],
+    per_seed: ComparePreset | Sequence[ComparePreset],
     methods: list[str] | None = None,
     budgets: tuple[float, ...] = (1.0, 3.0, 10.0),
     pad_token: str | None = None,
@@ -179,36 +181,36 @@ def run_compare(
     say=print,
     prompts: str | Path | None = None,
 ) -> dict:
-    """Run the comparison once per preset in ``specs`` (one preset, or one per seed as ``presets`` makes
+    """Run the comparison once per preset in ``per_seed`` (one preset, or one per seed as ``presets`` makes
     them), then write the frontier files in ``root``. Returns the rows (means over the seeds), the
     budget table and every seed's rows. ``prompts`` (a file) replaces the task's prompts, for training and
     evaluation alike."""
-    specs = [specs] if isinstance(specs, ComparePreset) else list(specs)
-    check(1 <= len(specs) <= MAX_SEEDS, "seeds", len(specs), f"an integer from 1 to {MAX_SEEDS}")
+    per_seed = [per_seed] if isinstance(per_seed, ComparePreset) else list(per_seed)
+    check(1 <= len(per_seed) <= MAX_SEEDS, "seeds", len(per_seed), f"an integer from 1 to {MAX_SEEDS}")
     check(all(b > 0 for b in budgets), "budgets", budgets, "positive numbers of nats")
-    unknown = sorted(set(methods or []) - {s.method for s in specs[0].sweeps})
+    unknown = sorted(set(methods or []) - {s.method for s in per_seed[0].sweeps})
     if unknown:
         raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    _check_layout(root, len(specs))
+    _check_layout(root, len(per_seed))
     load_task(task_name, prompts)  # a bad task or prompts file fails before any work
     started = time.time()
 
     seed_rows = []
-    for i, spec in enumerate(specs):
-        folder, tag = seed_folder(root, i, len(specs)), "" if len(specs) == 1 else f"[seed-{i}] "
+    for i, preset in enumerate(per_seed):
+        folder, tag = seed_folder(root, i, len(per_seed)), "" if len(per_seed) == 1 else f"[seed-{i}] "
         say_seed = functools.partial(_say_tagged, say, tag)
         seed_rows.append(
-            _compare_one_seed(folder, model, task_name, spec, methods, pad_token, progress, say_seed, prompts)
+            _compare_one_seed(folder, model, task_name, preset, methods, pad_token, progress, say_seed, prompts)
         )
     rows = aggregate_frontier(seed_rows)
     seed_tables = [budget_table(r, budgets) for r in seed_rows]
     table = aggregate_budgets(seed_tables, budgets)
-    every_seed = [{"seed": spec.seed, **r} for spec, rs in zip(specs, seed_rows) for r in rs]
+    every_seed = [{"seed": preset.seed, **r} for preset, rs in zip(per_seed, seed_rows) for r in rs]
     meta = {
         "model": model,
         "task": task_name,
-        "preset": asdict(specs[0]),
-        "seeds": [spec.seed for spec in specs],
+        "preset": asdict(per_seed[0]),
+        "seeds": [preset.seed for preset in per_seed],
         "seconds": round(time.time() - started),
     }
     write_outputs(root, rows, table, budgets, meta, seed_rows=every_seed)
@@ -245,10 +247,10 @@ def _check_layout(root: Path, seeds: int) -> None:
 
 
 def _compare_one_seed(
-    root: Path, model: str, task_name: str, spec: ComparePreset, methods, pad_token, progress, say, prompts=None
+    root: Path, model: str, task_name: str, preset: ComparePreset, methods, pad_token, progress, say, prompts=None
 ) -> list[dict]:
     """The comparison of one preset in ``root`` (``shared/``, ``points/``): its frontier rows, base first."""
-    sweeps = [s for s in spec.sweeps if methods is None or s.method in methods]
+    sweeps = [s for s in preset.sweeps if methods is None or s.method in methods]
     shared = RunDir(root / "shared")
 
     def setup(run: RunDir, read_prompts: bool = True) -> Setup:  # each stage reads what the run recorded so far
@@ -257,15 +259,15 @@ def _compare_one_seed(
     # ---------------------------------------------------------- the feedback and reward model every method shares
     reward = str(shared / RunDir.REWARD_MODEL)
     if not (shared / RunDir.REWARD_MODEL / "rlhflab_reward.json").is_file():
-        say(f"[shared] {spec.feedback.pairs} preference pairs and a reward model")
-        stages.feedback_simulate(shared, setup(shared), spec.feedback, spec.rater, progress)
-        stages.reward_train(shared, model, shared / RunDir.PAIRS, spec.reward, pad_token, progress=progress)
+        say(f"[shared] {preset.feedback.pairs} preference pairs and a reward model")
+        stages.feedback_simulate(shared, setup(shared), preset.feedback, preset.rater, progress)
+        stages.reward_train(shared, model, shared / RunDir.PAIRS, preset.reward, pad_token, progress=progress)
 
     # the base is evaluated once, as saved (the points' policies in their methods' dtype)
     common = setup(shared)
     loader = replace(common.loader, dtype=None)
     proxy, _ = load_reward(reward, common.task, common.device, loader)
-    base = evaluate_base(model, common.task, spec.evaluate, proxy, loader, progress)
+    base = evaluate_base(model, common.task, preset.evaluate, proxy, loader, progress)
 
     rows = [{"method": "base", "knob": "", "value": "", "run": "", **_row_stats(base.stats)}]
     for sweep in sweeps:
@@ -277,7 +279,7 @@ def _compare_one_seed(
                 pairs_method = registry.get(sweep.method).data == "pairs"
                 stages.optimize(run, sweep.method, setup(run, not pairs_method), config, reward=reward,
                                 pairs=shared / RunDir.PAIRS, progress=progress)  # fmt: skip
-                stages.evaluate_run(run, str(run.output()), setup(run), reward, spec.evaluate, progress,
+                stages.evaluate_run(run, str(run.output()), setup(run), reward, preset.evaluate, progress,
                                     base_side=base, show=False)  # fmt: skip
             summary = read_json(run / RunDir.SUMMARY)
             rows.append(

@@ -51,7 +51,7 @@ ARITHMETIC_GRPO = dict(
 )
 """GRPO with the rule on the arithmetic task (``demo --task arithmetic``, ``bench/bench_arithmetic.py``); the
 trials that chose the learning rate and the step count are in docs/arithmetic.md."""
-ARITHMETIC_REWARD = dict(pairs=20000, lr=1e-3, epochs=2.0, batch_size=32, eval_every=100)
+ARITHMETIC_REWARD = dict(pairs=20000, lr=1e-3, epochs=2.0, pairs_per_step=32, eval_every=100)
 """A reward model on the arithmetic task (``bench/bench_arithmetic.py``'s learned proxies, ``overopt --task
 arithmetic``): the policy's own 0.2M-parameter backbone learns at the rate it was trained at, from many comparisons
 (cheap: answers are 8 tokens); docs/arithmetic.md gives what it measured against the sentiment defaults."""
@@ -75,7 +75,13 @@ def preset(seed: int, quick: bool) -> DemoPreset:
         return DemoPreset(
             feedback=build(SimulateConfig, pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
             reward=build(
-                RewardTrainConfig, backbone="model", epochs=1, batch_size=8, eval_every=5, checkpoint_every=4, seed=seed
+                RewardTrainConfig,
+                backbone="model",
+                epochs=1,
+                pairs_per_step=8,
+                eval_every=5,
+                checkpoint_every=4,
+                seed=seed,
             ),
             ppo=build(
                 PPOConfig,

@@ -84,7 +84,7 @@ def preset(name: str) -> OveroptPreset:
             labels=(16, 32),
             seeds=2,
             feedback=build(SimulateConfig, batch_size=16, **small),
-            reward=build(RewardTrainConfig, epochs=1, batch_size=8, eval_every=5, checkpoint_every=1000),
+            reward=build(RewardTrainConfig, epochs=1, pairs_per_step=8, eval_every=5, checkpoint_every=1000),
             rl_method="ppo",
             rl=build(PPOConfig, steps=4, prompts_per_step=8, minibatch_size=4, epochs=1, kl_coef=0.0, **small),
             pool=8,
@@ -146,12 +146,12 @@ class Proxy:
         return "rl" if objective == "single" else f"rl-{objective}"
 
 
-def proxies(spec: OveroptPreset) -> list[Proxy]:
-    lever = spec.lever_labels or min(spec.labels)
-    out = [Proxy(n, 0.0, 1) for n in spec.labels]
-    out += [Proxy(lever, r, 1) for r in spec.noise if r != 0]
-    if spec.ensemble > 1:
-        out.append(Proxy(lever, 0.0, spec.ensemble))
+def proxies(preset: OveroptPreset) -> list[Proxy]:
+    lever = preset.lever_labels or min(preset.labels)
+    out = [Proxy(n, 0.0, 1) for n in preset.labels]
+    out += [Proxy(lever, r, 1) for r in preset.noise if r != 0]
+    if preset.ensemble > 1:
+        out.append(Proxy(lever, 0.0, preset.ensemble))
     return out
 
 
@@ -166,18 +166,20 @@ def relabel(pairs: list[PreferencePair], rater: SimulatedRater, generator: torch
     ]
 
 
-def _sample_pool(path: Path, model: str, task, prompts: list[str], spec: OveroptPreset, seed: int, pad_token, progress):
+def _sample_pool(
+    path: Path, model: str, task, prompts: list[str], preset: OveroptPreset, seed: int, pad_token, progress
+):
     """Write ``pool`` base continuations per prompt with their gold scores (one JSONL row per prompt)."""
     policy, tokenizer = load_policy(model, pad_token)
     policy.eval()
-    sampling: SamplingConfig = spec.feedback.sampling
+    sampling: SamplingConfig = preset.feedback.sampling
     check_fits(policy, tokenizer, prompts, sampling.max_new_tokens)
     g = torch.Generator().manual_seed(seed)
-    flat = [p for p in prompts for _ in range(spec.pool)]
+    flat = [p for p in prompts for _ in range(preset.pool)]
     texts: list[str] = []
     bar = tqdm(total=len(flat), desc="overopt: best-of-n pool", unit="sample", disable=not progress)
-    for start in range(0, len(flat), spec.pool_batch):
-        batch = flat[start : start + spec.pool_batch]
+    for start in range(0, len(flat), preset.pool_batch):
+        batch = flat[start : start + preset.pool_batch]
         s = int(torch.randint(0, 2**62, (), generator=g))
         r = sample(policy, tokenizer, batch, max_new_tokens=sampling.max_new_tokens, seed=s,
                    temperature=sampling.temperature)  # fmt: skip
@@ -188,15 +190,15 @@ def _sample_pool(path: Path, model: str, task, prompts: list[str], spec: Overopt
     rows = [
         {
             "prompt": p,
-            "texts": texts[i * spec.pool : (i + 1) * spec.pool],
-            "gold": gold[i * spec.pool : (i + 1) * spec.pool],
+            "texts": texts[i * preset.pool : (i + 1) * preset.pool],
+            "gold": gold[i * preset.pool : (i + 1) * preset.pool],
         }
         for i, p in enumerate(prompts)
     ]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _bon_curves(proxy: Proxy, reward_dir: Path, pool: list[dict], spec: OveroptPreset) -> dict:
+def _bon_curves(proxy: Proxy, reward_dir: Path, pool: list[dict], preset: OveroptPreset) -> dict:
     """Best-of-n's gold and proxy for every n, for each of the proxy's objectives."""
     rm = RewardModel.load(reward_dir)
     prompts = [r["prompt"] for r in pool for _ in r["texts"]]
@@ -206,8 +208,8 @@ def _bon_curves(proxy: Proxy, reward_dir: Path, pool: list[dict], spec: OveroptP
     out = {}
     for objective in proxy.objectives():
         how = "mean" if objective == "single" else objective
-        scores = aggregate_scores(members, how, spec.std_coef).numpy().reshape(len(pool), -1)
-        out[objective] = best_of_n_curve(scores, gold, spec.ns)
+        scores = aggregate_scores(members, how, preset.std_coef).numpy().reshape(len(pool), -1)
+        out[objective] = best_of_n_curve(scores, gold, preset.ns)
     return out
 
 
@@ -215,7 +217,7 @@ def _rl_run(
     run: RunDir,
     model: str,
     task_name: str,
-    spec: OveroptPreset,
+    preset: OveroptPreset,
     reward: str,
     pad_token,
     progress,
@@ -229,12 +231,12 @@ def _rl_run(
     say(what)
     checkpoints = run / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.iterdir()):
-        stages.resume_method(run.path, spec.rl_method, progress=progress)
+        stages.resume_method(run.path, preset.rl_method, progress=progress)
         return
     if run.path.exists():
         shutil.rmtree(run.path)
     setup = Setup.resolve(run, model, task_name, prompts=prompts, pad_token=pad_token)
-    stages.optimize(run, spec.rl_method, setup, spec.rl, reward=reward, progress=progress)
+    stages.optimize(run, preset.rl_method, setup, preset.rl, reward=reward, progress=progress)
 
 
 def _rl_points(metrics: Path, window: int) -> list[dict]:
@@ -260,7 +262,7 @@ def run_overopt(
     root: Path,
     model: str,
     task_name: str,
-    spec: OveroptPreset,
+    preset: OveroptPreset,
     seed: int = 0,
     pad_token: str | None = None,
     progress: bool = True,
@@ -271,9 +273,9 @@ def run_overopt(
     if task.gold is None:
         raise ConfigError(f"task '{task_name}' has no gold reward; overopt measures proxies against gold")
     started = time.time()
-    largest = max(spec.labels)
+    largest = max(preset.labels)
     rows: list[dict] = []
-    for s in range(spec.seeds):
+    for s in range(preset.seeds):
         seed_dir = root / f"seed-{s}"
         seed_dir.mkdir(parents=True, exist_ok=True)
         s_seed = seed + 1000 * s
@@ -283,7 +285,7 @@ def run_overopt(
             collect = RunDir(seed_dir / "feedback")
             stages.feedback_simulate(
                 collect, Setup.resolve(collect, model, task_name, prompts=prompts, pad_token=pad_token),
-                replace(spec.feedback, pairs=largest, seed=s_seed),
+                replace(preset.feedback, pairs=largest, seed=s_seed),
                 SimulatedRater(temperature=0.0, random_rate=0.0, name="gold"), progress,
             )  # fmt: skip
             shutil.copyfile(collect / RunDir.PAIRS, pairs_path)
@@ -293,12 +295,14 @@ def run_overopt(
 
         pool_path = seed_dir / "pool.jsonl"
         if not pool_path.is_file():
-            say(f"[seed {s}] best-of-n pool: {spec.pool} samples for each of {spec.pool_prompts} evaluation prompts")
-            _sample_pool(pool_path, model, task, task.eval_prompts[: spec.pool_prompts], spec, s_seed + 1, pad_token,
+            say(
+                f"[seed {s}] best-of-n pool: {preset.pool} samples for each of {preset.pool_prompts} evaluation prompts"
+            )
+            _sample_pool(pool_path, model, task, task.eval_prompts[: preset.pool_prompts], preset, s_seed + 1, pad_token,
                          progress)  # fmt: skip
         pool = [row for _, row in iter_jsonl(pool_path, "best-of-n pool")]
 
-        for proxy in proxies(spec):
+        for proxy in proxies(preset):
             pdir = RunDir(seed_dir / proxy.name)
             reward_dir = pdir / RunDir.REWARD_MODEL
             if not (reward_dir / META).is_file():
@@ -308,13 +312,13 @@ def run_overopt(
                     g = torch.Generator().manual_seed(s_seed + 7)
                     chosen = relabel(chosen, SimulatedRater(temperature=0.0, random_rate=proxy.noise, name="noisy"), g)
                 write_pairs(pdir / RunDir.PAIRS, chosen)
-                config = replace(spec.reward, ensemble=proxy.members, run=replace(spec.reward.run, seed=s_seed))
-                batch = min(config.batch_size, max(1, int(len(chosen) * (1 - config.val_fraction)) // 2))
-                stages.reward_train(pdir, model, pdir / RunDir.PAIRS, replace(config, batch_size=batch), pad_token,
+                config = replace(preset.reward, ensemble=proxy.members, run=replace(preset.reward.run, seed=s_seed))
+                batch = min(config.pairs_per_step, max(1, int(len(chosen) * (1 - config.val_fraction)) // 2))
+                stages.reward_train(pdir, model, pdir / RunDir.PAIRS, replace(config, pairs_per_step=batch), pad_token,
                                     progress=progress)  # fmt: skip
             bon_path = pdir / "bon.json"
             if not bon_path.is_file():
-                atomic_write_json(bon_path, _bon_curves(proxy, reward_dir, pool, spec))
+                atomic_write_json(bon_path, _bon_curves(proxy, reward_dir, pool, preset))
             for objective, curve in read_json(bon_path).items():
                 for point in curve:
                     rows.append(
@@ -322,27 +326,27 @@ def run_overopt(
                          "n": point["n"], "step": "", "kl": point["kl"], "gold": point["gold"],
                          "proxy": point["proxy"], "seed": s}
                     )  # fmt: skip
-            if (proxy.members > 1 or proxy.noise) and not spec.rl_levers:
+            if (proxy.members > 1 or proxy.noise) and not preset.rl_levers:
                 continue  # a lever's proxy: best-of-n only
             for objective in proxy.objectives():
                 rl_dir = RunDir(pdir / proxy.rl_folder(objective))
                 reward = str(reward_dir)
                 if objective not in ("single", "mean"):
-                    reward = _objective_view(reward_dir, pdir / f"reward-{objective}", objective, spec.std_coef)
-                _rl_run(rl_dir, model, task_name, spec, reward, pad_token, progress, say,
-                        f"[seed {s}] {spec.rl_method} against {proxy.name} ({objective})", prompts)  # fmt: skip
-                for point in _rl_points(rl_dir / RunDir.METRICS, spec.window):
+                    reward = _objective_view(reward_dir, pdir / f"reward-{objective}", objective, preset.std_coef)
+                _rl_run(rl_dir, model, task_name, preset, reward, pad_token, progress, say,
+                        f"[seed {s}] {preset.rl_method} against {proxy.name} ({objective})", prompts)  # fmt: skip
+                for point in _rl_points(rl_dir / RunDir.METRICS, preset.window):
                     rows.append(
-                        {"labels": proxy.labels, "method": spec.rl_method, "objective": objective,
+                        {"labels": proxy.labels, "method": preset.rl_method, "objective": objective,
                          "noise": proxy.noise, "n": "", **point, "seed": s}
                     )  # fmt: skip
 
-        if spec.gold_rl:
+        if preset.gold_rl:
             rl_dir = RunDir(seed_dir / "gold-rl")
-            _rl_run(rl_dir, model, task_name, spec, "gold", pad_token, progress, say,
-                    f"[seed {s}] {spec.rl_method} against the gold reward itself", prompts)  # fmt: skip
-            for point in _rl_points(rl_dir / RunDir.METRICS, spec.window):
-                rows.append({"labels": 0, "method": spec.rl_method, "objective": "gold", "noise": 0.0, "n": "",
+            _rl_run(rl_dir, model, task_name, preset, "gold", pad_token, progress, say,
+                    f"[seed {s}] {preset.rl_method} against the gold reward itself", prompts)  # fmt: skip
+            for point in _rl_points(rl_dir / RunDir.METRICS, preset.window):
+                rows.append({"labels": 0, "method": preset.rl_method, "objective": "gold", "noise": 0.0, "n": "",
                              **point, "seed": s})  # fmt: skip
 
     curves = aggregate(rows)
@@ -351,7 +355,7 @@ def run_overopt(
         "model": model,
         "task": task_name,
         "seed": seed,
-        "preset": asdict(spec),
+        "preset": asdict(preset),
         "fits": fits,
         "seconds_this_invocation": round(time.time() - started),  # a continued run: its last part only
     }

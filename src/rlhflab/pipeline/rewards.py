@@ -19,31 +19,31 @@ from rlhflab.reward.model import RewardModel
 
 
 def load_reward(
-    spec: str, task: Task, device="cpu", loader: Loader = Loader(), base: dict | None = None
+    name: str, task: Task, device="cpu", loader: Loader = Loader(), base: dict | None = None
 ) -> tuple[RewardFn, str | None]:
     """(reward function, the reward-model folder or None) for a ``--reward`` value; a model's weights in the
     ``loader``'s dtype. ``base`` (``model``, ``max_new_tokens``, ``temperature``) is the base policy an
     off-the-shelf reward model is normalised on, by sampling it (loaded by ``loader``) on the task's training
     prompts; the normalisation is the function's ``normalisation``."""
-    if spec == "gold":
+    if name == "gold":
         gold = need_gold(task, "--reward gold")
         return (lambda prompts, completions: checked_scores(gold(prompts, completions), len(completions),
                                                              f"the gold scorer of task '{task.name}'")), None  # fmt: skip
-    path = Path(spec)
+    path = Path(name)
     if path.is_dir():
         if is_classifier_folder(path):  # an off-the-shelf reward model: normalised on base samples before use
             if base is None:
-                raise RlhflabError(f"--reward {spec}: an off-the-shelf reward model needs a base policy to be "
+                raise RlhflabError(f"--reward {name}: an off-the-shelf reward model needs a base policy to be "
                                    "normalised on")  # fmt: skip
             reward = ClassifierReward.load(path, device=device, dtype=loader.torch_dtype)
             calibrate(reward, prompts=task.train_prompts, loader=loader, **base)
             return reward, str(path)
         return RewardModel.load(path, device=device, dtype=loader.torch_dtype), str(path)
-    if ":" in spec and not path.exists():
-        rule = import_object(spec, "--reward")
+    if ":" in name and not path.exists():
+        rule = import_object(name, "--reward")
         return (lambda prompts, completions: checked_scores(rule(prompts, completions), len(completions),
-                                                             f"the rule {spec}")), None  # fmt: skip
+                                                             f"the rule {name}")), None  # fmt: skip
     raise RlhflabError(
-        f"--reward {spec!r}: no such reward-model folder (train one with 'rlhflab reward train'), and not "
+        f"--reward {name!r}: no such reward-model folder (train one with 'rlhflab reward train'), and not "
         "'gold' or a rule 'module:function'"
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 from rlhflab.core import distributed
 from rlhflab.core.task import Task
-from rlhflab.models.chat import check_spec, configure, render
+from rlhflab.models.chat import check_template, configure, render
 from rlhflab.models.loading import Loader, load_tokenizer
 from rlhflab.run.rundir import RunDir
 from rlhflab.tasks import load_task
@@ -57,15 +57,15 @@ class Setup:
         prompts = run.prompts(prompts) if read_prompts else None
         loaded = load_task(task, prompts)
         pad_token = run.pad_token(pad_token)
-        spec = check_spec(run.remembered("chat_template", chat_template))
-        tokenizer = configure(load_tokenizer(model, pad_token), spec)
+        template = check_template(run.remembered("chat_template", chat_template))
+        tokenizer = configure(load_tokenizer(model, pad_token), template)
         if getattr(tokenizer, "chat_template", None):
             loaded = dataclasses.replace(
                 loaded,
                 train_prompts=render(tokenizer, loaded.train_prompts),
                 eval_prompts=render(tokenizer, loaded.eval_prompts),
             )
-        loader = Loader(pad_token=pad_token, dtype=run.remembered("dtype", dtype), chat_template=spec)
+        loader = Loader(pad_token=pad_token, dtype=run.remembered("dtype", dtype), chat_template=template)
         return cls(model=model, task_name=task, task=loaded, prompts=prompts, loader=loader, tokenizer=tokenizer)
 
     @property

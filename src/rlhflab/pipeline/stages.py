@@ -163,7 +163,7 @@ def optimize(
     methods that learn from pairs take ``pairs`` (``setup`` then resolved with ``read_prompts=False``). Only what
     the method uses is recorded.
     """
-    spec = registry.get(method)
+    entry = registry.get(method)
     # a method without model options (best-of-n) samples in the run's dtype; the others record theirs in config
     options = getattr(config, "model_options", None) or ModelConfig(dtype=setup.loader.dtype or "float32")
     loader = replace(setup.loader, dtype=options.dtype)
@@ -174,7 +174,7 @@ def optimize(
     args = setup.args()
     del args["dtype"]  # a method records its dtype in its config's model options
     files: dict[str, Path] = setup.inputs()
-    if spec.data == "pairs":
+    if entry.data == "pairs":
         if pairs is None:
             raise RlhflabError(f"{method} learns from preference pairs: pass --pairs FILE")
         args["pairs"], files["pairs"] = str(pairs), Path(pairs)
@@ -185,18 +185,18 @@ def optimize(
         if reward is None:
             raise RlhflabError(f"{method} learns from a reward: pass --reward (a reward-model folder, gold, or a rule)")
         args["reward"] = reward
-        device = "cpu" if spec.output == "sampler" else setup.device
+        device = "cpu" if entry.output == "sampler" else setup.device
         inputs.reward, folder = load_reward(reward, setup.task, device, loader, _base(setup.model, config))
         inputs.reward_name = reward
         if folder is not None:
             files["reward_model"] = Path(folder) / META
             inputs.value_source = lambda: _value_source(folder, setup.tokenizer)
     with stage(run, method, config, args, files) as results:
-        samples = run / RunDir.TRAIN_SAMPLES if spec.logs_samples else None
+        samples = run / RunDir.TRAIN_SAMPLES if entry.logs_samples else None
         run_config = getattr(config, "run", None)
         hooks = run_hooks(run, method, resume, run / RunDir.METRICS, samples, progress,
                           log_with=run_config.log_with if run_config else "none", config=asdict(config))  # fmt: skip
-        out = spec.run(inputs, config, hooks)
+        out = entry.optimize(inputs, config, hooks)
         if out.sampler is not None:
             if _is_main():
                 atomic_write_json(run / RunDir.SAMPLER, out.sampler)
@@ -225,12 +225,12 @@ def _base(model: str, config) -> dict:
 
 def resume_method(run_dir: Path, method: str, progress: bool = True) -> dict:
     """Continue the interrupted ``method`` stage of ``run_dir`` with the configuration it recorded."""
-    spec = registry.get(method)
-    config, args = recorded(run_dir, method, spec.config, needs=("model", "task"))
+    entry = registry.get(method)
+    config, args = recorded(run_dir, method, entry.config, needs=("model", "task"))
     run = RunDir(run_dir)
     setup = Setup.resolve(
         run, args["model"], args["task"], prompts=args.get("prompts"), pad_token=args.get("pad_token"),
-        chat_template=args.get("chat_template"), read_prompts=spec.data != "pairs",
+        chat_template=args.get("chat_template"), read_prompts=entry.data != "pairs",
     )  # fmt: skip
     pairs = Path(args["pairs"]) if args.get("pairs") else None
     return optimize(run, method, setup, config, args.get("reward"), pairs, resume=True, progress=progress)
