@@ -17,6 +17,9 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# commands the tests run as subprocesses use one thread whatever the load, so runs compared bit for bit
+# (resumed against uninterrupted, two processes against one) share their arithmetic
+os.environ.setdefault("RLHFLAB_THREADS", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "good", "bad", "day", "and", "big", "small", "red", "it"]

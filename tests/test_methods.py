@@ -117,7 +117,9 @@ def test_conditional_training_learns_the_condition(micro_model, task, tmp_path):
     good = mean_gold(run / "policy", task.eval_prompts, "<|good|>", suppress)
     bad = mean_gold(run / "policy", task.eval_prompts, "<|bad|>", suppress)
     unconditioned = mean_gold(run / "policy", task.eval_prompts, "", suppress)
-    assert good - bad > 0.2 and good - unconditioned > 0.2
+    # learned beyond noise (a policy that ignores the token: both gaps ~0, standard error ~0.02); over seeds 0-2
+    # the gaps were 0.16-0.37 (good - bad) and 0.12-0.29 (good - unconditioned) with rlhflab's sampler
+    assert good - bad > 0.1 and good - unconditioned > 0.06
     # evaluation samples it with the good token and the base vocabulary
     sampler, info = load_sampler(run / "policy", str(micro_model), lambda name: None)
     assert info == {"type": "policy", "prefix": "<|good|>"}
@@ -139,7 +141,8 @@ def test_critic_free_methods_learn_a_planted_preference(micro_model, task, tmp_p
     result = run_method(method, micro_model, run.path, config)
     assert mean_gold(run / "policy", task.eval_prompts) - mean_gold(micro_model, task.eval_prompts) > 0.3
     rows = read_jsonl(run / "metrics.jsonl")
-    assert len(rows) == 15 and rows[0]["objective/kl"] == 0.0 and result["final"]["objective/gold"] > 0.3
+    # the first rollout is the reference's own: KL 0 up to the rounding between sampler and full pass
+    assert len(rows) == 15 and abs(rows[0]["objective/kl"]) < 1e-5 and result["final"]["objective/gold"] > 0.3
 
 
 def test_critic_free_needs_two_samples_per_prompt():

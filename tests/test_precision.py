@@ -58,7 +58,9 @@ def test_lora_trains_only_the_adapter_from_kl_zero_and_merges_to_the_same_logits
     config = build(PPOConfig, steps=3, prompts_per_step=8, minibatch_size=4, epochs=2, max_new_tokens=6, lr=1e-2,
                    model_options=options)  # fmt: skip
     result = train_ppo(policy, tokenizer, reward, task.train_prompts, config)  # reference: the adapter off
-    assert result.history[0]["objective/kl"] == 0.0  # measured on the first rollout, before the first update
+    # measured on the first rollout, before the first update: 0 up to the rounding between the sampler's
+    # log-probabilities and the reference's full pass (the exact equality of the two passes is checked above)
+    assert abs(result.history[0]["objective/kl"]) < 1e-5
     assert result.history[-1]["objective/kl"] != 0.0  # ... and the adapter did move the policy
     changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from rlhflab.core import distributed
+from rlhflab.core import threads as cpu_threads
 from rlhflab.tasks import default_model
 
 
@@ -97,9 +98,17 @@ def resume_option(what: str):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option(
+    "--threads",
+    default=None,
+    metavar="N",
+    help="CPU threads torch uses (default: $RLHFLAB_THREADS, else the cores left idle over the last minute, "
+    "shared among the run's processes). Recorded in the manifest; --resume keeps it.",
+)
 @click.version_option(package_name="rlhflab")
-def cli(debug: bool) -> None:
+def cli(debug: bool, threads: str | None) -> None:
     """Align language models from feedback, with and without RL, and measure what each method breaks."""
+    cpu_threads.choose(cpu_threads.parse(threads, "--threads"), processes=distributed.launched_processes())
 
 
 def say(message: str) -> None:

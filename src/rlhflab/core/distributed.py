@@ -18,6 +18,12 @@ def cpu_only() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launched_processes() -> int:
+    """How many processes of this run share this machine (torchrun's or accelerate's local world size; 1)."""
+    value = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or "1"
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def state():
     """accelerate's process state (process index, number of processes, device)."""
     # heavy library (accelerate): imported on first use, not with rlhflab

@@ -36,7 +36,7 @@ from rlhflab.core.task import GoldFn
 from rlhflab.models.batching import prompt_stream
 from rlhflab.models.loading import check_fits, disable_dropout
 from rlhflab.models.precision import ModelConfig, default_reference, model_field
-from rlhflab.models.sampling import sample, token_logprobs
+from rlhflab.models.sampling import policy_logprobs, sample, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -142,13 +142,13 @@ def train_critic_free(
         repeated = [p for p in batch for _ in range(k)]
         seed_now = int(torch.randint(0, 2**62, (loop.world,), generator=g)[loop.rank])
         r = sample(
-            policy, tokenizer, repeated, max_new_tokens=config.sampling.max_new_tokens, seed=seed_now,
-            temperature=temperature,
+            policy, tokenizer, batch, max_new_tokens=config.sampling.max_new_tokens, seed=seed_now,
+            temperature=temperature, samples_per_prompt=k, with_entropy=True,
         )  # fmt: skip
         ids, attn, mask, P = r.input_ids, r.attention_mask, r.response_mask, r.prompt_length
         score = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).to(loop.device)
+        logp_old, entropy = policy_logprobs(policy, r, temperature)  # in float32: the sampler's, no pass
         with torch.no_grad():
-            logp_old, entropy = token_logprobs(policy, ids, attn, P, temperature, with_entropy=True)
             logp_ref, _ = token_logprobs(reference, ids, attn, P, temperature)
         kl_seq = kl_estimators(logp_old, logp_ref, mask)["k1"]
         all_scores, all_kl = loop.accelerator.gather(score), loop.accelerator.gather(kl_seq)

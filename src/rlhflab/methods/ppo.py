@@ -53,7 +53,7 @@ from rlhflab.methods.registry import Method, MethodInputs, policy_and_reference,
 from rlhflab.models.batching import prompt_stream
 from rlhflab.models.loading import ScalarHeadModel, check_fits, disable_dropout, forward_inputs
 from rlhflab.models.precision import ModelConfig, default_reference, model_field, trainable_value
-from rlhflab.models.sampling import sample, token_logprobs
+from rlhflab.models.sampling import policy_logprobs, sample, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,12 @@ def train_ppo(
             max_new_tokens=config.sampling.max_new_tokens,
             seed=seeds[loop.rank],
             temperature=temperature,
+            with_entropy=True,
         )
         score = torch.as_tensor(reward(batch, rollout.responses), dtype=torch.float32).to(loop.device)
         ids, attn, mask, P = rollout.input_ids, rollout.attention_mask, rollout.response_mask, rollout.prompt_length
+        logp_old, entropy = policy_logprobs(policy, rollout, temperature)  # in float32: the sampler's, no pass
         with torch.no_grad():
-            logp_old, entropy = token_logprobs(policy, ids, attn, P, temperature, with_entropy=True)
             logp_ref, _ = token_logprobs(reference, ids, attn, P, temperature)
             values_old = value(**forward_inputs(value, ids, attn))[:, P - 1 : -1] * mask
         t_rollout = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from rlhflab.core.errors import ConfigError, DataError, RlhflabError
 from rlhflab.core.estimators import kl_estimators, masked_mean
 from rlhflab.core.files import read_json
 from rlhflab.models.loading import Loader
-from rlhflab.models.sampling import sample, token_logprobs
+from rlhflab.models.sampling import policy_logprobs, sample, token_logprobs
 
 SAMPLER_FILE = "sampler.json"
 SAMPLING_FILE = "rlhflab_sampling.json"  # inside a policy folder: how to prompt it (control-token prefix)
@@ -86,16 +86,9 @@ class PolicySampler:
             seed=seed,
             temperature=temperature,
             suppress_tokens=self.suppress,
-        )
-        logp, entropy = token_logprobs(
-            self.model,
-            r.input_ids,
-            r.attention_mask,
-            r.prompt_length,
-            temperature,
             with_entropy=True,
-            vocab_size=self.vocab_size,
         )
+        logp, entropy = policy_logprobs(self.model, r, temperature, self.vocab_size)
         out = SampleBatch(r.responses, entropy=masked_mean(entropy, r.response_mask, dim=1).tolist())
         if self.base is not None:
             if self.prefix:  # the base reads the plain prompt followed by the same response tokens
@@ -121,8 +114,9 @@ class BestOfNSampler:
     def sample(self, prompts: Sequence[str], *, max_new_tokens: int, seed: int, temperature: float) -> SampleBatch:
         repeated = [p for p in prompts for _ in range(self.n)]
         r = sample(
-            self.base, self.tokenizer, repeated, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature
-        )
+            self.base, self.tokenizer, list(prompts), max_new_tokens=max_new_tokens, seed=seed,
+            temperature=temperature, samples_per_prompt=self.n,
+        )  # fmt: skip
         scores = torch.as_tensor(self.reward(repeated, r.responses), dtype=torch.float64).view(len(prompts), self.n)
         best = scores.argmax(1)
         texts = [r.responses[i * self.n + int(b)] for i, b in enumerate(best)]

@@ -16,6 +16,7 @@ from rlhflab.core.distributed import unwrap
 from rlhflab.core.losses import categorical_entropy
 from rlhflab.models.batching import appended_count, collate
 from rlhflab.models.chat import stop_ids
+from rlhflab.models.decode import decode
 from rlhflab.models.loading import forward_inputs
 
 
@@ -35,14 +36,14 @@ class Rollout:
 
     ended: list[bool] = dataclasses.field(default_factory=list)
     """Whether each continuation ended with the end-of-sequence token (not cut at the length limit)."""
+    logprobs: torch.Tensor | None = None
+    """[B, R] each response token's log-probability under the distribution it was sampled from, 0 after the end."""
+    entropy: torch.Tensor | None = None
+    """[B, R] that distribution's entropy at each response position (when asked for), 0 after the end."""
 
     @property
     def response_ids(self) -> torch.Tensor:
         return self.input_ids[:, self.prompt_length :]
-
-
-def _rng_devices(device: torch.device) -> list[int]:
-    return [device.index or 0] if device.type == "cuda" else []
 
 
 @torch.no_grad()
@@ -55,53 +56,61 @@ def sample(
     seed: int,
     temperature: float = 1.0,
     suppress_tokens: Sequence[int] = (),
+    samples_per_prompt: int = 1,
+    with_entropy: bool = False,
 ) -> Rollout:
-    """Sample one continuation per prompt from the model's full distribution (no top-k/top-p).
+    """Sample ``samples_per_prompt`` continuations of each prompt (together, in the prompts' order) from the
+    model's full distribution at ``temperature`` (no top-k/top-p), with rlhflab's decoding loop
+    (``models.decode``: each prompt's forward pass once for all of its samples). The rollout carries each
+    token's log-probability under that distribution (and, ``with_entropy``, the distribution's entropy).
 
     ``seed`` fixes the sampling noise, without touching the global RNG state.
     """
-    # heavy library (transformers): imported on first use, not with rlhflab
-    from transformers import GenerationConfig
-
     inner = unwrap(model)
     device = next(inner.parameters()).device
     enc = encode_prompts(tokenizer, prompts, device)
     stops = stop_ids(tokenizer)
-    config = GenerationConfig(
-        do_sample=True,
-        temperature=temperature,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=stops or None,
-        bos_token_id=tokenizer.bos_token_id,
-        suppress_tokens=list(suppress_tokens) or None,
-    )
-    was_training = inner.training
-    inner.eval()
-    with torch.random.fork_rng(
-        devices=_rng_devices(device), device_type=device.type if device.type != "cpu" else "cuda"
-    ):
-        torch.manual_seed(seed)
-        out = inner.generate(**enc, generation_config=config)
-    inner.train(was_training)
-    prompt_length = enc["input_ids"].shape[1]
-    response = out[:, prompt_length:]
-    if response.shape[1] < max_new_tokens:  # every sequence ended early
-        pad = torch.full((len(prompts), max_new_tokens - response.shape[1]), tokenizer.pad_token_id, device=device)
-        response = torch.cat([response, pad], 1)
-    response_mask = response_mask_from_ids(response, stops)
-    response = response.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+    out = decode(
+        inner, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
+        generator=torch.Generator().manual_seed(seed), stop_ids=stops, pad_id=tokenizer.pad_token_id,
+        samples_per_prompt=samples_per_prompt, temperature=temperature, suppress=suppress_tokens,
+        with_entropy=with_entropy,
+    )  # fmt: skip
+    g = max(1, samples_per_prompt)
+    prompt_ids, prompt_mask = enc["input_ids"].repeat_interleave(g, 0), enc["attention_mask"].repeat_interleave(g, 0)
+    response, response_mask = out.tokens, out.mask
     texts = [tokenizer.decode(ids[: int(m.sum())], skip_special_tokens=True) for ids, m in zip(response, response_mask)]
     return Rollout(
         responses=texts,
-        input_ids=torch.cat([enc["input_ids"], response], 1),
-        attention_mask=torch.cat([enc["attention_mask"], response_mask.long()], 1),
+        input_ids=torch.cat([prompt_ids, response], 1),
+        attention_mask=torch.cat([prompt_mask, response_mask.long()], 1),
         response_mask=response_mask.float(),
-        prompt_length=prompt_length,
+        prompt_length=enc["input_ids"].shape[1],
         ended=torch.isin(response, torch.tensor(stops, device=device)).any(1).tolist() if stops else [],
+        logprobs=out.logprobs,
+        entropy=out.entropy,
     )
+
+
+def policy_logprobs(
+    model: nn.Module, rollout: Rollout, temperature: float = 1.0, vocab_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log-probabilities [B, R], entropy [B, R]) of the rollout's responses under ``model``, the policy that
+    sampled them: those the sampler drew with when the model computes in float32 (they equal a teacher-forced
+    pass up to float rounding, ~1e-6), else a teacher-forced pass (in bfloat16 the incremental and the full pass
+    differ by ~1e-2 a token, which would show as KL to an identical reference). ``vocab_size``: the rollout was
+    sampled with the tokens from ``vocab_size`` on suppressed (``token_logprobs``' renormalisation)."""
+    inner = unwrap(model)
+    exact = getattr(inner, "_rlhflab_autocast", torch.float32) == torch.float32 and all(
+        p.dtype == torch.float32 for p in inner.parameters() if p.is_floating_point()
+    )
+    if exact and rollout.logprobs is not None and rollout.entropy is not None:
+        return rollout.logprobs, rollout.entropy
+    with torch.no_grad():
+        return token_logprobs(
+            model, rollout.input_ids, rollout.attention_mask, rollout.prompt_length, temperature, with_entropy=True,
+            vocab_size=vocab_size,
+        )  # fmt: skip
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:

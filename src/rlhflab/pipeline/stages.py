@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import torch
 
-from rlhflab.core import distributed
+from rlhflab.core import distributed, threads
 from rlhflab.core.comparison import read_pairs, write_pairs
 from rlhflab.core.config import SamplingConfig, from_dict
 from rlhflab.core.errors import DataError, RlhflabError
@@ -79,6 +79,7 @@ def recorded(run_dir: Path, name: str, config_cls: type, needs: tuple[str, ...] 
         raise DataError(
             run.manifest_path, f"expected strings, {', '.join(needs)} among them", field=f"stages.{name}.args"
         )
+    threads.keep(entry.get("threads"))
     return from_dict(config_cls, entry["config"], source=run.manifest_path), args
 
 

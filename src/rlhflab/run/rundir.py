@@ -31,6 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
 
+from rlhflab.core import threads
 from rlhflab.core.errors import DataError, RlhflabError
 from rlhflab.core.files import (
     atomic_write_json,
@@ -183,6 +184,7 @@ class RunDir:
             "command": sys.argv,
             "git": git_revision(),
             "packages": package_versions(),
+            "threads": threads.record(),
             "inputs": {
                 k: {"path": str(p), "sha256": sha256_file(p)} for k, p in (inputs or {}).items() if Path(p).is_file()
             },
