@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 
-def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
-    """fp32 FLOP/s of square matmuls on this machine (2 n^3 per product)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops(seconds: float = 3.0, n: int = 1024, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of square matmuls in ``dtype`` (fp32 by default) on this machine (2 n^3 per product)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     count, start = 0, time.perf_counter()

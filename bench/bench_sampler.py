@@ -29,18 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-
-
-def matmul_rate(dtype: torch.dtype, seconds: float = 3.0, n: int = 1024) -> float:
-    """FLOP/s of square matmuls in ``dtype`` on this machine (2 n^3 per product)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - start)
+from bench_ppo import matmul_flops  # the sibling benchmark's matmul rate (run as bench/bench_sampler.py)
 
 
 def timed(fn, repeats: int) -> float:
@@ -80,7 +69,7 @@ def main() -> None:
     model, tokenizer = load_policy(args.model, dtype=dtype)
     model.eval()
     params = sum(p.numel() for p in model.parameters())
-    limit = matmul_rate(dtype)
+    limit = matmul_flops(dtype=dtype)
     task = load_task(args.task)
     stream = tokenizer(" ".join(task.train_prompts[:2000]))["input_ids"]  # prompts of exactly --prompt-tokens
     ids = [stream[i : i + args.prompt_tokens] for i in range(0, len(stream) - args.prompt_tokens, args.prompt_tokens)]

@@ -211,3 +211,34 @@ def test_bad_model_options_are_refused_in_one_line(flags, said, micro_model, tmp
                   "--reward", RULE, "--steps", "1", "--quiet", *flags)  # fmt: skip
     assert out.returncode == 2 and said in out.stderr, out.stderr
     assert len([line for line in out.stderr.splitlines() if line.strip()]) <= 3  # usage + error, no traceback
+
+
+def test_a_folded_adapter_is_the_adapted_model_and_leaves_every_weight_untouched(micro_model):
+    from peft.tuners.lora.layer import LoraLayer
+
+    from rlhflab.models.precision import folded_adapter
+
+    base, tokenizer = load_policy(micro_model)
+    policy = trainable_policy(base, ModelConfig(lora_r=4, lora_alpha=8))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)  # a trained adapter (a fresh one adds nothing)
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    layers = [m for m in policy.modules() if isinstance(m, LoraLayer)]
+    adapted = logits(policy, tokenizer, TEXTS)
+    assert not torch.allclose(adapted, logits(base_only := load_policy(micro_model)[0], tokenizer, TEXTS), atol=1e-3)
+    with folded_adapter(policy) as folded:
+        inside = logits(folded, tokenizer, TEXTS)
+        folded_in = [not torch.equal(m.get_base_layer().weight, before[n + ".base_layer.weight"])
+                     for n, m in policy.named_modules() if isinstance(m, LoraLayer)]  # fmt: skip
+        with folded_adapter(folded) as again:  # a block within a block folds nothing twice
+            twice = logits(again, tokenizer, TEXTS)
+        r = sample(folded, tokenizer, TEXTS, max_new_tokens=4, seed=0)  # sampling runs folded too
+    assert layers and all(folded_in)  # each adapted layer ran on W + BA, with the adapter itself off
+    torch.testing.assert_close(inside, adapted, atol=1e-4, rtol=1e-4)
+    assert torch.equal(twice, inside)
+    assert all(torch.equal(p, before[name]) for name, p in policy.named_parameters())  # put back, not subtracted
+    assert torch.equal(logits(policy, tokenizer, TEXTS), adapted) and len(r.responses) == 2
+    with folded_adapter(base_only) as same:  # a model without an adapter passes through
+        assert same is base_only

@@ -114,14 +114,14 @@ def decode(
 ) -> Decoded:
     """Continue each left-padded prompt of ``input_ids`` [B, P] ``samples_per_prompt`` times, at most
     ``max_new_tokens`` tokens each, stopping a row at its first token in ``stop_ids``. ``greedy`` takes the
-    likeliest token (``generator`` unused). The model runs in eval mode; its mode is restored."""
+    likeliest token (``generator`` unused). The model runs in eval mode; each module's mode is put back."""
     # heavy library (transformers): imported on first use, not with rlhflab
     from transformers import DynamicCache
 
     if temperature <= 0 and not greedy:
         raise ValueError("temperature must be positive for sampling (use greedy=True to take the likeliest)")
     device, g = input_ids.device, max(1, samples_per_prompt)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # put back as found, module by module
     model.eval()
     cache = DynamicCache(config=getattr(model, "config", None))
     # the cache fills in place; transformers names its argument ``cache`` (``past_key_values`` before)
@@ -159,7 +159,8 @@ def decode(
         out = model(input_ids=tokens[:, t : t + 1], attention_mask=mask, position_ids=position, use_cache=True,
                     logits_to_keep=1, **{cache_arg: cache})  # fmt: skip
         logits = out.logits[:, -1]
-    model.train(was_training)
+    for m, training in modes:
+        m.training = training
     response_mask = torch.zeros_like(tokens)
     response_mask[:, :steps] = 1
     if len(stops):

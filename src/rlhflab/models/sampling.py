@@ -18,6 +18,7 @@ from rlhflab.models.batching import appended_count, collate
 from rlhflab.models.chat import stop_ids
 from rlhflab.models.decode import decode
 from rlhflab.models.loading import forward_inputs
+from rlhflab.models.precision import folded_adapter
 
 
 @dataclass
@@ -70,12 +71,13 @@ def sample(
     device = next(inner.parameters()).device
     enc = encode_prompts(tokenizer, prompts, device)
     stops = stop_ids(tokenizer)
-    out = decode(
-        inner, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
-        generator=torch.Generator().manual_seed(seed), stop_ids=stops, pad_id=tokenizer.pad_token_id,
-        samples_per_prompt=samples_per_prompt, temperature=temperature, suppress=suppress_tokens,
-        with_entropy=with_entropy,
-    )  # fmt: skip
+    with folded_adapter(inner) as folded:  # a LoRA policy samples at the base model's speed
+        out = decode(
+            folded, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
+            generator=torch.Generator().manual_seed(seed), stop_ids=stops, pad_id=tokenizer.pad_token_id,
+            samples_per_prompt=samples_per_prompt, temperature=temperature, suppress=suppress_tokens,
+            with_entropy=with_entropy,
+        )  # fmt: skip
     g = max(1, samples_per_prompt)
     prompt_ids, prompt_mask = enc["input_ids"].repeat_interleave(g, 0), enc["attention_mask"].repeat_interleave(g, 0)
     response, response_mask = out.tokens, out.mask

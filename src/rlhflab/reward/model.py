@@ -31,6 +31,7 @@ from rlhflab.models.loading import (
     load_tokenizer,
     position_ids,
 )
+from rlhflab.models.precision import merged_value
 
 META = "rlhflab_reward.json"
 MAX_LENGTH = 2**31 - 1
@@ -108,10 +109,12 @@ class RewardModel:
         return members, settings
 
     def save(self, path: str | Path, config: dict | None = None) -> None:
-        """Write the model (one member) or ensemble (``member-<i>/``) with its normalisation, at once."""
+        """Write the model (one member) or ensemble (``member-<i>/``) with its normalisation, at once; a member
+        trained with LoRA is written merged (``merged_value``: the adapter folded in, a plain model)."""
         with atomic_dir(path) as tmp:
             members = []
             for i, (member, (mean, std)) in enumerate(zip(self.members, self.norms)):
+                member = merged_value(member)
                 rel = "." if len(self.members) == 1 else f"member-{i}"
                 member.save_pretrained(tmp / rel)
                 self.tokenizer.save_pretrained(tmp / rel)

@@ -21,7 +21,7 @@ from rlhflab.core.errors import DataError
 from rlhflab.core.loop import Hooks, TrainLoop
 from rlhflab.models.batching import collate, encode
 from rlhflab.models.loading import EMBEDDED, MINILM, ScalarHeadModel, resolve_model
-from rlhflab.models.precision import PrecisionConfig, model_field
+from rlhflab.models.precision import ModelConfig, model_field
 from rlhflab.reward.bradley_terry import Encoded, fit, split
 from rlhflab.reward.model import Aggregate, Pooling, RewardModel, sequence_scores
 
@@ -63,14 +63,22 @@ class RewardTrainConfig:
     """AdamW settings (linear warm-up over the first 5% of steps, then linear decay to 0)."""
     run: RunConfig = run_field(checkpoint_every=50)
     """Seed of the train/validation split, data order and head initialisation; checkpoint cadence."""
-    model_options: PrecisionConfig = model_field(PrecisionConfig)
-    """Precision and gradient checkpointing of the reward model (every weight trains, float32 under autocast)."""
+    model_options: ModelConfig = model_field(ModelConfig)
+    """Precision, gradient checkpointing and LoRA of each member: every weight trains (float32 under autocast),
+    or with ``--lora-r`` a frozen backbone in ``--dtype`` with an adapter and the head train; the saved reward
+    model is a plain one (the adapter folded into the weights)."""
 
     def __post_init__(self) -> None:
         check(self.epochs > 0, "epochs", self.epochs, "> 0")
         check(self.pairs_per_step >= 1, "pairs_per_step", self.pairs_per_step, ">= 1")
         check(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "in [0, 1)")
         check(self.ensemble >= 1, "ensemble", self.ensemble, ">= 1")
+        check(
+            not self.model_options.save_adapter,
+            "save_adapter",
+            True,
+            "not used for a reward model (it is saved merged)",
+        )
         check(self.std_coef >= 0, "std_coef", self.std_coef, ">= 0")
         check(bool(self.backbone.strip()), "backbone", self.backbone, "'auto', 'model', 'minilm' or a folder")
         check(self.max_length >= 2, "max_length", self.max_length, ">= 2")
