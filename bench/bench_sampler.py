@@ -14,7 +14,10 @@ against the square-matmul rate of this machine in the same dtype measured in the
 and the prompt's pass are not counted, so the fraction is a little flattering at long contexts).
 
     .venv/bin/python bench/bench_sampler.py [--model embedded] [--dtype float32|bfloat16] [--batches 16,32,64]
-        [--new-tokens 32] [--prompt-tokens 16] [--group 8] [--threads N] [--json out.json]
+        [--new-tokens 32] [--prompt-tokens 16] [--group 8] [--threads N] [--lora-r R] [--json out.json]
+
+``--lora-r R`` also times the last batch size's grouped sampling with a LoRA adapter, as peft runs it
+(unfolded) and folded into the weights as ``sample()`` runs it.
 
 Timings are measured, not asserted: no test depends on them.
 """
@@ -53,6 +56,9 @@ def main() -> None:
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--lora-r", type=int, default=None, help="also time a LoRA adapter of this rank, unfolded and folded"
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
 
@@ -107,6 +113,29 @@ def main() -> None:
         print(f"batch {batch:4d}: generate {row['generate']:8.0f}  decode {row['decode']:8.0f}  decode x{g} "
               f"{row[f'decode x{g}']:8.0f} tokens/s;  decode/generate {row['decode / generate']:.2f}, "
               f"decode/limit {row['decode / limit']:.0%}")  # fmt: skip
+    if args.lora_r:  # the grouped case with an adapter: as peft runs it, and folded as rlhflab samples
+        from rlhflab.models.precision import ModelConfig, folded_adapter, trainable_policy
+
+        batch = int(args.batches.split(",")[-1])
+        g = args.group if batch % args.group == 0 else 1
+        prompt = torch.tensor([ids[i % len(ids)] for i in range(batch // g)])
+        lora = trainable_policy(model, ModelConfig(dtype=args.dtype, lora_r=args.lora_r)).eval()
+
+        def adapted(m):
+            return lambda: decode(m, prompt, torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+                                  generator=torch.Generator().manual_seed(0), stop_ids=[], pad_id=tokenizer.pad_token_id,
+                                  samples_per_prompt=g)  # fmt: skip
+
+        def folded():
+            with folded_adapter(lora) as m:
+                adapted(m)()
+
+        tokens = batch * args.new_tokens
+        row = {"batch": batch, "group": g, "lora_r": args.lora_r, "unfolded": tokens / timed(adapted(lora), args.repeats),
+               "folded": tokens / timed(folded, args.repeats)}  # fmt: skip
+        rows.append(row)
+        print(f"LoRA r{args.lora_r}, batch {batch} ({g} samples a prompt): unfolded {row['unfolded']:.0f}, folded "
+              f"{row['folded']:.0f} tokens/s (folding included)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "dtype": args.dtype, "parameters": params,
                                          "matmul_flops": limit, "threads": chosen, "rows": rows}, indent=1))  # fmt: skip
