@@ -2,7 +2,8 @@
 
 Runs ``train_grpo`` through the Python API (a rule reward: the share of vowels, so no reward model) for
 ``--warmup + --steps`` steps and reports the median over the last ``--steps`` of the rollout time (sampling,
-reward, log-probabilities) and the update time, as the method logs them (``time/rollout``, ``time/update``).
+reward, log-probabilities) and the update time, as the method logs them (``time/rollout``, ``time/update``), and,
+where the checkout logs it, the share of the rollout spent outside generation (``time/generate``).
 To compare with an older commit, check it out in a git worktree and run this script twice, once with
 ``--src WORKTREE/src``; both runs print one JSON line.
 
@@ -76,9 +77,13 @@ def main() -> None:
     timed = rows[args.warmup :]
     rollout = statistics.median(r["time/rollout"] for r in timed)
     update = statistics.median(r["time/update"] for r in timed)
-    print(json.dumps({"src": str(args.src), "model": args.model, "dtype": args.dtype, "lora_r": args.lora_r,
-                      "threads": args.threads, "sequences": args.prompts_per_step * k, "rollout_s": round(rollout, 3),
-                      "update_s": round(update, 3), "step_s": round(rollout + update, 3)}))  # fmt: skip
+    out = {"src": str(args.src), "model": args.model, "dtype": args.dtype, "lora_r": args.lora_r,
+           "threads": args.threads, "sequences": args.prompts_per_step * k, "rollout_s": round(rollout, 3),
+           "update_s": round(update, 3), "step_s": round(rollout + update, 3)}  # fmt: skip
+    if all("time/generate" in r for r in timed):  # logged since the decoding loop; older checkouts do not
+        generate = statistics.median(r["time/generate"] for r in timed)
+        out.update(generate_s=round(generate, 3), outside_generation=round(1 - generate / rollout, 3))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -66,9 +66,11 @@ def test_ppo_learns_a_planted_preference(micro_model, task, tmp_path):
         "ppo/policy/clipfrac",
         "ppo/val/var_explained",
         "time/rollout",
+        "time/generate",
         "time/update",
     }
     assert expected_keys <= rows[0].keys()
+    assert all(0 < r["time/generate"] <= r["time/rollout"] for r in rows)  # generating is part of the rollout
     # the first rollout comes from the reference itself: KL 0 up to float rounding between the sampler's
     # log-probabilities (an incremental pass) and the reference's (a full pass)
     assert abs(rows[0]["objective/kl"]) < 1e-5

@@ -28,7 +28,9 @@ RESPONSE_LENGTH = "response/length"
 TOKENS = "tokens"
 
 TIME_ROLLOUT = "time/rollout"
+TIME_GENERATE = "time/generate"
+"""The part of ``time/rollout`` spent generating (the rest: reward, log-probabilities, values)."""
 TIME_UPDATE = "time/update"
 TIME_STEP = "time/step"
-TIMES = (TIME_ROLLOUT, TIME_UPDATE, TIME_STEP)
+TIMES = (TIME_ROLLOUT, TIME_GENERATE, TIME_UPDATE, TIME_STEP)
 """Wall-clock metrics: the only ones that differ between a run and its resumed twin."""

@@ -145,6 +145,7 @@ def train_critic_free(
             policy, tokenizer, batch, max_new_tokens=config.sampling.max_new_tokens, seed=seed_now,
             temperature=temperature, samples_per_prompt=k, with_entropy=True,
         )  # fmt: skip
+        t_generate = time.perf_counter() - t0
         ids, attn, mask, P = r.input_ids, r.attention_mask, r.response_mask, r.prompt_length
         score = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).to(loop.device)
         logp_old, entropy = policy_logprobs(policy, r, temperature)  # in float32: the sampler's, no pass
@@ -190,6 +191,7 @@ def train_critic_free(
             "pg/clipfrac": loop.mean(torch.stack(clipfracs)),
             "pg/advantage_std": float(loop.accelerator.gather(adv).std()),
             names.TIME_ROLLOUT: t_rollout,
+            names.TIME_GENERATE: t_generate,
             names.TIME_UPDATE: t_update,
             names.TOKENS: int(loop.accelerator.gather(mask.sum(1)).sum()),
         }

@@ -182,6 +182,7 @@ def train_ppo(
             temperature=temperature,
             with_entropy=True,
         )
+        t_generate = time.perf_counter() - t0
         score = torch.as_tensor(reward(batch, rollout.responses), dtype=torch.float32).to(loop.device)
         ids, attn, mask, P = rollout.input_ids, rollout.attention_mask, rollout.response_mask, rollout.prompt_length
         logp_old, entropy = policy_logprobs(policy, rollout, temperature)  # in float32: the sampler's, no pass
@@ -243,6 +244,7 @@ def train_ppo(
             "ppo/returns/mean": float(masked_mean(gather(returns), gather(mask))),
             names.RESPONSE_LENGTH: float(n_tokens.float().mean()),
             names.TIME_ROLLOUT: t_rollout,
+            names.TIME_GENERATE: t_generate,
             names.TIME_UPDATE: t_update,
             names.TOKENS: int(n_tokens.sum()),
             "tokens_padded": int(gather(torch.tensor([ids.numel()], device=ids.device)).sum()),

@@ -304,9 +304,9 @@ class AdapterOff(nn.Module):
         super().__init__()
         object.__setattr__(self, "_policy", policy)  # not a submodule: its parameters stay the policy's own
 
-    def forward(self, input_ids, attention_mask, position_ids=None):
+    def forward(self, input_ids, attention_mask, position_ids=None, **kwargs):
         model = unwrap(self._policy)
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
         if position_ids is not None:
             kwargs["position_ids"] = position_ids
         with torch.no_grad(), model.disable_adapter():
