@@ -17,7 +17,7 @@ from rlhflab.core.losses import categorical_entropy
 from rlhflab.models.batching import appended_count, collate
 from rlhflab.models.chat import stop_ids
 from rlhflab.models.decode import decode
-from rlhflab.models.loading import accepts, forward_inputs
+from rlhflab.models.loading import forward_inputs
 from rlhflab.models.precision import folded_adapter
 
 
@@ -149,11 +149,8 @@ def token_logprobs(
     ``vocab_size`` renormalises over the first ``vocab_size`` tokens (a model with added control
     tokens, sampled with those suppressed).
     """
-    kept = {}
-    if accepts(model, "logits_to_keep"):  # the head's matmul and the softmax only where responses are read
-        kept["logits_to_keep"] = input_ids.shape[1] - prompt_length + 1
-    logits = model(**forward_inputs(model, input_ids, attention_mask), **kept).logits
-    logits = logits[:, -(input_ids.shape[1] - prompt_length + 1) : -1, :vocab_size].float() / temperature
+    logits = model(**forward_inputs(model, input_ids, attention_mask)).logits
+    logits = logits[:, prompt_length - 1 : -1, :vocab_size].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = torch.gather(logp_all, 2, input_ids[:, prompt_length:, None]).squeeze(-1)
     entropy = categorical_entropy(logp_all) if with_entropy else None
