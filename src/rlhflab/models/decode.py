@@ -1,8 +1,9 @@
 """rlhflab's own decoding loop: the model's forward pass with its key-value cache, and nothing else per step.
 
-Why not ``generate``: for the small models a CPU runs, each of ``generate``'s steps spends as long in its own
-machinery (logits processors, stopping criteria, cache bookkeeping, outputs it builds) as in the model; and
-it returns tokens only, so every method then runs the policy again to read their log-probabilities. This loop
+Why not ``generate``: for the small models a CPU runs, much of its time goes outside the model (drawing each
+token with ``torch.multinomial``, which draws a random number per vocabulary entry; processors, stopping
+criteria, cache bookkeeping); it computes a prompt once per sample; and it returns tokens only, so every method
+then runs the policy again to read their log-probabilities. This loop
 
 - computes each prompt's keys and values once and shares them among that prompt's ``samples_per_prompt``
   continuations (the cache is repeated, not the prompt's forward pass),
