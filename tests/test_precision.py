@@ -240,3 +240,33 @@ def test_a_folded_adapter_is_the_adapted_model_and_leaves_every_weight_untouched
     assert torch.equal(logits(policy, tokenizer, TEXTS), adapted) and len(r.responses) == 2
     with folded_adapter(base_only) as same:  # a model without an adapter passes through
         assert same is base_only
+
+
+def test_grpo_in_bfloat16_reads_the_policy_once_when_one_minibatch_is_the_rollout(micro_model, task, monkeypatch):
+    """bfloat16 sampler log-probabilities cannot stand for the policy's; with one epoch in one minibatch the update's
+    forward pass is the policy's only teacher-forced pass (its log-probabilities before the step are the old ones)."""
+    import rlhflab.methods.critic_free as critic_free
+    from rlhflab.core.loop import Hooks
+    from rlhflab.methods.grpo import GRPOConfig, train_grpo
+
+    calls = []
+    real = critic_free.policy_logprobs
+    monkeypatch.setattr(critic_free, "policy_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    options = ModelConfig(dtype="bfloat16", lora_r=4)
+    histories = {}
+    for minibatch in (8, 4):  # the whole rollout (4 prompts x 2), then half of it
+        base, tokenizer = load_policy(micro_model, dtype="bfloat16")
+        policy = trainable_policy(base, options)
+        reference = reference_for(policy, lambda: pytest.fail("a LoRA policy needs no second copy"))
+        config = build(GRPOConfig, steps=3, prompts_per_step=4, samples_per_prompt=2, minibatch_size=minibatch,
+                       max_new_tokens=6, lr=1e-2, model_options=options)  # fmt: skip
+        rows = []
+        train_grpo(policy, tokenizer, reward, task.train_prompts, config, reference=reference,
+                   hooks=Hooks(metrics=rows.append, progress=False))  # fmt: skip
+        histories[minibatch] = (rows, len(calls))
+        calls.clear()
+    one, two = histories[8], histories[4]
+    assert one[1] == 0 and two[1] == 3  # no separate pass of the policy in the first set-up; one a step in the other
+    for rows, _ in (one, two):  # before the first update the policy is its reference, in the same arithmetic
+        assert rows[0]["objective/kl"] == 0.0 and rows[-1]["objective/kl"] != 0.0
+        assert all(r["objective/entropy"] > 0 for r in rows)

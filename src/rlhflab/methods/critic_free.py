@@ -36,7 +36,7 @@ from rlhflab.core.task import GoldFn
 from rlhflab.models.batching import prompt_stream
 from rlhflab.models.loading import check_fits, disable_dropout
 from rlhflab.models.precision import ModelConfig, default_reference, model_field
-from rlhflab.models.sampling import policy_logprobs, sample, token_logprobs
+from rlhflab.models.sampling import policy_logprobs, sample, sampler_is_exact, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,10 @@ def train_critic_free(
     reference.to(loop.device).eval().requires_grad_(False)
     optimizer = make_optimizer(policy.parameters(), config.optimizer)
     policy, optimizer = loop.accelerator.prepare(policy, optimizer)
+    # one epoch in one minibatch, the KL in the loss (GRPO's usual setting) and a policy whose sampler log-probabilities
+    # cannot stand for its own (bfloat16): the update's forward pass is the only teacher-forced pass of the policy
+    one_pass = (objective.kl_in_loss and config.epochs == 1 and local_mb >= local_prompts * k
+                and not sampler_is_exact(policy))  # fmt: skip
     seed = config.run.seed
     g = torch.Generator().manual_seed(seed)
     stream = prompt_stream(list(prompts), config.steps * config.prompts_per_step, torch.Generator().manual_seed(seed))
@@ -148,16 +152,25 @@ def train_critic_free(
         t_generate = time.perf_counter() - t0
         ids, attn, mask, P = r.input_ids, r.attention_mask, r.response_mask, r.prompt_length
         score = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).to(loop.device)
-        logp_old, entropy = policy_logprobs(policy, r, temperature)  # in float32: the sampler's, no pass
         with torch.no_grad():
             logp_ref, _ = token_logprobs(reference, ids, attn, P, temperature)
-        kl_seq = kl_estimators(logp_old, logp_ref, mask)["k1"]
-        all_scores, all_kl = loop.accelerator.gather(score), loop.accelerator.gather(kl_seq)
+        all_scores = loop.accelerator.gather(score)
         if not torch.isfinite(all_scores).all():
             raise TrainingDiverged(name, step, "the reward", float(all_scores[~torch.isfinite(all_scores)][0]))
-        if kl_negative_beyond_noise(all_kl):
-            raise TrainingDiverged(name, step, "the KL estimate to the reference (k1, nats)", float(all_kl.mean()))
-        adv = objective.advantages(score.view(-1, k), kl_seq.view(-1, k)).flatten()
+
+        def kl_of(logp_old):  # per-sequence k1 KL to the reference, over all processes checked
+            kl_seq = kl_estimators(logp_old, logp_ref, mask)["k1"]
+            all_kl = loop.accelerator.gather(kl_seq)
+            if kl_negative_beyond_noise(all_kl):
+                raise TrainingDiverged(name, step, "the KL estimate to the reference (k1, nats)", float(all_kl.mean()))
+            return kl_seq, all_kl
+
+        if one_pass:  # the update's single forward pass reads the policy's log-probabilities (before its step)
+            adv = objective.advantages(score.view(-1, k), torch.zeros_like(score).view(-1, k)).flatten()
+        else:
+            logp_old, entropy = policy_logprobs(policy, r, temperature)  # in float32: the sampler's, no pass
+            kl_seq, all_kl = kl_of(logp_old)
+            adv = objective.advantages(score.view(-1, k), kl_seq.view(-1, k)).flatten()
         t_rollout = time.perf_counter() - t0
 
         # ------------------------------------------------------ update
@@ -167,7 +180,11 @@ def train_critic_free(
             order = torch.randperm(len(repeated), generator=g)
             for s in range(0, len(repeated), local_mb):
                 i = order[s : s + local_mb]
-                logp, _ = token_logprobs(policy, ids[i], attn[i], P, temperature)
+                logp, h = token_logprobs(policy, ids[i], attn[i], P, temperature, with_entropy=one_pass)
+                if one_pass:  # the rollout's order back; the policy has not moved yet, so these are the old ones
+                    back = torch.argsort(i)
+                    logp_old, entropy = logp.detach()[back], h.detach()[back]
+                    kl_seq, all_kl = kl_of(logp_old)
                 loss, m = clipped_pg_loss(
                     logp, logp_old[i], adv[i], mask[i], config.clip_range,
                     logp_ref=logp_ref[i] if objective.kl_in_loss else None, kl_coef=objective.kl_coef,

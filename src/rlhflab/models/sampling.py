@@ -94,6 +94,15 @@ def sample(
     )
 
 
+def sampler_is_exact(model: nn.Module) -> bool:
+    """Whether the sampler's log-probabilities can stand for a teacher-forced pass of ``model``: it computes in
+    float32 (no autocast to a lower precision, float32 weights)."""
+    inner = unwrap(model)
+    return getattr(inner, "_rlhflab_autocast", torch.float32) == torch.float32 and all(
+        p.dtype == torch.float32 for p in inner.parameters() if p.is_floating_point()
+    )
+
+
 def policy_logprobs(
     model: nn.Module, rollout: Rollout, temperature: float = 1.0, vocab_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -103,11 +112,7 @@ def policy_logprobs(
     bfloat16 the incremental and the full pass differ by 0.04 nats a token on average there, up to 0.2, which
     would read as KL to an identical reference). ``vocab_size``: the rollout was
     sampled with the tokens from ``vocab_size`` on suppressed (``token_logprobs``' renormalisation)."""
-    inner = unwrap(model)
-    exact = getattr(inner, "_rlhflab_autocast", torch.float32) == torch.float32 and all(
-        p.dtype == torch.float32 for p in inner.parameters() if p.is_floating_point()
-    )
-    if exact and rollout.logprobs is not None and rollout.entropy is not None:
+    if sampler_is_exact(model) and rollout.logprobs is not None and rollout.entropy is not None:
         return rollout.logprobs, rollout.entropy
     with torch.no_grad():
         return token_logprobs(
