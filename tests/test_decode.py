@@ -51,7 +51,7 @@ def test_greedy_decoding_is_generates(model_and_tokenizer):
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 8, 0.9)])
-def test_log_probabilities_are_a_teacher_forced_passs(model_and_tokenizer, temperature, top_k, top_p):
+def test_log_probabilities_are_a_teacher_forced_pass(model_and_tokenizer, temperature, top_k, top_p):
     model, tokenizer = model_and_tokenizer
     enc = encode_prompts(tokenizer, PROMPTS, "cpu")
     out = decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=10,

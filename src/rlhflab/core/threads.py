@@ -1,8 +1,7 @@
 """How many CPU threads torch uses (``--threads``).
 
-torch starts with one thread per core whatever else runs on the machine; on a 2-core machine with one other
-busy process, two threads made sampling 5-10x slower than one (each step waits for the thread that shares a
-core). The default here counts the cores the machine left idle over the last minute (its 1-minute load
+torch starts with one thread per core whatever else runs on the machine; when another busy process shares
+the cores, each step waits for the thread that lost its core, and sampling slows several times over. The default here counts the cores the machine left idle over the last minute (its 1-minute load
 average) and shares them among this run's processes; ``--threads N`` (or ``RLHFLAB_THREADS=N``) sets it.
 Every stage records the count it ran with in ``manifest.json`` (``threads``), and ``--resume`` keeps it.
 """

@@ -78,11 +78,10 @@ def pick(
     draws an exponential number per token of the vocabulary: most of a small model's sampling time).
     ``generator`` None: the likeliest."""
     top = logits.max(-1, keepdim=True).values
+    weights = torch.exp(logits - top)  # -inf (a removed token) -> weight 0, never drawn
     if generator is None:
         chosen = logits.argmax(-1)
-        weights = torch.exp(logits - top)
     else:
-        weights = torch.exp(logits - top)  # -inf (a removed token) -> weight 0, never drawn
         cdf = weights.cumsum(-1)
         u = torch.rand(logits.shape[0], 1, generator=generator, device="cpu").to(logits.device)
         chosen = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp(max=logits.shape[-1] - 1).squeeze(1)

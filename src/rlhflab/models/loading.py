@@ -233,20 +233,12 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def _accepts_position_ids(model: nn.Module) -> bool:
-    return accepts(model, "position_ids")
-
-
-def accepts(model: nn.Module, argument: str) -> bool:
-    """Whether the model's forward takes ``argument`` (``position_ids``, ``logits_to_keep``), looking through the
-    wrappers rlhflab puts around a model (distributed, LoRA, the adapter-off reference, a scalar head)."""
     inner = unwrap(model)
-    if isinstance(inner, ScalarHeadModel):
-        return argument == "position_ids"
-    if isinstance(inner, AdapterOff):
-        inner = unwrap(inner._policy)
+    if isinstance(inner, (ScalarHeadModel, AdapterOff)):
+        return True
     if is_peft(inner):  # a LoRA model passes keyword arguments on to the model it wraps
         inner = inner.get_base_model()
-    return argument in inspect.signature(inner.forward).parameters
+    return "position_ids" in inspect.signature(inner.forward).parameters
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -260,8 +260,8 @@ def _linear_names(model: nn.Module, head: nn.Module) -> list[str]:
 def folded_adapter(model: nn.Module) -> Iterator[nn.Module]:
     """Within this block, ``model`` (a LoRA policy) runs as one plain model: each adapted layer's weight is
     replaced by a new tensor W + BA (the adapter folded in) and the adapter is switched off, so a forward pass
-    costs what the base model's does (an unfolded adapter adds two small matmuls to every adapted layer; LoRA
-    sampling ran at ~0.6 of the plain model's speed). The original weights are put back untouched on exit:
+    costs what the base model's does (an unfolded adapter adds two small matmuls to every adapted layer; the
+    speeds are in docs/benchmarks.md). The original weights are put back untouched on exit:
     nothing is subtracted (in bfloat16, W + BA - BA is not W). The folded tensors exist only within the block.
     A model without an adapter, or one folded already (a block within a block), is yielded as it is."""
     inner = unwrap(model)
@@ -304,9 +304,9 @@ class AdapterOff(nn.Module):
         super().__init__()
         object.__setattr__(self, "_policy", policy)  # not a submodule: its parameters stay the policy's own
 
-    def forward(self, input_ids, attention_mask, position_ids=None, **kwargs):
+    def forward(self, input_ids, attention_mask, position_ids=None):
         model = unwrap(self._policy)
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if position_ids is not None:
             kwargs["position_ids"] = position_ids
         with torch.no_grad(), model.disable_adapter():

@@ -108,9 +108,8 @@ def policy_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(log-probabilities [B, R], entropy [B, R]) of the rollout's responses under ``model``, the policy that
     sampled them: those the sampler drew with when the model computes in float32 (they equal a teacher-forced
-    pass up to float rounding: on SmolLM2-135M 1e-5 nats a token on average), else a teacher-forced pass (in
-    bfloat16 the incremental and the full pass differ by 0.04 nats a token on average there, up to 0.2, which
-    would read as KL to an identical reference). ``vocab_size``: the rollout was
+    pass up to float rounding), else a teacher-forced pass (in bfloat16 the incremental and the full pass differ
+    by far more than rounding, which would read as KL to an identical reference). ``vocab_size``: the rollout was
     sampled with the tokens from ``vocab_size`` on suppressed (``token_logprobs``' renormalisation)."""
     if sampler_is_exact(model) and rollout.logprobs is not None and rollout.entropy is not None:
         return rollout.logprobs, rollout.entropy

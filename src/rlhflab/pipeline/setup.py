@@ -59,12 +59,11 @@ class Setup:
         pad_token = run.pad_token(pad_token)
         template = check_template(run.remembered("chat_template", chat_template))
         tokenizer = configure(load_tokenizer(model, pad_token), template)
-        if getattr(tokenizer, "chat_template", None):
-            loaded = dataclasses.replace(
-                loaded,
-                train_prompts=render(tokenizer, loaded.train_prompts),
-                eval_prompts=render(tokenizer, loaded.eval_prompts),
-            )
+        loaded = dataclasses.replace(  # (``render`` leaves prompts as they are when the tokenizer has no template)
+            loaded,
+            train_prompts=render(tokenizer, loaded.train_prompts),
+            eval_prompts=render(tokenizer, loaded.eval_prompts),
+        )
         loader = Loader(pad_token=pad_token, dtype=run.remembered("dtype", dtype), chat_template=template)
         return cls(model=model, task_name=task, task=loaded, prompts=prompts, loader=loader, tokenizer=tokenizer)
 
@@ -85,4 +84,4 @@ class Setup:
 
     def render(self, prompts: list[str]) -> list[str]:
         """``prompts`` as the model sees them (rendered by the chat template when its tokenizer has one)."""
-        return render(self.tokenizer, prompts) if getattr(self.tokenizer, "chat_template", None) else list(prompts)
+        return render(self.tokenizer, prompts)

@@ -262,14 +262,15 @@ def evaluate_run(
     """Evaluate ``policy`` (a policy folder or a sampler) against the base ``setup.model`` -> RUN/summary.json and
     RUN/samples.jsonl. ``base_side`` reuses a base evaluation (``compare`` evaluates the base once)."""
     task, loader, base = setup.task, setup.loader, setup.model
+    base_policy = _base(base, config)
     proxy = None
     if reward not in (None, "", "none"):
-        proxy, _ = load_reward(reward, task, setup.device, loader, _base(base, config))
+        proxy, _ = load_reward(reward, task, setup.device, loader, base_policy)
 
     def reward_loader(name: str):  # the reward a best-of-n sampler selects with
         if name == reward and proxy is not None:
             return proxy
-        return load_reward(name, task, setup.device, loader, _base(base, config))[0]
+        return load_reward(name, task, setup.device, loader, base_policy)[0]
 
     args = {"policy": str(policy), "base": base, **setup.args(reward=reward)}
     del args["model"]
