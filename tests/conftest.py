@@ -120,6 +120,13 @@ def planted_task():
     )
 
 
+def planted_chat_task():
+    """``planted_task`` whose prompts are a user's turns (a chat model's template renders them)."""
+    import dataclasses
+
+    return dataclasses.replace(planted_task(), name="planted-chat", format="chat")
+
+
 @pytest.fixture()
 def task():
     return planted_task()

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import planted_task
 
 from rlhflab.core.config import build
 from rlhflab.core.errors import ConfigError
@@ -189,7 +190,9 @@ def test_a_run_samples_its_prompts_through_the_template_and_remembers_it(chat_mo
     run = RunDir(tmp_path / "run")
     config = build(PPOConfig, steps=2, prompts_per_step=8, minibatch_size=4, epochs=1, max_new_tokens=6,
                    sample_every=1)  # fmt: skip
-    setup = Setup.resolve(run, str(chat_model), "conftest:planted_task")
+    continued = Setup.resolve(RunDir(tmp_path / "continued"), str(chat_model), "conftest:planted_task")
+    assert continued.task.train_prompts[0] == planted_task().train_prompts[0]  # a continuation task: never rendered
+    setup = Setup.resolve(run, str(chat_model), "conftest:planted_chat_task")
     stages.optimize(run, "ppo", setup, config, reward="conftest:good_minus_bad", progress=False)
     rows = [json.loads(line) for line in (run / RunDir.TRAIN_SAMPLES).read_text().splitlines()]
     assert rows and all(r["prompt"].startswith("<|im_start|>user\n") for r in rows)

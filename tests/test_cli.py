@@ -170,7 +170,7 @@ def test_unknown_task(tmp_path, micro_model):
     out = rlhflab("feedback", "simulate", "--run-dir", tmp_path, "--model", micro_model, "--task", "nope")
     assert (
         out.returncode == 2
-        and "--task must be one of ['arithmetic', 'arithmetic-beliefs', 'none', 'sentiment', 'sentiment-natural']"
+        and "--task must be one of ['arithmetic', 'arithmetic-beliefs', 'arithmetic-chat', 'arithmetic-chat-1',"
         in no_traceback(out)
     )
 

@@ -45,8 +45,8 @@ def test_gold_order_accuracy_hand_values():
     # gold differs on pairs 0, 1, 2, 4 (3 is a tie, 5 unknown): right on 0, 2, 4 -> 3/4;
     # at least 0.5 apart: pairs 1, 2, 4 -> right on 2, 4 -> 2/3
     out = gold_order_accuracy(margin, gold_diff)
-    assert out == pytest.approx({"val/gold_accuracy": 0.75, "val/gold_accuracy_separated": 2 / 3})
-    assert gold_order_accuracy(margin[:1], gold_diff[:1]) == {"val/gold_accuracy": 1.0}  # none separated: absent
+    assert out == pytest.approx({"val/gold_accuracy": 0.75, "val/gold_accuracy_separated": 2 / 3, "val/gold_pairs": 4})
+    assert gold_order_accuracy(margin[:1], gold_diff[:1]) == {"val/gold_accuracy": 1.0, "val/gold_pairs": 1}
     assert gold_order_accuracy(margin[3:4], gold_diff[3:4]) == {}  # only a tie
 
 

@@ -288,6 +288,14 @@ def overopt_cmd(run_dir: Path, model: str, task: str, preset: str, quick: bool, 
 @pad_option
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage.")
 @click.option("--quick", is_flag=True, help="A tiny version for smoke tests (seconds, not minutes).")
+@click.option("--pairs", type=click.IntRange(min=2), default=None,
+              help="Feedback pairs the rater labels (default: the model's preset).")  # fmt: skip
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimisation steps (default: the model's preset).")  # fmt: skip
+@click.option("--eval-prompts", type=click.IntRange(min=1), default=None,
+              help="Held-out prompts evaluated (default: the model's preset).")  # fmt: skip
+@click.option("--force", is_flag=True,
+              help="Optimise even when the reward model orders held-out pairs no better than chance.")  # fmt: skip
 @chat_option
 @click_options(ModelConfig)
 @quiet_option
@@ -299,12 +307,18 @@ def demo_cmd(
     pad_token: str | None,
     seed: int,
     quick: bool,
+    pairs: int | None,
+    steps: int | None,
+    eval_prompts: int | None,
+    force: bool,
     chat_template: str | None,
     quiet: bool,
     **options,
 ) -> None:
-    """The classic RLHF experiment on the embedded model: feedback, reward model, PPO, evaluation."""
+    """The classic RLHF experiment on the embedded model (or --model smollm2, or yours): feedback, reward model,
+    PPO, evaluation. --pairs, --steps and --eval-prompts size it."""
     run_demo(
         run_dir, model=model, seed=seed, quick=quick, task=task, pad_token=pad_token, progress=not quiet,
         prompts=prompts_file, model_options=config_from_options(ModelConfig, options), chat_template=chat_template,
+        pairs=pairs, steps=steps, num_eval_prompts=eval_prompts, force=force,
     )  # fmt: skip

@@ -13,8 +13,7 @@ from rlhflab.tasks import default_model
 
 
 def model_option(command):
-    """``--model``; unset, the task's embedded model (``tasks.default_model``: 'embedded-arithmetic' for the
-    arithmetic task, 'embedded' otherwise)."""
+    """``--model``; unset, the task's embedded model (``tasks.default_model``)."""
 
     @functools.wraps(command)  # copies click's collected parameters too
     def with_default(*args, **kwargs):
@@ -25,8 +24,9 @@ def model_option(command):
     return click.option(
         "--model",
         default=None,
-        help="Base policy: a Hugging Face causal-LM folder, a hub id, 'embedded' or 'embedded-arithmetic' "
-        "(default: the task's embedded model, 'embedded-arithmetic' for --task arithmetic, else 'embedded').",
+        help="Base policy: a Hugging Face causal-LM folder, a GGUF file, a hub id, 'embedded', 'embedded-arithmetic' "
+        "or 'smollm2' (default: the task's embedded model: 'embedded-arithmetic' for --task arithmetic, 'smollm2' for "
+        "arithmetic-chat, else 'embedded').",
     )(with_default)
 
 
@@ -44,15 +44,16 @@ chat_option = click.option(
     "--chat-template",
     "chat_template",
     default=None,
-    help="auto: render prompts with the tokenizer's chat template when it has one (conversations keep their "
-    "turns) and stop at its end-of-turn token; none: plain text; or a Jinja template FILE (default: the run's "
-    "recorded choice, else auto).",
+    help="How a chat task's prompts are rendered: auto, the tokenizer's own chat template (conversations keep "
+    "their turns; generation stops at its end-of-turn token); none; or a Jinja template FILE (default: the run's "
+    "recorded choice, else auto). A continuation task's prompts (sentiment, arithmetic) are never rendered.",
 )
 task_option = click.option(
     "--task",
     default="sentiment",
     show_default=True,
-    help="Built-in task name (sentiment, sentiment-natural, arithmetic, arithmetic-beliefs; 'none': your --prompts, no gold reward), or "
+    help="Built-in task name (sentiment, sentiment-natural, arithmetic, arithmetic-beliefs, arithmetic-chat[-1|-2|-3]; "
+    "'none': your --prompts, no gold reward), or "
     "'module:function' returning an rlhflab.tasks.Task.",
 )
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -159,6 +159,40 @@ def grpo_advantages(rewards: torch.Tensor, *, eps: float = 1e-4) -> torch.Tensor
     return (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + eps)
 
 
+def dr_grpo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """Dr GRPO (Liu et al. 2025): rewards minus their group's mean, not divided by its standard deviation (which
+    weighs groups that are nearly all right or all wrong most). ``rewards``: [P, k], k >= 2."""
+    if rewards.shape[1] < 2:
+        raise ValueError("Dr GRPO needs at least 2 samples per prompt")
+    return rewards - rewards.mean(1, keepdim=True)
+
+
+def informative_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """DAPO's dynamic sampling (Yu et al. 2025, sec. 3.2): [P] booleans, True for the groups whose rewards are
+    not all equal; a group of equal rewards has zero advantage everywhere and teaches nothing. ``rewards``:
+    [P, k]."""
+    return (rewards != rewards[:, :1]).any(1)
+
+
+def overlong_penalty(lengths: torch.Tensor, max_tokens: int, buffer: int) -> torch.Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), added to the reward: 0 up to ``max_tokens -
+    buffer`` tokens, then falling linearly to -1 at ``max_tokens`` (and -1 beyond). ``lengths``: [B] tokens
+    generated."""
+    if not 0 < buffer <= max_tokens:
+        raise ValueError(f"buffer must be in [1, max_tokens={max_tokens}], got {buffer}")
+    free = max_tokens - buffer
+    return ((free - lengths.float()) / buffer).clamp(min=-1.0, max=0.0)
+
+
+NEGATIVE_KL = (
+    "the KL estimate to the reference is {kl:.3f} nats at step {step}, below zero by more than 2 standard errors "
+    "(its true value is never negative): the sampled tokens may not come from the distribution whose "
+    "log-probabilities are used (bfloat16 log-probabilities, a truncating generation setting), or the batch is small; "
+    "at 4 standard errors the run stops"
+)
+"""What a critic-based or critic-free method says (once a run) when ``kl_negative_beyond_noise(kl, z=2)``."""
+
+
 def kl_negative_beyond_noise(kl_per_sequence: torch.Tensor, *, z: float = 4.0, tol: float = 1e-3) -> torch.Tensor:
     """A 0-d boolean tensor, True when the k1 estimate (unbiased, its true value >= 0) is below 0 by more than
     z standard errors.

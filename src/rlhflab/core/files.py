@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -68,6 +69,15 @@ def csv_text(
             r = {k: format(v, float_format) if isinstance(v, float) else v for k, v in r.items()}
         writer.writerow(r)
     return buf.getvalue()
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -21,6 +21,8 @@ only its algorithm.
 from __future__ import annotations
 
 import copy
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -78,6 +80,16 @@ class MethodResult:
     """Every metric row this call logged."""
 
 
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
+
+
 def frozen_copy(model: nn.Module) -> nn.Module:
     """A frozen copy of ``model``."""
     return copy.deepcopy(model).eval().requires_grad_(False)
@@ -104,6 +116,7 @@ class TrainLoop:
         self.main = self.accelerator.is_main_process
         self.history: list[dict] = []
         self._bar = None
+        self._warned: set[str] = set()
 
     @property
     def device(self) -> torch.device:
@@ -133,10 +146,22 @@ class TrainLoop:
         )
         try:
             for step in range(start, total):
+                t0 = time.perf_counter()
                 yield step
                 self._bar.update(1)
+                if step == start and total - start > 1 and self.hooks.progress and self.main:
+                    took = time.perf_counter() - t0  # the first step (warm-up included): an estimate, said once
+                    rest = took * (total - start - 1)
+                    tqdm.write(f"{self.name}: the first {unit} took {took:.1f} s; the other {total - start - 1} "
+                               f"should take about {_duration(rest)}", file=sys.stderr)  # fmt: skip
         finally:
             self._bar.close()
+
+    def warn(self, key: str, message: str) -> None:
+        """Say ``message`` once a run (per ``key``), on the main process, above the progress bar."""
+        if key not in self._warned and self.main:
+            self._warned.add(key)
+            tqdm.write(f"warning: {message}", file=sys.stderr)
 
     def log(self, row: dict, **postfix: str) -> None:
         """Send a metric row to the hooks (main process) and show ``postfix`` on the bar."""

@@ -63,7 +63,11 @@ def preference_accuracy(margin: torch.Tensor, label: torch.Tensor) -> torch.Tens
 
 
 def clipped_surrogate(
-    logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_range: float
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+    clip_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate per token (Schulman et al. 2017, eq. 7), negated for descent, before any mean.
 
@@ -74,12 +78,14 @@ def clipped_surrogate(
         logp_old: [B, T] log-probabilities under the policy that sampled.
         advantages: [B, T] (a sequence's advantage repeated on its tokens for the critic-free methods).
         clip_range: eps > 0.
+        clip_high: the upper clip's eps when it differs from the lower (DAPO's "clip-higher"), else None.
     Returns:
         the per-token loss [B, T], and [B, T] booleans: where the clip is active.
     """
     ratio = torch.exp(logp - logp_old)
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    high = clip_range if clip_high is None else clip_high
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + high)
     return torch.maximum(unclipped, clipped), clipped > unclipped
 
 
@@ -256,3 +262,67 @@ def clipped_pg_loss(
         ref_ratio = (logp_ref - logp).detach()
         metrics["kl_k3"] = reduce(torch.expm1(ref_ratio) - ref_ratio)
     return reduce(per_token), metrics
+
+
+# ---------------------------------------------------------------- GRPO's variants
+
+
+def dr_grpo_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+    max_tokens: int,
+    *,
+    logp_ref: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[torch.Tensor, Metrics]:
+    """Dr GRPO (Liu et al. 2025, "Understanding R1-Zero-like training", eq. 2): GRPO's clipped surrogate summed
+    over every token and divided by a constant, ``B * max_tokens``, instead of by each output's length, so a
+    wrong long answer is not penalised less per token than a wrong short one. Its advantages are not divided by
+    the group's standard deviation either (``estimators.dr_grpo_advantages``). Shapes as ``clipped_pg_loss``;
+    ``max_tokens``: the generation budget (max new tokens)."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    per_token, clipped = clipped_surrogate(logp, logp_old, advantages[:, None].expand_as(logp), clip_range)
+    if logp_ref is not None and kl_coef > 0:
+        ref_ratio = logp_ref - logp
+        per_token = per_token + kl_coef * (torch.expm1(ref_ratio) - ref_ratio)
+    loss = (per_token * mask).sum() / (logp.shape[0] * max_tokens)
+    return loss, {"clipfrac": masked_mean(clipped.float(), mask).detach()}
+
+
+def dapo_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+) -> tuple[torch.Tensor, Metrics]:
+    """DAPO's policy loss (Yu et al. 2025, eq. 8): the clipped surrogate with a decoupled, higher upper clip
+    (``clip_high`` > ``clip_low`` leaves room for unlikely tokens to grow: "clip-higher", sec. 3.1), averaged over
+    every token of the batch (sec. 3.3), and no KL term. Dynamic sampling and overlong shaping act on the
+    rollout, not here (``estimators.informative_groups``, ``estimators.overlong_penalty``)."""
+    per_token, clipped = clipped_surrogate(logp, logp_old, advantages[:, None].expand_as(logp), clip_low, clip_high)
+    return masked_mean(per_token, mask), {"clipfrac": masked_mean(clipped.float(), mask).detach()}
+
+
+def gspo_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+) -> tuple[torch.Tensor, Metrics]:
+    """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", eq. 5-7): one importance ratio a sequence,
+    the geometric mean of its tokens' ratios, s_i = exp(mean_t log(pi / pi_old)), clipped to [1 - clip_low,
+    1 + clip_high] (far narrower than a token ratio's range: the paper's 3e-4 and 4e-4), the surrogate
+    max(-s_i A_i, -clip(s_i) A_i) averaged over sequences. Shapes: ``logp``, ``logp_old``, ``mask`` [B, T];
+    ``advantages`` [B]."""
+    s = torch.exp(masked_mean(logp - logp_old, mask, dim=1))
+    unclipped = -advantages * s
+    clipped = -advantages * torch.clamp(s, 1.0 - clip_low, 1.0 + clip_high)
+    return torch.maximum(unclipped, clipped).mean(), {"clipfrac": (clipped > unclipped).float().mean().detach()}

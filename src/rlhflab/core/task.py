@@ -17,6 +17,14 @@ from rlhflab.core.files import read_text
 NO_TASK = "none"
 """The task of your own prompts with no gold reward: ``--task none --prompts FILE``."""
 
+CONTINUATION = "continuation"
+"""A task whose prompts are text to continue (a sentence opening, a ``Q: ... A:`` line): no chat template ever
+renders them, whatever the model."""
+CHAT = "chat"
+"""A task whose prompts are a user's turns (or conversations in the HH convention): a chat model's template
+renders them, and a model without one is refused unless every prompt is already HH-convention text."""
+FORMATS = (CONTINUATION, CHAT)
+
 GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 """(prompts, continuations) -> one score per continuation, higher is better."""
 
@@ -55,8 +63,16 @@ class Task:
     adds pass@k of base and tuned policy."""
     beliefs: Beliefs | None = None
     """How prompts state a user's belief (for the sycophancy measures and a rater's agreement bias), or None."""
+    answered: Callable[[Sequence[str]], list[bool]] | None = None
+    """For a gold that reads an answer out of the text: whether it finds one in each completion (evaluation reports
+    the share it does not, so an unreadable answer is counted, not a silent zero), or None."""
+    format: str = CONTINUATION
+    """``continuation`` or ``chat``: whether the prompts are text to continue or a user's turns, which decides
+    whether a chat template renders them (``models.chat.template_for``)."""
 
     def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"task '{self.name}': format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if not self.train_prompts:
             raise ConfigError(f"task '{self.name}' has no training prompts; it needs at least one")
         if not self.eval_prompts:

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from rlhflab.core.config import SamplingConfig, check, sampling_field
+from rlhflab.core.errors import RlhflabError
 from rlhflab.core.scores import checked_scores
 from rlhflab.core.task import Task
 from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
 from rlhflab.evaluation.diagnostics.pass_at_k import crossing, default_ks, newly_solved, pass_at_k_curve
 from rlhflab.evaluation.diagnostics.stats import spearman
 from rlhflab.evaluation.diagnostics.verifiable import sycophancy
-from rlhflab.models.loading import Loader, check_fits
+from rlhflab.models.loading import Loader, check_fits, resolve_model
 from rlhflab.models.samplers import PolicySampler, load_sampler
 
 KL_ESTIMATOR = "k1: mean over the policy's samples of sum_t log pi(y_t|x,y<t) - log pi_base(y_t|x,y<t) (unbiased)"
@@ -116,6 +118,8 @@ def evaluate_side(
     stats["words"] = sum(len(t.split()) for t in texts) / max(len(texts), 1)
     stats["entropy"], stats["entropy_stderr"] = _stats(entropy)
     stats["kl"], stats["kl_stderr"] = _stats(kls)
+    if task.answered is not None:  # answers the gold could not read: counted, not a silent zero
+        stats["unanswered"] = 1.0 - sum(task.answered(texts)) / max(len(texts), 1)
     return Side(stats, texts, g, p, kls)
 
 
@@ -205,17 +209,24 @@ def evaluate(
     """
     prompts = eval_prompts(task, config)
     base = base or evaluate_base(base_name, task, config, proxy, loader, progress)
-    sampler, info = load_sampler(policy_name, base_name, reward_loader or (lambda name: proxy), loader)
-    policy = evaluate_side(sampler, prompts, task, config, proxy, "evaluate: policy", progress)
+    single = same_model(str(policy_name), base_name)
+    if single:  # one model: its evaluation is the base's, sampled once (the same seed would give the same samples)
+        sampler, info = None, {"type": "policy", "prefix": None, "single_model": True}
+        policy = Side(texts=base.texts, gold=base.gold, proxy=base.proxy, kl=None, stats=dict(base.stats),
+                      verdicts=base.verdicts)  # fmt: skip
+    else:
+        sampler, info = load_sampler(policy_name, base_name, reward_loader or (lambda name: proxy), loader)
+        policy = evaluate_side(sampler, prompts, task, config, proxy, "evaluate: policy", progress)
     if info["type"] == "best_of_n":
         policy.stats["kl_bound"] = info["kl_bound"]
     if task.checkable:
         if base.verdicts is None:
             raise ValueError("a reused base evaluation of a checkable task must carry its pass@k verdicts")
-        policy.verdicts = pass_at_k_side(sampler, task, config, "pass@k: policy", progress)
+        if not single:
+            policy.verdicts = pass_at_k_side(sampler, task, config, "pass@k: policy", progress)
         curves = pass_at_k_summary(base.verdicts, policy.verdicts)
         base.stats["pass_at_k"], policy.stats["pass_at_k"] = curves.pop("base"), curves.pop("policy")
-    if task.beliefs is not None and policy.gold is not None:
+    if not single and task.beliefs is not None and policy.gold is not None:  # (one model: the base's, in its stats)
         policy.stats["sycophancy"] = sycophancy_side(sampler, task, prompts, policy.gold, config,
                                                      "sycophancy: policy", progress)  # fmt: skip
     summary = {
@@ -225,6 +236,7 @@ def evaluate(
         "base_model": base_name,
         "policy_model": str(policy_name),
         "sampler": info,
+        "single_model": single,
         "base": base.stats,
         "policy": policy.stats,
         "gold_known": task.gold is not None,
@@ -248,6 +260,16 @@ def evaluate(
             row["proxy_base"], row["proxy_policy"] = base.proxy[i], policy.proxy[i]
         rows.append(row)
     return summary, rows
+
+
+def same_model(policy_name: str, base_name: str) -> bool:
+    """Whether the policy to evaluate is the base itself (the same name, or the same folder)."""
+    if policy_name == base_name:
+        return True
+    try:
+        return Path(resolve_model(policy_name)).resolve() == Path(resolve_model(base_name)).resolve()
+    except RlhflabError:
+        return False
 
 
 def format_table(summary: dict) -> str:
@@ -278,6 +300,9 @@ def format_table(summary: dict) -> str:
     )
     if summary.get("gold_known") is False:
         lines.append(f"(gold unknown: task '{summary['task']}' has no gold reward; proxy, KL and diversity only)")
+    if "unanswered" in summary["base"]:
+        lines.append("answers in which the gold finds no answer: " + ", ".join(
+            f"{name} {summary[name]['unanswered']:.1%}" for name in ("base", "policy") if "unanswered" in summary[name]))  # fmt: skip
     pk = summary.get("pass_at_k")
     if pk:
         ks = sorted(summary["base"]["pass_at_k"], key=int)

@@ -28,7 +28,7 @@ from rlhflab.core.config import (
     sampling_field,
 )
 from rlhflab.core.errors import TrainingDiverged
-from rlhflab.core.estimators import kl_estimators, kl_negative_beyond_noise, masked_mean
+from rlhflab.core.estimators import NEGATIVE_KL, kl_estimators, kl_negative_beyond_noise, masked_mean
 from rlhflab.core.loop import Hooks, MethodResult, TrainLoop, make_optimizer
 from rlhflab.core.losses import clipped_pg_loss
 from rlhflab.core.scores import RewardFn
@@ -50,6 +50,15 @@ class Objective:
     kl_in_loss: bool
     """True: beta times the per-token k3 KL estimate is added to the loss (GRPO); False: the KL is paid in the
     reward, inside ``advantages`` (RLOO)."""
+    loss: Callable[..., tuple[torch.Tensor, dict]] | None = None
+    """(logp, logp_old, advantages, mask, logp_ref) -> (loss, metrics with "clipfrac"), or None for
+    ``losses.clipped_pg_loss`` with the config's clip range and aggregation (GRPO's variants set one)."""
+    shape_scores: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """(scores [B], generated lengths [B]) -> the scores advantages are computed from (DAPO's overlong shaping),
+    or None."""
+    keep_groups: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """(scores [P, k]) -> [P] booleans: the groups the update learns from (DAPO's dynamic sampling), or None for
+    all."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,11 @@ def train_critic_free(
         t_generate = time.perf_counter() - t0
         ids, attn, mask, P = r.input_ids, r.attention_mask, r.response_mask, r.prompt_length
         score = torch.as_tensor(reward(repeated, r.responses), dtype=torch.float32).to(loop.device)
+        learn = score if objective.shape_scores is None else objective.shape_scores(score, mask.sum(1))
+        loss_mask = mask
+        if objective.keep_groups is not None:  # the groups that teach nothing leave the loss (not the measures)
+            kept = objective.keep_groups(learn.view(-1, k)).repeat_interleave(k)
+            loss_mask = mask * kept[:, None].to(mask.dtype)
         with torch.no_grad():
             logp_ref, _ = token_logprobs(reference, ids, attn, P, temperature)
         all_scores = loop.accelerator.gather(score)
@@ -163,14 +177,16 @@ def train_critic_free(
             all_kl = loop.accelerator.gather(kl_seq)
             if kl_negative_beyond_noise(all_kl):
                 raise TrainingDiverged(name, step, "the KL estimate to the reference (k1, nats)", float(all_kl.mean()))
+            if kl_negative_beyond_noise(all_kl, z=2.0):
+                loop.warn("negative-kl", NEGATIVE_KL.format(step=step + 1, kl=float(all_kl.mean())))
             return kl_seq, all_kl
 
         if one_pass:  # the update's single forward pass reads the policy's log-probabilities (before its step)
-            adv = objective.advantages(score.view(-1, k), torch.zeros_like(score).view(-1, k)).flatten()
+            adv = objective.advantages(learn.view(-1, k), torch.zeros_like(score).view(-1, k)).flatten()
         else:
             logp_old, entropy = policy_logprobs(policy, r, temperature)  # in float32: the sampler's, no pass
             kl_seq, all_kl = kl_of(logp_old)
-            adv = objective.advantages(score.view(-1, k), kl_seq.view(-1, k)).flatten()
+            adv = objective.advantages(learn.view(-1, k), kl_seq.view(-1, k)).flatten()
         t_rollout = time.perf_counter() - t0
 
         # ------------------------------------------------------ update
@@ -185,11 +201,14 @@ def train_critic_free(
                     back = torch.argsort(i)
                     logp_old, entropy = logp.detach()[back], h.detach()[back]
                     kl_seq, all_kl = kl_of(logp_old)
-                loss, m = clipped_pg_loss(
-                    logp, logp_old[i], adv[i], mask[i], config.clip_range,
-                    logp_ref=logp_ref[i] if objective.kl_in_loss else None, kl_coef=objective.kl_coef,
-                    aggregation=config.loss_aggregation,
-                )  # fmt: skip
+                if objective.loss is not None:
+                    loss, m = objective.loss(logp, logp_old[i], adv[i], loss_mask[i], logp_ref[i])
+                else:
+                    loss, m = clipped_pg_loss(
+                        logp, logp_old[i], adv[i], loss_mask[i], config.clip_range,
+                        logp_ref=logp_ref[i] if objective.kl_in_loss else None, kl_coef=objective.kl_coef,
+                        aggregation=config.loss_aggregation,
+                    )  # fmt: skip
                 loop.check_finite(loss, step, "the policy-gradient loss")
                 loop.optimizer_step(loss, optimizer, policy.parameters(), config.optimizer)
                 losses.append(loss.detach())

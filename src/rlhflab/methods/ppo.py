@@ -36,6 +36,7 @@ from rlhflab.core.config import (
 )
 from rlhflab.core.errors import TrainingDiverged
 from rlhflab.core.estimators import (
+    NEGATIVE_KL,
     explained_variance,
     gae,
     kl_estimators,
@@ -198,6 +199,8 @@ def train_ppo(
             raise TrainingDiverged("ppo", step, "the reward", float(all_scores[~torch.isfinite(all_scores)][0]))
         if kl_negative_beyond_noise(kl_seq):
             raise TrainingDiverged("ppo", step, "the KL estimate to the reference (k1, nats)", float(kl_seq.mean()))
+        if kl_negative_beyond_noise(kl_seq, z=2.0):
+            loop.warn("negative-kl", NEGATIVE_KL.format(step=step + 1, kl=float(kl_seq.mean())))
         rewards = kl_penalized_rewards(score, logp_old, logp_ref, mask, kl_ctl.value)
         advantages, returns = gae(rewards, values_old, mask, gamma=config.gamma, lam=config.lam)
         advantages = whiten(advantages, mask)

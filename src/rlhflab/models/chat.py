@@ -34,6 +34,40 @@ def check_template(template: str | None) -> str:
     return template
 
 
+def template_for(task_format: str, template: str | None, task_name: str) -> str:
+    """The template a task of ``task_format`` is rendered with, given ``--chat-template`` (``template``): a
+    continuation task is never rendered (``none``; a template file is refused rather than ignored), a chat task
+    takes the template asked for (``auto``: the tokenizer's own)."""
+    template = check_template(template)
+    if task_format == "continuation":
+        if template not in ("auto", "none"):
+            raise ConfigError(
+                f"task '{task_name}' continues text, so no chat template renders its prompts; drop --chat-template "
+                f"{template} or use a task whose prompts are chat turns"
+            )
+        return "none"
+    return template
+
+
+def check_renders(tokenizer, prompts: Sequence[str], task_name: str, model: str) -> None:
+    """Refuse a chat task the tokenizer cannot render: no chat template, and a prompt that is not already
+    a conversation in the HH convention (the plain-text form of turns, which needs none)."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    plain = next((p for p in prompts if not is_conversation(p)), None)
+    if plain is not None:
+        raise ConfigError(
+            f"task '{task_name}' asks in chat turns, but the tokenizer of '{model}' has no chat template (or "
+            f"--chat-template none was given), so prompts such as {plain[:50]!r} cannot be rendered; use a chat "
+            "model, or pass --chat-template FILE"
+        )
+
+
+def is_conversation(prompt: str) -> bool:
+    """Whether ``prompt`` is a conversation in the HH convention (``"\n\nHuman: ...\n\nAssistant:"``)."""
+    return messages_of(prompt) != [{"role": "user", "content": prompt}]
+
+
 def configure(tokenizer, template: str | None = "auto"):
     """Give ``tokenizer`` the template ``template`` names (auto: its own) and its stop tokens; returns the
     tokenizer. Under ``none`` it renders nothing and stops at EOS only."""

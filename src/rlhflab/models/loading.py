@@ -25,6 +25,7 @@ from rlhflab.core.errors import ConfigError, DataError, RlhflabError
 from rlhflab.core.files import read_json
 from rlhflab.models.chat import configure
 from rlhflab.models.embeddings import embedding_model_dir
+from rlhflab.models.gguf import SMOLLM2, gguf_folder, is_gguf, smollm2_folder
 from rlhflab.models.precision import AdapterOff, check_device, dtype_of, is_peft
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -50,14 +51,19 @@ def minilm_folder() -> str:
 
 
 def resolve_model(name: str | Path) -> str:
-    """A local directory for ``embedded``, ``minilm`` or a path; otherwise ``name`` unchanged (a hub id)."""
+    """A local directory for ``embedded``, ``embedded-arithmetic``, ``smollm2``, ``minilm``, a GGUF file (converted
+    once, ``models.gguf``) or a path; otherwise ``name`` unchanged (a hub id)."""
     if str(name) in (EMBEDDED, "", "default"):
         return str(ASSETS / "base_model")
     if str(name) == MINILM:
         return minilm_folder()
     if str(name) == EMBEDDED_ARITHMETIC:
         return str(ASSETS / "arithmetic_model")
+    if str(name) == SMOLLM2:
+        return smollm2_folder()
     path = Path(name).expanduser()
+    if is_gguf(path) and path.is_file():
+        return str(gguf_folder(path))
     if path.exists():
         if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
             return str(path)  # a LoRA adapter saved with --save-adapter: transformers loads it with its base

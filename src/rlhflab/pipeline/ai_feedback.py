@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rlhflab.core import distributed
 from rlhflab.core.comparison import check_distinct, read_pairs, write_pairs
-from rlhflab.core.files import atomic_write_json
+from rlhflab.core.files import atomic_write_json, sha256_file
 from rlhflab.feedback.ai import (
     AIFeedbackConfig,
     LMJudge,
@@ -19,7 +19,6 @@ from rlhflab.feedback.ai import (
 from rlhflab.feedback.judge_prompt import read_principles, read_template
 from rlhflab.models.loading import load_policy
 from rlhflab.pipeline.stages import stage
-from rlhflab.run.rundir import sha256_file
 
 
 def run_ai_feedback(

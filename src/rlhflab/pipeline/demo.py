@@ -16,12 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlhflab.core.config import build
+from rlhflab.core.errors import ConfigError, RlhflabError
 from rlhflab.evaluation.diagnose import DiagnoseConfig
 from rlhflab.evaluation.evaluate import EvalConfig, eval_prompts
 from rlhflab.feedback.simulated import SimulateConfig, SimulatedRater
 from rlhflab.methods.grpo import GRPOConfig
 from rlhflab.methods.ppo import PPOConfig
-from rlhflab.models.loading import EMBEDDED, EMBEDDED_ARITHMETIC
+from rlhflab.models.gguf import SMOLLM2
+from rlhflab.models.loading import EMBEDDED, EMBEDDED_ARITHMETIC, MINILM
 from rlhflab.models.precision import ModelConfig
 from rlhflab.pipeline import stages as pipeline
 from rlhflab.pipeline.setup import Setup
@@ -69,8 +71,31 @@ class DemoPreset:
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
 
 
-def preset(seed: int, quick: bool) -> DemoPreset:
-    """The demo's settings: sized to finish in minutes on two CPU cores (or seconds with ``quick``)."""
+SMOLLM2_DEMO = dict(
+    feedback=dict(pairs=400, max_new_tokens=24),
+    reward=dict(backbone=MINILM),
+    ppo=dict(steps=20, prompts_per_step=16, minibatch_size=8, max_new_tokens=24, lora_r=16, dtype="bfloat16",
+             checkpoint_every=5),
+    evaluate=dict(num_prompts=100, max_new_tokens=24),
+    diagnose=dict(heldout_sentences=200, remisalign_steps=20, remisalign_every=5, remisalign_prompts=32,
+                  max_new_tokens=24),
+)  # fmt: skip
+"""The demo on ``smollm2`` (SmolLM2-135M-Instruct), sized for about 20 minutes on two CPU cores: the reward model on
+MiniLM, PPO with a LoRA adapter in bfloat16 (docs/real-model.md measures what it gives)."""
+
+
+def preset(seed: int, quick: bool, model: str = EMBEDDED) -> DemoPreset:
+    """The demo's settings: sized to finish in minutes on two CPU cores (or seconds with ``quick``); ``smollm2``
+    has its own (``SMOLLM2_DEMO``)."""
+    if model == SMOLLM2 and not quick:
+        size = SMOLLM2_DEMO
+        return DemoPreset(
+            feedback=build(SimulateConfig, seed=seed, **size["feedback"]),
+            reward=build(RewardTrainConfig, seed=seed, **size["reward"]),
+            ppo=build(PPOConfig, seed=seed, **DEMO_KL, **size["ppo"]),
+            evaluate=build(EvalConfig, seed=seed + 1, **size["evaluate"]),
+            diagnose=build(DiagnoseConfig, seed=seed, **size["diagnose"]),
+        )
     if quick:
         return DemoPreset(
             feedback=build(SimulateConfig, pairs=48, max_new_tokens=8, batch_size=16, seed=seed),
@@ -124,17 +149,25 @@ def run_demo(
     prompts: str | Path | None = None,
     model_options: ModelConfig | None = None,
     chat_template: str | None = None,
+    pairs: int | None = None,
+    steps: int | None = None,
+    num_eval_prompts: int | None = None,
+    force: bool = False,
 ) -> dict:
-    """Every stage of the demo into ``run_dir``; ``pad_token`` (for a ``model`` whose tokenizer has none) is
+    """Every stage of the demo into ``run_dir``; ``pairs``, ``steps`` and ``num_eval_prompts`` resize the preset (feedback
+    pairs, PPO steps, evaluation prompts); a reward model that orders held-out pairs no better than chance stops
+    the demo before PPO unless ``force``; ``pad_token`` (for a ``model`` whose tokenizer has none) is
     given to the first stage and remembered by the run for the others; ``prompts`` (a file) replaces the task's
     prompts in every stage (a simulated rater still needs the task's gold reward); ``model_options`` (precision,
     gradient checkpointing, LoRA) apply to PPO's policy, and their dtype to every model the stages only run."""
     if task in ("arithmetic", "arithmetic-beliefs"):
+        if pairs is not None:
+            raise ConfigError("--pairs: the arithmetic demo learns from the verifier, a rule, not from pairs")
         return run_arithmetic_demo(run_dir, EMBEDDED_ARITHMETIC if model == EMBEDDED else model, seed, quick,
-                                   progress, pad_token, model_options, chat_template, task)  # fmt: skip
+                                   progress, pad_token, model_options, chat_template, task, steps, num_eval_prompts)  # fmt: skip
     run = RunDir(run_dir)
-    p = preset(seed, quick)
-    if model_options is not None:
+    p = resized(preset(seed, quick, model), pairs, steps, num_eval_prompts)
+    if model_options is not None and model_options != ModelConfig():
         p = replace(p, ppo=replace(p.ppo, model_options=model_options))
     t0 = time.time()
     say = print
@@ -156,6 +189,13 @@ def run_demo(
         + (f"; orders {gold_acc:.1%} of the pairs with unequal gold scores as gold does" if gold_acc else "")
         + (f", {separated:.1%} of those at least 0.5 apart" if separated else "")
     )
+    if rm.get("at_chance"):
+        if not (force or quick):  # (the quick demo's few held-out pairs can show nothing either way)
+            raise RlhflabError(
+                f"stopped before PPO: {rm['at_chance']}; give the rater more pairs (--pairs), or pass --force to "
+                f"optimise against it anyway (the run so far is in {run.path})"
+            )
+        say(f"      going on ({'--force' if force else '--quick'}): PPO against a reward model at chance")
 
     kl = (
         f"adaptive KL coefficient from {p.ppo.kl_coef} towards {p.ppo.kl_target:g} nats"
@@ -181,6 +221,17 @@ def run_demo(
     return summary
 
 
+def resized(p: DemoPreset, pairs: int | None, steps: int | None, num_eval_prompts: int | None) -> DemoPreset:
+    """``p`` with its feedback pairs, PPO steps and evaluation prompts replaced by those given."""
+    if pairs is not None:
+        p = replace(p, feedback=replace(p.feedback, pairs=pairs))
+    if steps is not None:
+        p = replace(p, ppo=replace(p.ppo, steps=steps))
+    if num_eval_prompts is not None:
+        p = replace(p, evaluate=replace(p.evaluate, num_prompts=num_eval_prompts))
+    return p
+
+
 def run_arithmetic_demo(
     run_dir: Path,
     model: str = EMBEDDED_ARITHMETIC,
@@ -191,6 +242,8 @@ def run_arithmetic_demo(
     model_options: ModelConfig | None = None,
     chat_template: str | None = None,
     task: str = "arithmetic",
+    steps: int | None = None,
+    num_eval_prompts: int | None = None,
 ) -> dict:
     """The checkable-answer experiment: GRPO with the strict verifier as its reward (no feedback or reward
     model: the rule is the reward), then evaluation with pass@k and sycophancy, and the report."""
@@ -200,6 +253,8 @@ def run_arithmetic_demo(
     if quick:
         grpo.update(steps=3, prompts_per_step=4, samples_per_prompt=4, minibatch_size=16, checkpoint_every=2)
         evaluate.update(num_prompts=16, pass_k_samples=8, pass_k_prompts=8)
+    grpo.update({"steps": steps} if steps is not None else {})
+    evaluate.update({"num_prompts": num_eval_prompts} if num_eval_prompts is not None else {})
     config = build(GRPOConfig, **grpo)
     if model_options is not None:
         config = replace(config, model_options=model_options)

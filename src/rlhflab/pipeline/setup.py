@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhflab.core import distributed
-from rlhflab.core.task import Task
-from rlhflab.models.chat import check_template, configure, render
+from rlhflab.core.task import CHAT, Beliefs, Task
+from rlhflab.models.chat import check_renders, configure, render, template_for
 from rlhflab.models.loading import Loader, load_tokenizer
 from rlhflab.run.rundir import RunDir
 from rlhflab.tasks import load_task
@@ -52,17 +52,21 @@ class Setup:
         read_prompts: bool = True,
     ) -> Setup:
         """The stage's inputs in ``run``: each setting as given, else as the run's latest stage recorded it
-        (the chat template defaults to auto, the dtype to as saved). ``read_prompts=False``: the stage samples
+        (the chat template defaults to auto, the dtype to as saved; a continuation task is never rendered by a
+        chat template, a chat task must be renderable: ``chat.template_for``, ``chat.check_renders``). ``read_prompts=False``: the stage samples
         no prompts (a method that learns from pairs), so no prompts file is read or recorded."""
         prompts = run.prompts(prompts) if read_prompts else None
         loaded = load_task(task, prompts)
         pad_token = run.pad_token(pad_token)
-        template = check_template(run.remembered("chat_template", chat_template))
+        template = template_for(loaded.format, run.remembered("chat_template", chat_template), task)
         tokenizer = configure(load_tokenizer(model, pad_token), template)
+        if loaded.format == CHAT:
+            check_renders(tokenizer, loaded.eval_prompts + loaded.train_prompts, task, model)
         loaded = dataclasses.replace(  # (``render`` leaves prompts as they are when the tokenizer has no template)
             loaded,
             train_prompts=render(tokenizer, loaded.train_prompts),
             eval_prompts=render(tokenizer, loaded.eval_prompts),
+            beliefs=rendered_beliefs(loaded, tokenizer),
         )
         loader = Loader(pad_token=pad_token, dtype=run.remembered("dtype", dtype), chat_template=template)
         return cls(model=model, task_name=task, task=loaded, prompts=prompts, loader=loader, tokenizer=tokenizer)
@@ -85,3 +89,17 @@ class Setup:
     def render(self, prompts: list[str]) -> list[str]:
         """``prompts`` as the model sees them (rendered by the chat template when its tokenizer has one)."""
         return render(self.tokenizer, prompts)
+
+
+def rendered_beliefs(task: Task, tokenizer) -> Beliefs | None:
+    """A chat task's beliefs whose wrong-belief variants (asked at evaluation, of rendered prompts) are rendered by
+    the same template as the task's prompts."""
+    beliefs = task.beliefs
+    if beliefs is None or task.format != CHAT or not getattr(tokenizer, "chat_template", None):
+        return beliefs
+
+    def wrong_variant(prompt: str):
+        variant, belief = beliefs.wrong_variant(prompt)
+        return render(tokenizer, [variant])[0], belief
+
+    return dataclasses.replace(beliefs, wrong_variant=wrong_variant)

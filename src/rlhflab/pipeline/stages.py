@@ -21,8 +21,9 @@ from rlhflab.core import distributed, threads
 from rlhflab.core.comparison import read_pairs, write_pairs
 from rlhflab.core.config import SamplingConfig, from_dict
 from rlhflab.core.errors import DataError, RlhflabError
-from rlhflab.core.files import atomic_write_json, atomic_write_text, jsonl_text, read_jsonl
+from rlhflab.core.files import atomic_write_json, atomic_write_text, jsonl_text, read_json, read_jsonl
 from rlhflab.evaluation.diagnose import diagnose
+from rlhflab.evaluation.diagnostics.stats import reward_at_chance
 from rlhflab.evaluation.evaluate import evaluate, format_table
 from rlhflab.feedback.simulated import simulate_feedback
 from rlhflab.methods import registry
@@ -131,9 +132,13 @@ def reward_train(
         reward, summary = train_reward_model(fresh, tokenizer, pairs, config, hooks=hooks, source=str(pairs_path))
         summary["backbone"] = backbone
         config_dict = summary.pop("config")
+        validation = {k: summary.get(k) for k in ("val_pairs", "val_accuracy", "val_gold_pairs", "val_gold_accuracy")}
         if _is_main():
-            reward.save(run / RunDir.REWARD_MODEL, config_dict)
+            reward.save(run / RunDir.REWARD_MODEL, config_dict, validation)
         results.update(summary)
+        results["at_chance"] = reward_at_chance(validation)
+        if results["at_chance"] and _is_main():
+            print(f"warning: {results['at_chance']}", flush=True)
     return results
 
 
@@ -191,6 +196,10 @@ def optimize(
         inputs.reward_name = reward
         if folder is not None:
             files["reward_model"] = Path(folder) / META
+            meta = read_json(Path(folder) / META, "reward-model metadata") if (Path(folder) / META).is_file() else {}
+            chance = reward_at_chance(meta.get("validation") or {}) if isinstance(meta, dict) else None
+            if chance and _is_main():
+                print(f"warning: {chance} ({folder})", flush=True)
             inputs.value_source = lambda: _value_source(folder, setup.tokenizer)
     with stage(run, method, config, args, files) as results:
         samples = run / RunDir.TRAIN_SAMPLES if entry.logs_samples else None

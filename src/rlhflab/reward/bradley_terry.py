@@ -66,8 +66,8 @@ def gold_order_accuracy(margin: torch.Tensor, gold_diff: torch.Tensor) -> dict[s
         margin: [B] proxy score of chosen minus rejected.
         gold_diff: [B] gold score of chosen minus rejected; NaN where unknown.
     Returns:
-        ``val/gold_accuracy`` over pairs whose gold differs and ``val/gold_accuracy_separated`` over those at
-        least ``SEPARATED`` apart; a key is absent when it has no pair.
+        ``val/gold_accuracy`` over pairs whose gold differs (``val/gold_pairs`` of them) and
+        ``val/gold_accuracy_separated`` over those at least ``SEPARATED`` apart; a key is absent when it has no pair.
     """
     known = ~torch.isnan(gold_diff) & (gold_diff != 0)
     out = {}
@@ -77,6 +77,8 @@ def gold_order_accuracy(margin: torch.Tensor, gold_diff: torch.Tensor) -> dict[s
     ):
         if mask.any():
             out[key] = float(((margin[mask] > 0) == (gold_diff[mask] > 0)).float().mean())
+    if known.any():
+        out["val/gold_pairs"] = int(known.sum())
     return out
 
 
@@ -187,6 +189,7 @@ def fit(
         ("val/accuracy", "val_accuracy"),
         ("val/gold_accuracy", "val_gold_accuracy"),
         ("val/gold_accuracy_separated", "val_gold_accuracy_separated"),
+        ("val/gold_pairs", "val_gold_pairs"),
     ):
         values = [m[key] for m in summary["members"] if key in m]
         summary[name] = sum(values) / len(values) if values else None

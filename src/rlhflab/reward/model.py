@@ -108,9 +108,10 @@ class RewardModel:
             raise DataError(meta_path, f"'std_coef' must be a finite number >= 0, 'max_length' in [2, {MAX_LENGTH}]")
         return members, settings
 
-    def save(self, path: str | Path, config: dict | None = None) -> None:
+    def save(self, path: str | Path, config: dict | None = None, validation: dict | None = None) -> None:
         """Write the model (one member) or ensemble (``member-<i>/``) with its normalisation, at once; a member
-        trained with LoRA is written merged (``merged_value``: the adapter folded in, a plain model)."""
+        trained with LoRA is written merged (``merged_value``: the adapter folded in, a plain model).
+        ``validation``: its held-out accuracies, kept beside it (what ``optimize`` checks before using it)."""
         with atomic_dir(path) as tmp:
             members = []
             for i, (member, (mean, std)) in enumerate(zip(self.members, self.norms)):
@@ -122,7 +123,8 @@ class RewardModel:
             atomic_write_json(
                 tmp / META,
                 {"members": members, "aggregate": self.aggregate, "std_coef": self.std_coef,
-                 "max_length": self.max_length, "pooling": self.pooling, "config": config or {}},
+                 "max_length": self.max_length, "pooling": self.pooling, "config": config or {},
+                 "validation": validation or {}},
             )  # fmt: skip
 
     @torch.no_grad()

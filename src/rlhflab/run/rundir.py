@@ -21,7 +21,6 @@ file either as before or complete.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import platform
 import re
 import shutil
@@ -39,17 +38,10 @@ from rlhflab.core.files import (
     read_json,
     read_text,
     replace_dir,
+    sha256_file,
     strict_json,
 )
 from rlhflab.models.samplers import SAMPLER_FILE, is_sampler
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def git_revision() -> str | None:

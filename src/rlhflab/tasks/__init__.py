@@ -9,6 +9,7 @@ the VADER compound score of the continuation, as in the sentiment task of Ziegle
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Callable, Sequence
 from rlhflab.core.errors import ConfigError, DataError, RlhflabError
 from rlhflab.core.files import iter_jsonl
 from rlhflab.core.plugins import import_object
-from rlhflab.core.task import NO_TASK, Beliefs, GoldFn, Task, need_gold, read_prompts, with_prompts  # noqa: F401 (the task interface, re-exported)
-from rlhflab.models.chat import ASSISTANT, render_messages
+from rlhflab.core.task import CHAT, CONTINUATION, NO_TASK, Beliefs, GoldFn, Task, need_gold, read_prompts, with_prompts  # noqa: F401 (the task interface, re-exported)
+from rlhflab.models.chat import ASSISTANT, is_conversation, render_messages
+from rlhflab.models.gguf import SMOLLM2
 from rlhflab.models.loading import ASSETS, EMBEDDED, EMBEDDED_ARITHMETIC
 from rlhflab.tasks import arithmetic_problems as ar
 
@@ -149,26 +151,54 @@ def arithmetic_wrong_beliefs() -> Task:
     )
 
 
+CHAT_LEVEL = 1
+"""The level of ``arithmetic-chat`` (``arithmetic_problems.LEVELS``): where ``smollm2``'s pass@1 is between 20% and
+50% (docs/arithmetic.md measures each level)."""
+
+
+def arithmetic_chat(level: int = CHAT_LEVEL) -> Task:
+    """Arithmetic asked of an instruct model in a user's turn, with an instruction to answer with the number; gold
+    reads the number the answer states (``arithmetic_problems.extracted``; ``strict`` stays the honeypot contrast:
+    it wants a bare integer). ``arithmetic-chat-1``, ``-2``, ``-3`` are the difficulty levels."""
+    return Task(
+        name="arithmetic-chat" if level == CHAT_LEVEL else f"arithmetic-chat-{level}",
+        train_prompts=[ar.chat_prompt(p) for p in ar.problems("train", 2000, 0, level)],
+        eval_prompts=[ar.chat_prompt(p) for p in ar.problems("eval", 200, 0, level)],
+        gold=ar.extracted,
+        description=f"Answer 'What is A plus|minus|times B? {ar.INSTRUCTION}' (level {level}) in a chat turn; gold = "
+        "the number the answer states is right (rlhflab.tasks.arithmetic_problems:extracted).",
+        checkable=True,
+        beliefs=Beliefs(stated=ar.belief_of, agrees=ar.says, wrong_variant=ar.chat_wrong_variant),
+        format=CHAT,
+        answered=ar.answered,
+    )
+
+
 def default_model(task_name: str | None) -> str:
     """The embedded policy a built-in task is meant for (when ``--model`` is not given)."""
     arithmetic_tasks = ("arithmetic", "arithmetic-beliefs", "rlhflab.tasks:arithmetic_wrong_beliefs")
+    if task_name is not None and task_name.startswith("arithmetic-chat"):
+        return SMOLLM2
     return EMBEDDED_ARITHMETIC if task_name in arithmetic_tasks else EMBEDDED
 
 
 BUILTIN: dict[str, Callable[[], Task]] = {
     "sentiment": sentiment, "sentiment-natural": sentiment_natural, "arithmetic": arithmetic,
-    "arithmetic-beliefs": arithmetic_beliefs,
+    "arithmetic-beliefs": arithmetic_beliefs, "arithmetic-chat": arithmetic_chat,
+    **{f"arithmetic-chat-{level}": functools.partial(arithmetic_chat, level) for level in ar.LEVELS},
 }  # fmt: skip
 
 
 def load_task(name: str, prompts: str | Path | None = None) -> Task:
-    """A built-in task by name, ``none`` (no gold reward; needs ``prompts``), or ``package.module:function``
+    """A built-in task by name, ``none`` (no gold reward; needs ``prompts``: a chat task when every prompt is a
+    conversation, e.g. JSONL ``messages``, else a continuation task), or ``package.module:function``
     returning a Task; with ``prompts`` (a file, see ``read_prompt_file``) it samples from those prompts."""
     if name == NO_TASK:
         if prompts is None:
             raise ConfigError("--task none (no gold reward) samples your own prompts: pass --prompts FILE")
         found = read_prompt_file(prompts)
-        return Task(name=NO_TASK, train_prompts=found, eval_prompts=found, gold=None,
+        chat = all(is_conversation(p) for p in found)  # conversations are chat turns; plain lines are continued
+        return Task(name=NO_TASK, train_prompts=found, eval_prompts=found, gold=None, format=CHAT if chat else CONTINUATION,
                     description=f"Your prompts from {prompts}; no gold reward.")  # fmt: skip
     task = _load_task(name)
     return with_prompts(task, read_prompt_file(prompts), str(prompts)) if prompts is not None else task

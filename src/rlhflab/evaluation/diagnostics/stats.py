@@ -127,3 +127,29 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
         return math.nan, math.nan, math.nan
     m, lo, hi = mean_interval(v)
     return m, math.nan if lo is None else lo, math.nan if hi is None else hi
+
+
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval for a proportion ``rate`` observed over ``n`` trials (95% at z = 1.96)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def reward_at_chance(validation: dict) -> str | None:
+    """A sentence saying that a reward model orders held-out pairs no better than chance (the 95% Wilson interval
+    of its accuracy reaches 0.5), or None when it does better. Reads the gold order when the pairs had gold
+    scores (``val_gold_accuracy`` over ``val_gold_pairs``), else the labels (``val_accuracy`` over ``val_pairs``)."""
+    if validation.get("val_gold_accuracy") is not None and validation.get("val_gold_pairs"):
+        rate, n, what = validation["val_gold_accuracy"], int(validation["val_gold_pairs"]), "as the gold reward does"
+    elif validation.get("val_accuracy") is not None and validation.get("val_pairs"):
+        rate, n, what = validation["val_accuracy"], int(validation["val_pairs"]), "as their labels do"
+    else:
+        return None
+    low, high = wilson_interval(rate, n)
+    if low > 0.5:
+        return None
+    return (f"the reward model orders {rate:.1%} of {n} held-out pairs {what} (95% interval {low:.0%}-{high:.0%}): "
+            "no better than chance, so a policy optimised against it would chase noise")  # fmt: skip
