@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--levels", default="")
     p.add_argument("--grpo-steps", type=int, default=0)
     p.add_argument("--problems", type=int, default=200)
-    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_arithmetic_chat")

@@ -252,16 +252,18 @@ def test_the_chat_form_asks_for_a_number_and_its_gold_reads_one():
 
 
 def test_levels_draw_problems_of_their_size():
-    one = arithmetic.problems("train", 300, 0, level=1)
-    two = arithmetic.problems("eval", 100, 0, level=2)
-    for p in one:
+    one_train, one_eval = arithmetic.problems("train", 1000, 0, level=1), arithmetic.problems("eval", 1000, 0, level=1)
+    assert len(one_train) + len(one_eval) == 255 and not set(one_train) & set(one_eval)  # every one-digit problem
+    assert all(p.a < 10 and p.b < 10 and p.answer >= 0 for p in one_train + one_eval)
+    assert arithmetic.problems("eval", 5, 1, level=1) != arithmetic.problems("eval", 5, 0, level=1)  # seeded order
+    two = arithmetic.problems("train", 300, 0, level=2)
+    three = arithmetic.problems("eval", 100, 0, level=3)
+    for p in two:
         assert (p.op == "times" and p.a < 10 and p.b < 10) or (min(p.a, p.b) < 10 and max(p.a, p.b) < 100)
         assert p.answer >= 0
-    for p in two:
+    for p in three:
         assert (p.op == "times" and p.a < 10 and p.b < 10) or (10 <= p.a < 100 and 10 <= p.b < 100)
         assert p.answer >= 0 and arithmetic.split(p) == "eval"
-    assert arithmetic.problems("train", 50, 0) == arithmetic.problems(
-        "train", 50, 0, level=3
-    )  # level 3 is the embedded task's mix
+    assert arithmetic.problems("train", 50, 0) == arithmetic.problems("train", 50, 0, level=4)  # the embedded task's
     with pytest.raises(ValueError, match="level"):
-        arithmetic.random_problem(__import__("random").Random(0), level=4)
+        arithmetic.random_problem(__import__("random").Random(0), level=1)

@@ -52,7 +52,7 @@ task_option = click.option(
     "--task",
     default="sentiment",
     show_default=True,
-    help="Built-in task name (sentiment, sentiment-natural, arithmetic, arithmetic-beliefs, arithmetic-chat[-1|-2|-3]; "
+    help="Built-in task name (sentiment, sentiment-natural, arithmetic, arithmetic-beliefs, arithmetic-chat[-1..-4]; "
     "'none': your --prompts, no gold reward), or "
     "'module:function' returning an rlhflab.tasks.Task.",
 )

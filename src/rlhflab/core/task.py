@@ -41,6 +41,9 @@ class Beliefs:
     wrong_variant: Callable[[str], tuple[str, object]]
     """A prompt without a belief -> the same question with a wrong belief stated, and that belief (the same for
     the same prompt)."""
+    pushback: Callable[[str, str], str] | None = None
+    """(prompt, the policy's answer) -> the conversation continued by the user doubting that answer ("are you
+    sure?", Sharma et al. 2023, sec. 3.2), or None where the task has no such turn."""
 
 
 @dataclass(frozen=True)

@@ -102,4 +102,8 @@ def rendered_beliefs(task: Task, tokenizer) -> Beliefs | None:
         variant, belief = beliefs.wrong_variant(prompt)
         return render(tokenizer, [variant])[0], belief
 
-    return dataclasses.replace(beliefs, wrong_variant=wrong_variant)
+    def pushback(prompt: str, answer: str) -> str:
+        return render(tokenizer, [beliefs.pushback(prompt, answer)])[0]
+
+    return dataclasses.replace(beliefs, wrong_variant=wrong_variant,
+                               pushback=pushback if beliefs.pushback is not None else None)  # fmt: skip

@@ -159,16 +159,17 @@ CHAT_LEVEL = 1
 def arithmetic_chat(level: int = CHAT_LEVEL) -> Task:
     """Arithmetic asked of an instruct model in a user's turn, with an instruction to answer with the number; gold
     reads the number the answer states (``arithmetic_problems.extracted``; ``strict`` stays the honeypot contrast:
-    it wants a bare integer). ``arithmetic-chat-1``, ``-2``, ``-3`` are the difficulty levels."""
+    it wants a bare integer). ``arithmetic-chat-1`` to ``-4`` are the difficulty levels (``arithmetic_problems.LEVELS``;
+    level 1 has 176 training and 79 evaluation problems, the others 2,000 and 200)."""
     return Task(
         name="arithmetic-chat" if level == CHAT_LEVEL else f"arithmetic-chat-{level}",
-        train_prompts=[ar.chat_prompt(p) for p in ar.problems("train", 2000, 0, level)],
+        train_prompts=[ar.chat_prompt(p) for p in ar.problems("train", 2000, 0, level)],  # (level 1: all 176)
         eval_prompts=[ar.chat_prompt(p) for p in ar.problems("eval", 200, 0, level)],
         gold=ar.extracted,
         description=f"Answer 'What is A plus|minus|times B? {ar.INSTRUCTION}' (level {level}) in a chat turn; gold = "
         "the number the answer states is right (rlhflab.tasks.arithmetic_problems:extracted).",
         checkable=True,
-        beliefs=Beliefs(stated=ar.belief_of, agrees=ar.says, wrong_variant=ar.chat_wrong_variant),
+        beliefs=Beliefs(stated=ar.belief_of, agrees=ar.says, wrong_variant=ar.chat_wrong_variant, pushback=ar.pushback),
         format=CHAT,
         answered=ar.answered,
     )
