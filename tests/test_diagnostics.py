@@ -147,3 +147,18 @@ def test_embedding_spread_with_the_packaged_model():
     e = embed(["a lovely wedding party", "a lovely wedding party", "the stock market fell", "quantum cats"])
     assert e.shape == (4, 384) and torch.allclose(e.norm(dim=1), torch.ones(4), atol=1e-5)
     assert embedding_spread(e[:2]) == pytest.approx(0.0, abs=1e-6) and embedding_spread(e) > 0.5
+
+
+def test_length_share_of_gain_hand_values():
+    from rlhflab.evaluation.diagnostics.exploitation import length_share_of_gain
+
+    # reward = 0.1 per word exactly: the whole gain is length
+    out = length_share_of_gain([2, 4], [0.2, 0.4], [6, 8], [0.6, 0.8])
+    assert out["slope"] == pytest.approx(0.1) and out["words_change"] == pytest.approx(4.0)
+    assert out["reward_change"] == pytest.approx(0.4) and out["share"] == pytest.approx(1.0)
+    # same lengths, higher reward: none of it is length
+    flat = length_share_of_gain([3, 5], [0.0, 0.0], [3, 5], [1.0, 1.0])
+    assert flat["words_change"] == 0 and flat["share"] == pytest.approx(0.0)
+    assert length_share_of_gain([3, 5], [0.5, 0.5], [3, 5], [0.5, 0.5])["share"] is None  # no gain to explain
+    with pytest.raises(ValueError):
+        length_share_of_gain([1], [0.1, 0.2], [1], [0.1])

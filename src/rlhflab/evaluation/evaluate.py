@@ -21,6 +21,7 @@ from rlhflab.core.errors import RlhflabError
 from rlhflab.core.scores import checked_scores
 from rlhflab.core.task import Task
 from rlhflab.evaluation.diagnostics import distinct_n, mean_and_stderr
+from rlhflab.evaluation.diagnostics.exploitation import length_share_of_gain
 from rlhflab.evaluation.diagnostics.pass_at_k import crossing, default_ks, newly_solved, pass_at_k_curve
 from rlhflab.evaluation.diagnostics.stats import spearman
 from rlhflab.evaluation.diagnostics.verifiable import sycophancy
@@ -253,6 +254,12 @@ def evaluate(
         "gold_known": task.gold is not None,
         "gold_gain": policy.stats["gold"] - base.stats["gold"] if task.gold is not None else None,
     }
+    if proxy is not None and not single:  # how much of the proxy's gain (and gold's) longer text alone explains
+        lengths = [[len(t.split()) for t in side.texts] for side in (base, policy)]
+        summary["length"] = {
+            "proxy": length_share_of_gain(lengths[0], base.proxy, lengths[1], policy.proxy),
+            "gold": length_share_of_gain(lengths[0], base.gold, lengths[1], policy.gold) if base.gold else None,
+        }  # fmt: skip
     if task.checkable:
         summary["pass_at_k"] = curves  # where the curves cross, newly solved problems, n and problem count
     if "sycophancy" in policy.stats and "sycophancy" in base.stats:
@@ -311,6 +318,10 @@ def format_table(summary: dict) -> str:
     )
     if summary.get("gold_known") is False:
         lines.append(f"(gold unknown: task '{summary['task']}' has no gold reward; proxy, KL and diversity only)")
+    share = (summary.get("length") or {}).get("proxy") or {}
+    if share.get("share") is not None:
+        lines.append(f"length: {share['words_change']:+.1f} words; at the proxy's {share['slope']:+.4f} a word that "
+                     f"explains {share['share']:.0%} of its {share['reward_change']:+.3f} gain")  # fmt: skip
     if "unanswered" in summary["base"]:
         lines.append("answers in which the gold finds no answer: " + ", ".join(
             f"{name} {summary[name]['unanswered']:.1%}" for name in ("base", "policy") if "unanswered" in summary[name]))  # fmt: skip
