@@ -98,3 +98,15 @@ def test_answers_the_gold_cannot_read_are_counted(micro_model, task):
     expected = sum(not r["base"].strip().startswith("good") for r in rows) / len(rows)
     assert summary["base"]["unanswered"] == pytest.approx(expected)
     assert "answers in which the gold finds no answer: base" in ev.format_table(summary)
+
+
+def test_the_smollm2_preset_and_the_size_flags():
+    from rlhflab.pipeline.demo import SMOLLM2_DEMO, preset, resized
+
+    p = preset(3, quick=False, model="smollm2")
+    assert p.feedback.pairs == SMOLLM2_DEMO["feedback"]["pairs"] and p.reward.backbone == "minilm"
+    assert p.ppo.model_options.lora_r == 16 and p.ppo.model_options.dtype == "bfloat16" and p.ppo.run.seed == 3
+    sized = resized(p, pairs=100, steps=5, num_eval_prompts=7)
+    assert (sized.feedback.pairs, sized.ppo.steps, sized.evaluate.num_prompts) == (100, 5, 7)
+    assert resized(p, None, None, None) == p
+    assert not preset(0, quick=False).ppo.model_options.lora_r  # the embedded model's preset is untouched
