@@ -53,8 +53,9 @@ class Setup:
     ) -> Setup:
         """The stage's inputs in ``run``: each setting as given, else as the run's latest stage recorded it
         (the chat template defaults to auto, the dtype to as saved; a continuation task is never rendered by a
-        chat template, a chat task must be renderable: ``chat.template_for``, ``chat.check_renders``). ``read_prompts=False``: the stage samples
-        no prompts (a method that learns from pairs), so no prompts file is read or recorded."""
+        chat template, a chat task must be renderable: ``chat.template_for``, ``chat.check_renders``).
+        ``read_prompts=False``: the stage samples no prompts (a method that learns from pairs), so no prompts file
+        is read or recorded."""
         prompts = run.prompts(prompts) if read_prompts else None
         loaded = load_task(task, prompts)
         pad_token = run.pad_token(pad_token)
