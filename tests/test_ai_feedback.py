@@ -229,3 +229,30 @@ def test_cli_ai_feedback(micro_model, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and err.startswith("error:") and "{prompt}" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_judge_with_a_chat_template_is_asked_in_a_user_turn(micro_judge):
+    import copy
+
+    from rlhflab.feedback.judge_prompt import CHAT_TEMPLATE, DEFAULT_TEMPLATE
+
+    model, tokenizer = micro_judge
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %} mat"
+    judge = LMJudge(model, tokenizer, "good", MICRO_TEMPLATE, AIFeedbackConfig(batch_size=2), name="micro")
+    assert judge.chat and judge.answers == ("A", "B")  # an assistant's turn starts with the letter, no space
+    text, _, cut = judge.query("the cat", " a good day.", " a bad day.")
+    assert not cut and text == "[good\nthe cat\nA:a good day.\nB:a bad day.\n?] mat"
+    out, summary = judge_pairs([PreferencePair("the cat", " a good day.", " a bad day.")], judge)
+    assert 0.5 <= out[0].label <= 1 and 0 < summary["answer_mass"] <= 1
+    # asked in plain text instead, the default answers are " A" and " B", which this tokenizer cannot tell apart
+    with pytest.raises(ConfigError, match="start with the same token"):
+        LMJudge(model, tokenizer, "good", MICRO_TEMPLATE, AIFeedbackConfig(chat_template="none"))
+    plain = LMJudge(model, tokenizer, "good", MICRO_TEMPLATE, AIFeedbackConfig(chat_template="none", **ANSWERS))
+    assert not plain.chat and plain.query("the cat", "a", "b")[0] == "good\nthe cat\nA:a\nB:b\n?"
+    assert CHAT_TEMPLATE.endswith("A or B.") and DEFAULT_TEMPLATE.endswith("Answer:")
+    with pytest.raises(ConfigError, match="--chat-template must be 'auto' or 'none'"):
+        AIFeedbackConfig(chat_template="yes")
+
+
+ANSWERS = {"answer_a": "A", "answer_b": "B"}

@@ -209,7 +209,9 @@ def feedback_ai(
 
     The judge reads the principles, the prompt, "Response A: ..." and "Response B: ..." and the
     question "Which response better follows the principles? Answer:"; P(A) is the softmax over its
-    next-token log-probabilities of " A" and " B". Each pair is asked with the responses in both
+    next-token log-probabilities of " A" and " B". A judge with a chat template reads the query as a
+    user turn asking for "one letter, A or B" and answers "A" or "B" (--chat-template none: plain
+    text). Each pair is asked with the responses in both
     orders and the two probabilities of choosing the same response are averaged, which cancels the
     judge's position bias. Chosen becomes the judge's preferred response, label its probability.
     A summary (position bias, consistency, agreement with gold scores where present) is printed and

@@ -13,7 +13,10 @@ The judge reads one query per order::
     Which response better follows the principles? Answer:
 
 and its preference is read from its next-token distribution: the log-probabilities of the
-first token of ``" A"`` and of ``" B"``, softmaxed over those two, give P(A). Language models
+first token of ``" A"`` and of ``" B"``, softmaxed over those two, give P(A). A judge whose
+tokenizer has a chat template (an instruct model) reads the query as a user turn instead, and
+its answer is the first token of its own turn (``"A"`` or ``"B"``; ``chat_template="none"``
+asks in plain text). Language models
 favour one position (often the first), so every pair is asked in both orders and the two
 probabilities of choosing the same completion are averaged:
 
@@ -49,11 +52,13 @@ from rlhflab.core.comparison import PreferencePair
 from rlhflab.core.config import check
 from rlhflab.core.errors import RlhflabError
 from rlhflab.feedback.judge_prompt import (
+    CHAT_TEMPLATE,
     DEFAULT_TEMPLATE,
     answer_token_ids,
     check_template,
     render,
 )
+from rlhflab.models import chat
 from rlhflab.models.loading import EMBEDDED, context_length, forward_inputs
 
 """The judge's query; the answer token is scored right after its last character."""
@@ -66,17 +71,25 @@ class AIFeedbackConfig:
     max_length: int = 0
     """Longest judge query in tokens; 0 = the judge's context length. Longer queries lose the start of the prompt
     and of the responses (marked '...'), never the principles or the question."""
-    answer_a: str = " A"
-    """The answer that names the first response shown (default: a space, then A); its first token is scored."""
-    answer_b: str = " B"
-    """The answer that names the second response shown (default: a space, then B); its first token must differ
-    from answer-a's."""
+    answer_a: str = ""
+    """The answer that names the first response shown; its first token is scored (default: ' A' after a plain-text
+    query, 'A' at the start of the assistant's turn in a chat query)."""
+    answer_b: str = ""
+    """The answer that names the second response shown (default: ' B' in plain text, 'B' in a chat turn); its first
+    token must differ from answer-a's."""
+    chat_template: str = "auto"
+    """auto: a judge whose tokenizer has a chat template reads the query as a user turn and answers as the
+    assistant (an instruct model needs that); none: the query is plain text, the answer its next token."""
 
     def __post_init__(self) -> None:
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         check(self.max_length >= 0, "max_length", self.max_length, ">= 0 (0 = the judge's context length)")
-        check(self.answer_a != "", "answer_a", self.answer_a, "a non-empty string")
-        check(self.answer_b != "", "answer_b", self.answer_b, "a non-empty string")
+        check(self.chat_template in ("auto", "none"), "chat_template", self.chat_template, "'auto' or 'none'")
+
+    def answers(self, in_chat: bool) -> tuple[str, str]:
+        """The two answer strings: as given, or the default for a chat turn ('A', 'B') or plain text (' A', ' B')."""
+        default = ("A", "B") if in_chat else (" A", " B")
+        return self.answer_a or default[0], self.answer_b or default[1]
 
 
 # ---------------------------------------------------------------- the scoring math
@@ -152,24 +165,29 @@ class LMJudge:
         model,
         tokenizer,
         principles: str,
-        template: str = DEFAULT_TEMPLATE,
+        template: str | None = None,
         config: AIFeedbackConfig | None = None,
         name: str = "judge",
     ):
         config = config if config is not None else AIFeedbackConfig()
         self.model, self.tokenizer, self.config, self.name = model, tokenizer, config, name
+        self.chat = config.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+        """Whether the query is rendered as a user turn through the judge's chat template."""
+        if template is None:
+            template = CHAT_TEMPLATE if self.chat else DEFAULT_TEMPLATE
         self.principles, self.template = principles, check_template(template)
         if tokenizer.padding_side != "left" or tokenizer.pad_token_id is None:
             raise RlhflabError(
                 "the judge's tokenizer must pad, on the left (load it with rlhflab.models.loading.load_policy)"
             )
-        self.answer_ids = answer_token_ids(tokenizer, config.answer_a, config.answer_b)
+        self.answers = config.answers(self.chat)
+        self.answer_ids = answer_token_ids(tokenizer, *self.answers)
         limits = [n for n in (context_length(model), config.max_length) if n]
         self.limit = min(limits) if limits else None
         self.truncated = 0
         """Queries whose prompt or responses were cut to fit (counted over all calls)."""
         if self.limit is not None:
-            fixed = self._count(render(template, principles, "", "", ""))
+            fixed = self._count(self._render("", "", ""))
             if self.limit - fixed < 3 * MIN_PIECE_TOKENS:
                 raise RlhflabError(
                     f"the principles and template take {fixed} tokens of the judge's {self.limit}-token context, "
@@ -178,13 +196,17 @@ class LMJudge:
                     "a longer context"
                 )
 
+    def _render(self, prompt: str, a: str, b: str) -> str:
+        text = render(self.template, self.principles, prompt, a, b)
+        return chat.render(self.tokenizer, [text])[0] if self.chat else text
+
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, verbose=False)["input_ids"])
 
     def query(self, prompt: str, a: str, b: str) -> tuple[str, int, bool]:
         """(query text, its length in tokens, whether it was cut to fit the context)."""
         pieces = [prompt.strip(), a.strip(), b.strip()]
-        text = render(self.template, self.principles, *pieces)
+        text = self._render(*pieces)
         n = self._count(text)
         if self.limit is None or n <= self.limit:
             return text, n, False
@@ -201,7 +223,7 @@ class LMJudge:
                 )
                 for p, t in zip(pieces, tokens)
             ]
-            text = render(self.template, self.principles, *cut)
+            text = self._render(*cut)
             n = self._count(text)
             if n <= self.limit:
                 return text, n, True

@@ -18,6 +18,17 @@ DEFAULT_TEMPLATE = (
     "Response B: {b}\n\n"
     "Which response better follows the principles? Answer:"
 )
+"""The query in plain text: the answer is the next token after 'Answer:'."""
+
+CHAT_TEMPLATE = (
+    "{principles}\n\n"
+    "Prompt: {prompt}\n\n"
+    "Response A: {a}\n\n"
+    "Response B: {b}\n\n"
+    "Which response better follows the principles? Reply with one letter, A or B."
+)
+"""The query as a user turn: the answer is the first token of the assistant's reply. (SmolLM2-135M-Instruct,
+asked the plain query as a user turn, begins 'The answer is:'; asked for one letter, it begins with one.)"""
 
 
 def read_principles(path: str | Path) -> str:
@@ -39,10 +50,10 @@ def check_template(template: str, source: str = "template") -> str:
     return template
 
 
-def read_template(path: str | Path | None) -> str:
-    """The default template, or a UTF-8 file holding {principles}, {prompt}, {a} and {b}."""
+def read_template(path: str | Path | None) -> str | None:
+    """A UTF-8 file holding {principles}, {prompt}, {a} and {b}; None for None (the judge's default for its mode)."""
     if path is None:
-        return DEFAULT_TEMPLATE
+        return None
     text = read_text(path)
     return check_template(text.rstrip(), str(path))  # the answer follows the template's last visible character
 

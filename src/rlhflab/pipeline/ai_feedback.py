@@ -65,8 +65,9 @@ def run_ai_feedback(
             principles=str(principles_path),
             principles_sha256=sha256_file(principles_path),
             template=str(template_path) if template_path else "default",
-            template_text=template,
-            answers=[config.answer_a, config.answer_b],
+            template_text=judge.template,
+            answers=list(judge.answers),
+            chat_template_used=judge.chat,
             answer_token_ids=list(judge.answer_ids),
             context_tokens=judge.limit,
         )
