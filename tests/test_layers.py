@@ -14,7 +14,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rlhflab"
 
-LAYERS = ["core", "models", "tasks", "reward", "feedback", "methods", "evaluation", "run", "report", "pipeline", "cli"]
+LAYERS = [
+    "core",
+    "models",
+    "tasks",
+    "reward",
+    "feedback",
+    "methods",
+    "evaluation",
+    "control",
+    "run",
+    "report",
+    "pipeline",
+    "cli",
+]
 """Lowest first: a module may import its own folder and the folders before it, never one after it."""
 
 TOP = len(LAYERS)

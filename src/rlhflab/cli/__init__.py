@@ -23,7 +23,7 @@ import sys
 
 import click
 
-from rlhflab.cli import analysis, feedback, label, train  # noqa: F401  (each registers its commands)
+from rlhflab.cli import analysis, control, feedback, label, train  # noqa: F401  (each registers its commands)
 from rlhflab.cli.common import cli
 from rlhflab.cli.config_file import add_config_option
 from rlhflab.core.errors import RlhflabError, TrainingDiverged

@@ -1,0 +1,243 @@
+"""Christiano et al.'s loop: the agent learns a reward from a teacher's comparisons of its own clips.
+
+Each round: PPO (stable-baselines3, on the learned reward) trains for its share of the env steps;
+its rollouts, recorded by ``LearnedRewardEnv``, are cut into segments; pairs of the recent segments
+are chosen (at random or where the reward ensemble disagrees), the teacher labels them, and the
+ensemble is refitted on every label so far. The first labels come before any training, from the
+untrained policy's clips (``initial_share`` of the budget); the rest are spread evenly over the
+rounds. With ``true_reward`` the same code trains PPO on the environment's reward and asks for no
+labels: the baseline every preference run is measured against.
+
+Each round logs one row: env steps, labels, the mean episode return under gold (the environment's
+reward), under the teacher's view, and under the learned reward (proxy), the learned reward's
+accuracy on the round's new labels before it saw them, and the Spearman correlation between learned
+and true returns of the round's segments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+from tqdm.auto import tqdm
+
+from rlhflab.control.envs import NamedView
+from rlhflab.control.reward_net import RewardEnsemble, RewardNetConfig, choose_queries, train_reward
+from rlhflab.control.segments import LearnedRewardEnv, SegmentBank, sim_state
+from rlhflab.control.teachers import SKIP, Teacher
+from rlhflab.core.config import check
+from rlhflab.evaluation.diagnostics.stats import spearman
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    total_steps: int = 153_600
+    """Env steps PPO trains for (the labels' segments are cut from these same steps)."""
+    labels: int = 900
+    """Comparisons the teacher is asked for in all (skipped queries are not counted)."""
+    rounds: int = 10
+    """Times the reward is refitted while PPO trains."""
+    initial_share: float = 0.25
+    """Share of the labels asked before training, on the untrained policy's segments."""
+    initial_steps: int = 2_000
+    """Env steps of the untrained policy recorded for those first labels."""
+    segment_length: int = 25
+    """Steps per segment (clip)."""
+    query: str = "random"
+    """How pairs are chosen: random, or disagreement (of the reward ensemble)."""
+    pool_rounds: int = 2
+    """Queries are drawn among the segments of this many latest rounds."""
+    true_reward: bool = False
+    """Train PPO on the environment's own reward and ask for no labels (the baseline)."""
+    n_steps: int = 2048
+    """PPO rollout length (stable-baselines3's default)."""
+    batch_size: int = 64
+    """PPO minibatch size."""
+    n_epochs: int = 10
+    """PPO epochs per rollout."""
+    learning_rate: float = 3e-4
+    """PPO learning rate."""
+    eval_episodes: int = 20
+    """Episodes of the final policy (and of the no-action and random baselines) evaluated at the end."""
+    reward: RewardNetConfig = field(default_factory=RewardNetConfig)
+
+    def __post_init__(self) -> None:
+        check(self.total_steps >= self.n_steps, "total_steps", self.total_steps, f">= n_steps ({self.n_steps})")
+        check(self.labels >= 0, "labels", self.labels, ">= 0")
+        check(self.rounds >= 1, "rounds", self.rounds, ">= 1")
+        check(0 <= self.initial_share <= 1, "initial_share", self.initial_share, "in [0, 1]")
+        check(self.segment_length >= 1, "segment_length", self.segment_length, ">= 1")
+        check(self.query in ("random", "disagreement"), "query", self.query, "'random' or 'disagreement'")
+        check(self.pool_rounds >= 1, "pool_rounds", self.pool_rounds, ">= 1")
+        check(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, ">= 1")
+
+    def schedule(self) -> list[int]:
+        """Labels asked before training (index 0) and after each round but the last (1..rounds-1)."""
+        if self.true_reward or self.labels == 0:
+            return [0] * self.rounds
+        first = round(self.labels * self.initial_share) if self.rounds > 1 else self.labels
+        rest = self.labels - first
+        later = [rest // (self.rounds - 1) + (i < rest % (self.rounds - 1)) for i in range(self.rounds - 1)]
+        return [first, *later]
+
+    def rollouts(self) -> list[int]:
+        """PPO rollouts in each round (the total rounded up to whole rollouts)."""
+        total = math.ceil(self.total_steps / self.n_steps)
+        return [total // self.rounds + (i < total % self.rounds) for i in range(self.rounds)]
+
+
+@dataclass
+class ControlResult:
+    model: PPO
+    ensemble: RewardEnsemble | None
+    bank: SegmentBank
+    comparisons: np.ndarray
+    """[n, 3]: first segment, second segment (indices into ``bank``), label (P(first preferred))."""
+    summary: dict
+    history: list[dict] = field(default_factory=list)
+
+
+class _Progress(BaseCallback):
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+
+def _mean(values) -> float:
+    values = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _episode_stats(episodes: list[dict], prefix: str = "") -> dict[str, float]:
+    out = {f"{prefix}{k}_return": _mean([e[k] for e in episodes]) for k in ("gold", "perceived", "proxy")}
+    out[f"{prefix}looks_done_not_done"] = _mean([e["fooled"] for e in episodes])
+    out[f"{prefix}episodes"] = len(episodes)
+    return out
+
+
+def preference_rl(
+    env_fn: Callable[[], object],
+    view: NamedView,
+    teacher: Teacher,
+    config: ControlConfig,
+    seed: int = 0,
+    metrics: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> ControlResult:
+    """Train an SB3 PPO agent from ``teacher``'s preferences (or on the true reward, ``config.true_reward``).
+
+    ``env_fn()`` makes a gymnasium env (``rlhflab.control.envs.make_env``); ``view`` is what the teacher
+    perceives; ``metrics`` receives one row per round. Randomness: ``seed`` seeds the env, PPO, the reward
+    ensemble and the teacher once."""
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    env = env_fn()
+    venv = DummyVecEnv([lambda: Monitor(env)])
+    venv.seed(seed)
+    obs_dim, act_dim = venv.observation_space.shape[0], venv.action_space.shape[0]
+    ensemble = None
+    if not config.true_reward:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            ensemble = RewardEnsemble(obs_dim + act_dim, config.reward.reward_members, config.reward.reward_hidden)
+    agent_env = LearnedRewardEnv(
+        venv, view, config.segment_length, [env], reward_fn=None if ensemble is None else ensemble.reward
+    )
+    model = PPO(
+        "MlpPolicy",
+        agent_env,
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        n_epochs=config.n_epochs,
+        learning_rate=config.learning_rate,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+    bank = SegmentBank.empty(config.segment_length, obs_dim, act_dim, len(sim_state(env)))
+    comparisons = np.zeros((0, 3))
+    history: list[dict] = []
+    schedule, rollouts = config.schedule(), config.rollouts()
+    asked = skipped = 0
+    total = sum(rollouts) * config.n_steps + (config.initial_steps if schedule[0] else 0)
+    bar = tqdm(
+        total=total, desc="preference rl" if ensemble else "ppo (true reward)", unit="step", disable=not progress
+    )
+
+    def ask(n: int, round_: int) -> dict[str, float]:
+        nonlocal comparisons, asked, skipped
+        if n == 0 or ensemble is None:
+            return {}
+        pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
+        fitted = len(comparisons) > 0
+        pairs = choose_queries(ensemble if fitted else None, bank.features(), pool, n, config.query, rng)
+        labels = teacher.label(bank.perceived[pairs[:, 0]], bank.perceived[pairs[:, 1]], rng)
+        asked += len(pairs)
+        keep = labels != SKIP
+        skipped += int((~keep).sum())
+        new = np.concatenate([pairs[keep], labels[keep, None]], axis=1)
+        out: dict[str, float] = {}
+        if fitted and len(new):  # the current reward on labels it has not seen yet
+            r = ensemble.segment_returns(bank.features(new[:, :2].astype(int).reshape(-1))).mean(0).reshape(-1, 2)
+            strict = new[:, 2] != 0.5
+            if strict.any():
+                out["reward_heldout_accuracy"] = float(((r[:, 0] > r[:, 1]) == (new[:, 2] > 0.5))[strict].mean())
+        comparisons = np.concatenate([comparisons, new])
+        ensemble.fit_inputs(bank.features())
+        idx = comparisons[:, :2].astype(int)
+        out.update(
+            train_reward(
+                ensemble,
+                bank.features(idx[:, 0]),
+                bank.features(idx[:, 1]),
+                comparisons[:, 2],
+                config.reward,
+                generator,
+            )
+        )
+        ensemble.fit_outputs(bank.features(pool))
+        return out
+
+    if schedule[0] and ensemble is not None:  # the first labels: the untrained policy's clips
+        obs = agent_env.reset()
+        for _ in range(config.initial_steps):
+            action, _ = model.predict(obs, deterministic=False)
+            obs, *_ = agent_env.step(action)
+        bar.update(config.initial_steps)
+        agent_env.take_segments(bank)
+        agent_env.take_episodes()
+        ask(schedule[0], 0)
+    callback = _Progress(bar)
+    for r in range(config.rounds):
+        agent_env.round = r
+        model.learn(rollouts[r] * config.n_steps, reset_num_timesteps=r == 0, callback=callback)
+        agent_env.take_segments(bank)
+        row = {"round": r, "env_steps": agent_env.steps, "ppo_steps": model.num_timesteps}
+        row.update(_episode_stats(agent_env.take_episodes()))
+        latest = np.nonzero(bank.round == r)[0]
+        if ensemble is not None and len(latest) > 1:
+            learned = ensemble.segment_returns(bank.features(latest)).mean(0)
+            row["spearman_gold"] = spearman(learned.tolist(), bank.gold[latest].sum(-1).tolist())
+            row["spearman_teacher"] = spearman(learned.tolist(), bank.perceived[latest].sum(-1).tolist())
+        if r + 1 < config.rounds:
+            row.update(ask(schedule[r + 1], r))
+        row.update(labels=len(comparisons), queries_skipped=skipped)
+        history.append(row)
+        if metrics is not None:
+            metrics(row)
+        bar.set_postfix(gold=f"{row['gold_return']:.1f}", labels=len(comparisons))
+    bar.close()
+    summary = {"labels": len(comparisons), "queries": asked, "queries_skipped": skipped, "env_steps": agent_env.steps}
+    summary.update(history[-1] if history else {})
+    return ControlResult(model, ensemble, bank, comparisons, summary, history)
