@@ -12,6 +12,7 @@ from rlhflab.control.loop import ControlConfig
 from rlhflab.control.teachers import Teacher
 from rlhflab.core.config import click_options, config_from_options
 from rlhflab.pipeline.control import control_train, format_summary
+from rlhflab.pipeline.control_study import control_study
 from rlhflab.run.rundir import RunDir
 
 
@@ -45,3 +46,43 @@ def control_train_command(run_dir: Path | None, env: str, view: str, seed: int, 
     summary = control_train(run, env, view, teacher, config, seed=seed, progress=not quiet)
     say(format_summary(summary))
     say(f"wrote {run / 'policy.zip'} (stable-baselines3: PPO.load) and {run / RunDir.SUMMARY}")
+
+
+def _ints(value: str, flag: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}", param_hint=flag) from None
+    if not out:
+        raise click.BadParameter("give at least one number", param_hint=flag)
+    return out
+
+
+@control.command("study")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/control_study"),
+              show_default=True, help="The study's folder: one run folder per run, study.md, report.html.")  # fmt: skip
+@click.option("--env", default="Reacher-v5", show_default=True, help="A gymnasium id, or module:factory.")
+@click.option("--budgets", default="100,300,900", show_default=True, help="Label budgets, comma-separated.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds, comma-separated.")
+@click.option("--fooled-view", default="reacher-side", show_default=True,
+              help="A limited view that teaches one more run (the largest budget); '' for none.")  # fmt: skip
+@click.option("--workers", default=0, show_default=True, help="Runs at once (0: one per core).")
+@click.option("--no-clips", is_flag=True, help="Do not render clips (no MuJoCo offscreen rendering needed).")
+@click_options(ControlConfig, skip=("labels", "true_reward"))
+@click_options(Teacher, prefix="teacher_")
+@quiet_option
+def control_study_command(
+    out: Path, env: str, budgets: str, seeds: str, fooled_view: str, workers: int, no_clips: bool, quiet: bool,
+    **options,
+) -> None:  # fmt: skip
+    """The label-budget curve against PPO on the true reward, and a teacher that can be fooled: one run per budget
+    and seed, one on the true reward per seed, one taught through --fooled-view per seed; then RUN/study.md and
+    RUN/report.html. Finished runs are kept: run it again to continue an interrupted study."""
+    config = config_from_options(ControlConfig, options)
+    teacher = config_from_options(Teacher, options, prefix="teacher_")
+    result = control_study(
+        out, env, _ints(budgets, "--budgets"), _ints(seeds, "--seeds"), fooled_view or None, config, teacher,
+        workers, clips=not no_clips, progress=not quiet,
+    )  # fmt: skip
+    say((out / "study.md").read_text())
+    say(f"wrote {result['report']}")

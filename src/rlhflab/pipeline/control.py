@@ -39,8 +39,11 @@ def control_train(
     config: ControlConfig,
     seed: int = 0,
     progress: bool = True,
+    also_view: str | None = None,
 ) -> dict:
-    """Train, save and evaluate one run; returns its summary (also RUN/summary.json)."""
+    """Train, save and evaluate one run; returns its summary (also RUN/summary.json). ``also_view``: score the
+    final policies through this view too (``limited_teacher`` in the summary), e.g. the true-reward policy as a
+    limited teacher would."""
     if _threads_chosen_by_default():  # SB3's small networks: one thread is fastest; two stalled PPO (measured)
         torch.set_num_threads(1)
     make_env(env)  # a bad id or space fails here, before the run directory records a stage
@@ -53,7 +56,7 @@ def control_train(
 
         def log(row: dict) -> None:
             with open(metrics_path, "a") as f:
-                f.write(jsonl_text([row]))
+                f.write(jsonl_text([finite(row)]))
 
         def env_fn():
             return make_env(env)
@@ -61,10 +64,30 @@ def control_train(
         result = preference_rl(env_fn, named_view, teacher, config, seed=seed, metrics=log, progress=progress)
         save(run, result)
         summary = evaluate_run(result, env_fn, named_view, config, seed)
+        if also_view:
+            for name, act in policies(result, env_fn, seed):
+                summary[name]["limited_teacher"] = evaluate_policy(
+                    act, env_fn, resolve_view(also_view), config.eval_episodes, seed + EVAL_SEED, config.segment_length
+                )["perceived_return"]
+            summary["limited_view"] = also_view
+        summary = finite(summary)
         atomic_write_json(run / RunDir.SUMMARY, summary)
         results.update({k: summary["policy"][k] for k in ("gold_return", "gold_return_se", "perceived_return")})
         results.update(labels=result.summary["labels"], env_steps=result.summary["env_steps"])
     return summary
+
+
+def finite(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN: 'not measured' is null)."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return finite(value.item())
+    return value
 
 
 def _threads_chosen_by_default() -> bool:
@@ -85,16 +108,21 @@ def save(run: RunDir, result: ControlResult) -> None:
 
 def evaluate_run(result: ControlResult, env_fn, view, config: ControlConfig, seed: int) -> dict:
     """The final policy (deterministic actions), doing nothing, and acting at random, on the same fresh episodes."""
-    space = env_fn().action_space
     length, episodes = config.segment_length, config.eval_episodes
     out = {"train": result.summary, "history_rounds": len(result.history)}
-    for name, act in (
+    for name, act in policies(result, env_fn, seed):
+        out[name] = evaluate_policy(act, env_fn, view, episodes, seed + EVAL_SEED, length, result.ensemble)
+    return out
+
+
+def policies(result: ControlResult, env_fn, seed: int) -> list[tuple[str, object]]:
+    """The trained policy (deterministic actions) and the two baselines, as ``obs -> actions``."""
+    space = env_fn().action_space
+    return [
         ("policy", agent_policy(result.model)),
         ("nothing", zero_policy(space)),
         ("random", random_policy(space, seed)),
-    ):
-        out[name] = evaluate_policy(act, env_fn, view, episodes, seed + EVAL_SEED, length, result.ensemble)
-    return out
+    ]
 
 
 def format_summary(summary: dict) -> str:
@@ -113,6 +141,6 @@ def format_summary(summary: dict) -> str:
         lines.append(
             f"learned vs true return of the final policy's segments: Spearman {num(s['spearman_gold'], '.3f')}"
         )
-    if not math.isnan(s.get("looks_done_not_done", math.nan)):
+    if s.get("looks_done_not_done") is not None and not math.isnan(s["looks_done_not_done"]):
         lines.append(f"steps that look done to the teacher but are not: {s['looks_done_not_done']:.1%}")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from rlhflab.models.gguf import SMOLLM2
 from rlhflab.models.loading import EMBEDDED, EMBEDDED_ARITHMETIC, MINILM
 from rlhflab.models.precision import ModelConfig
 from rlhflab.pipeline import stages as pipeline
+from rlhflab.pipeline.control_study import CONTROL_DEMOS, run_control_demo
 from rlhflab.pipeline.setup import Setup
 from rlhflab.report import write_report
 from rlhflab.reward.train import RewardTrainConfig, backbone_of
@@ -161,6 +162,12 @@ def run_demo(
     given to the first stage and remembered by the run for the others; ``prompts`` (a file) replaces the task's
     prompts in every stage (a simulated rater still needs the task's gold reward); ``model_options`` (precision,
     gradient checkpointing, LoRA) apply to PPO's policy, and their dtype to every model the stages only run."""
+    if task in CONTROL_DEMOS:
+        if model != EMBEDDED:
+            raise ConfigError(
+                f"--model: the {task} demo trains a stable-baselines3 policy from scratch, not a language model"
+            )
+        return run_control_demo(run_dir, task, seed, quick, pairs, steps, num_eval_prompts, progress)
     if task in ("arithmetic", "arithmetic-beliefs"):
         if pairs is not None:
             raise ConfigError("--pairs: the arithmetic demo learns from the verifier, a rule, not from pairs")
