@@ -37,6 +37,8 @@ def main() -> None:
             raise DataError(args.pairs, "has no gold_chosen/gold_rejected scores to relabel from", line=i)
         new = rater.compare(pair.prompt, pair.chosen, pair.rejected, pair.scores["gold_chosen"],
                             pair.scores["gold_rejected"], generator)  # fmt: skip
+        if new is None:
+            continue
         flipped += new.chosen != pair.chosen
         longer_chosen += len(new.chosen.split()) > len(new.rejected.split())
         out.append(new)

@@ -71,6 +71,12 @@ def test_the_ensemble_learns_a_planted_reward_from_comparisons():
     ens.fit_outputs(test_x)
     step = ens.reward(test_x[:, 0, :2].reshape(200, 2), test_x[:, 0, 2:].reshape(200, 2))
     assert abs(step.mean()) < 0.3 and 0.5 < step.std() < 1.5  # standardised for the agent
+    # the agent's fast numpy path is the ensemble's own forward pass
+    x0 = torch.as_tensor(test_x[:, 0])
+    slow = ((ens(x0).mean(0) - ens.out_mean) / ens.out_std).detach().numpy()
+    assert np.allclose(step, slow, atol=1e-5)
+    ens.load_state_dict(RewardEnsemble(4, members=3, hidden=32).state_dict())  # new weights are read again
+    assert not np.allclose(ens.reward(test_x[:, 0, :2], test_x[:, 0, 2:]), step, atol=1e-3)
 
 
 def test_disagreement_by_hand_and_query_choice():

@@ -71,3 +71,16 @@ def test_rendering_a_segment_or_a_one_line_error():
         from rlhflab.control.clips import render_states
 
         render_states("Reacher-v5", np.zeros((3, 0)))
+
+
+def test_the_reacher_demo_at_smoke_size(tmp_path):
+    out = rlhflab("demo", "--task", "reacher", "--quick", "--run-dir", tmp_path / "demo", "--quiet", check=True)
+    assert "labels 3, 10, 30 and PPO on the true reward" in out.stdout
+    assert "| fooled_reacher-side_s0 | reacher-side | 30 |" in out.stdout and "report.html" in out.stdout
+    clips = sorted(p.name for p in (tmp_path / "demo" / "clips").glob("*.mp4"))
+    rendered = clips == ["fooled_reacher-side_s0.mp4", "labels30_s0.mp4"]
+    assert rendered or "note: clips not rendered: could not render Reacher-v5 offscreen" in out.stdout
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert report.count("<video") == (2 if rendered else 0)
+    refused = rlhflab("demo", "--task", "reacher", "--model", "smollm2", "--run-dir", tmp_path / "x")
+    assert refused.returncode != 0 and "trains a stable-baselines3 policy from scratch" in refused.stderr

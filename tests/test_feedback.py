@@ -42,6 +42,27 @@ def test_systematic_biases_change_what_the_rater_perceives():
         SimulatedRater(keyword_bias=1.0)
 
 
+def test_irrational_rater_mistakes_ties_and_skips():
+    # B-Pref's options on a text rater: a mistake flips the intended answer, near-equal scores are a stated tie, and
+    # a comparison of two bad continuations is skipped
+    sloppy = SimulatedRater(temperature=0.0, random_rate=0.0, mistake=0.25)
+    assert sloppy.prob_first(1.0, 0.0, "a", "b") == 0.75 and sloppy.prob_first(0.0, 1.0, "a", "b") == 0.25
+    assert SimulatedRater(temperature=0.0, random_rate=0.2, mistake=0.25).prob_first(
+        1.0, 0.0, "a", "b"
+    ) == pytest.approx(0.7)
+    g = torch.Generator().manual_seed(0)
+    picky = SimulatedRater(temperature=1.0, random_rate=0.0, equal_within=0.2, skip_below=-0.5)
+    tie = picky.compare("p", "x", "y", 0.3, 0.2, g)
+    assert tie.label == 0.5 and tie.scores["p_chosen"] == 0.5
+    assert picky.compare("p", "x", "y", -0.6, -0.9, g) is None  # both below -0.5: skipped
+    assert picky.compare("p", "x", "y", -0.4, -0.9, g).label == 1.0  # one is worth judging
+    flips = SimulatedRater(temperature=0.0, random_rate=0.0, mistake=0.25)
+    wrong = sum(flips.compare("p", "a", "b", 1.0, 0.0, g).chosen == "b" for _ in range(4000))
+    assert wrong / 4000 == pytest.approx(0.25, abs=0.03)
+    with pytest.raises(ValueError, match="--rater-mistake must be in"):
+        SimulatedRater(mistake=1.5)
+
+
 def test_sampled_labels_follow_the_probability():
     rater = SimulatedRater(temperature=1.0, random_rate=0.0)
     g = torch.Generator().manual_seed(0)

@@ -38,11 +38,19 @@ class SimulatedRater:
     agreement_bias: float = 0.0
     """Systematic error (sycophancy's source, Sharma et al. 2023): added to the perceived score when the
     continuation says what the prompt's user believes (a task whose prompts state beliefs, such as arithmetic)."""
+    mistake: float = 0.0
+    """Irrational teacher (B-Pref, Lee et al. 2021): probability of flipping the answer it meant to give."""
+    equal_within: float = 0.0
+    """Irrational teacher: states a tie (label 0.5) when the perceived scores differ by less than this."""
+    skip_below: float | None = None
+    """Irrational teacher: skips the comparison (no pair is written) when both perceived scores are below this."""
     name: str = "bt"
     """Rater name, written to each pair's source as ``simulated:<name>``."""
 
     def __post_init__(self) -> None:
         check(self.temperature >= 0, "rater_temperature", self.temperature, ">= 0")
+        check(0 <= self.mistake <= 1, "rater_mistake", self.mistake, "in [0, 1]")
+        check(self.equal_within >= 0, "rater_equal_within", self.equal_within, ">= 0")
         check(0 <= self.random_rate <= 1, "rater_random_rate", self.random_rate, "in [0, 1]")
         check(
             self.keyword_bias == 0 or bool(self.keyword.strip()),
@@ -68,6 +76,7 @@ class SimulatedRater:
             p = 0.5 if diff == 0 else float(diff > 0)
         else:
             p = 1.0 / (1.0 + math.exp(-max(min(diff / self.temperature, 60.0), -60.0)))
+        p = self.mistake * (1 - p) + (1 - self.mistake) * p
         return self.random_rate * 0.5 + (1 - self.random_rate) * p
 
     def prefers_first(self, p: float, generator: torch.Generator) -> bool | None:
@@ -92,10 +101,14 @@ class SimulatedRater:
         gold_b: float,
         generator: torch.Generator,
         agrees: tuple[bool, bool] = (False, False),
-    ) -> PreferencePair:
-        p = self.prob_first(gold_a, gold_b, a, b, agrees)
-        first = self.prefers_first(p, generator)
-        if first is None:  # an exact tie, stated as one
+    ) -> PreferencePair | None:
+        """The rater's judgement of a against b; None when it skips the comparison (``skip_below``)."""
+        seen_a, seen_b = self.perceived(gold_a, a, agrees[0]), self.perceived(gold_b, b, agrees[1])
+        if self.skip_below is not None and max(seen_a, seen_b) < self.skip_below:
+            return None
+        p = self.probability(seen_a - seen_b)
+        first = None if abs(seen_a - seen_b) < self.equal_within else self.prefers_first(p, generator)
+        if first is None:  # a tie (exact, or within equal_within), stated as one
             return PreferencePair(
                 prompt,
                 a,
@@ -177,7 +190,7 @@ def simulate_feedback(
     g = torch.Generator().manual_seed(config.seed)
     prompts = prompt_stream(task.train_prompts, config.pairs, g)
     pairs: list[PreferencePair] = []
-    identical = empty = 0
+    identical = empty = skipped = 0
     bar = tqdm(total=config.pairs, desc="feedback: sample and rate", unit="pair", disable=not progress)
     batches = sample_pair_batches(
         model,
@@ -197,7 +210,11 @@ def simulate_feedback(
             if ta == tb:
                 identical += 1
                 continue
-            pairs.append(rater.compare(prompt, ta, tb, ga, gb, g, _agreements(task, prompt, ta, tb)))
+            pair = rater.compare(prompt, ta, tb, ga, gb, g, _agreements(task, prompt, ta, tb))
+            if pair is None:
+                skipped += 1
+            else:
+                pairs.append(pair)
         bar.update(len(batch))
     bar.close()
     agree = [
@@ -209,6 +226,7 @@ def simulate_feedback(
         "pairs": len(pairs),
         "dropped_identical": identical,
         "dropped_empty": empty,
+        "skipped_by_rater": skipped,
         "agreement_with_gold": sum(agree) / max(len(agree), 1),
     }
     return pairs, stats

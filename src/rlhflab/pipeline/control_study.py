@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -197,12 +198,16 @@ def run_control_demo(
     and a teacher who sees only the limited view, one seed, with the report. ``quick``: a smoke-test size."""
     env, view = CONTROL_DEMOS[task]
     labels = labels or (30 if quick else 900)
-    config = ControlConfig(
-        total_steps=steps or (1024 if quick else 153_600), eval_episodes=episodes or (3 if quick else 20)
-    )
-    if quick:
-        config = replace(config, n_steps=256, rounds=2, initial_steps=200)
+    size = dict(n_steps=256, rounds=2, initial_steps=200) if quick else {}
+    steps, episodes = steps or (1024 if quick else 153_600), episodes or (3 if quick else 20)
+    config = ControlConfig(total_steps=steps, eval_episodes=episodes, **size)
     budgets = sorted({max(1, labels // 9), max(1, labels // 3), labels})
     print(f"control demo on {env}: labels {', '.join(map(str, budgets))} and PPO on the true reward, a teacher who "
           f"sees only '{view}', {config.total_steps} env steps each, seed {seed}", flush=True)  # fmt: skip
-    return control_study(out, env, budgets, [seed], view, config, Teacher(), progress=progress)
+    t0 = time.time()
+    result = control_study(out, env, budgets, [seed], view, config, Teacher(), progress=progress)
+    print((out / "study.md").read_text(), flush=True)
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"done in {time.time() - t0:.0f} s; open {result['report']}", flush=True)
+    return result

@@ -160,10 +160,11 @@ def proxies(preset: OveroptPreset) -> list[Proxy]:
 
 def relabel(pairs: list[PreferencePair], rater: SimulatedRater, generator: torch.Generator) -> list[PreferencePair]:
     """The same comparisons answered by another rater (another noise level), from their gold scores."""
-    return [
+    answers = [
         rater.compare(p.prompt, p.chosen, p.rejected, p.scores["gold_chosen"], p.scores["gold_rejected"], generator)
         for p in pairs
     ]
+    return [a for a in answers if a is not None]  # (a rater that skips leaves fewer pairs)
 
 
 def _sample_pool(
