@@ -174,3 +174,18 @@ def test_a_test_sized_preference_run_through_the_command_line(tmp_path):
     assert segments["comparisons"].shape == (40, 3) and segments["comparisons"][:, :2].max() < len(segments["gold"])
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["control"]["status"] == "done" and manifest["stages"]["control"]["config"]["labels"] == 40
+
+
+def test_the_loop_takes_your_own_reward_model():
+    from rlhflab.control.loop import ControlConfig, preference_rl
+
+    torch.set_num_threads(1)
+    config = ControlConfig(total_steps=256, n_steps=128, rounds=2, labels=10, initial_steps=100,
+                           reward=RewardNetConfig(reward_epochs=2))  # fmt: skip
+    mine = RewardEnsemble(12, members=2, hidden=8)
+    result = preference_rl(lambda: make_env("Reacher-v5"), resolve_view("true"), Teacher(), config, progress=False,
+                           ensemble=mine)  # fmt: skip
+    assert result.ensemble is mine and len(mine.nets) == 2 and len(result.comparisons) == 10
+    with pytest.raises(ConfigError, match="reads 7 features a step; this env has 10 observation \\+ 2 action"):
+        preference_rl(lambda: make_env("Reacher-v5"), resolve_view("true"), Teacher(), config, progress=False,
+                      ensemble=RewardEnsemble(7))  # fmt: skip

@@ -33,6 +33,7 @@ from rlhflab.control.reward_net import RewardEnsemble, RewardNetConfig, choose_q
 from rlhflab.control.segments import LearnedRewardEnv, SegmentBank, sim_state
 from rlhflab.control.teachers import SKIP, Teacher
 from rlhflab.core.config import check
+from rlhflab.core.errors import ConfigError
 from rlhflab.evaluation.diagnostics.stats import spearman
 
 
@@ -134,20 +135,28 @@ def preference_rl(
     seed: int = 0,
     metrics: Callable[[dict], None] | None = None,
     progress: bool = True,
+    ensemble: RewardEnsemble | None = None,
 ) -> ControlResult:
     """Train an SB3 PPO agent from ``teacher``'s preferences (or on the true reward, ``config.true_reward``).
 
     ``env_fn()`` makes a gymnasium env (``rlhflab.control.envs.make_env``); ``view`` is what the teacher
-    perceives; ``metrics`` receives one row per round. Randomness: ``seed`` seeds the env, PPO, the reward
-    ensemble and the teacher once."""
+    perceives; ``metrics`` receives one row per round; ``ensemble``: your own reward model (a ``RewardEnsemble``
+    over obs_dim + act_dim features, any member networks), else one from ``config.reward``. Randomness: ``seed``
+    seeds the env, PPO, the reward ensemble and the teacher once."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     env = env_fn()
     venv = DummyVecEnv([lambda: Monitor(env)])
     venv.seed(seed)
     obs_dim, act_dim = venv.observation_space.shape[0], venv.action_space.shape[0]
-    ensemble = None
-    if not config.true_reward:
+    if ensemble is not None and ensemble.in_mean.numel() != obs_dim + act_dim:
+        raise ConfigError(
+            f"the reward ensemble reads {ensemble.in_mean.numel()} features a step; this env has {obs_dim} "
+            f"observation + {act_dim} action values"
+        )
+    if config.true_reward:
+        ensemble = None
+    elif ensemble is None:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             ensemble = RewardEnsemble(obs_dim + act_dim, config.reward.reward_members, config.reward.reward_hidden)
