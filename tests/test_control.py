@@ -189,3 +189,46 @@ def test_the_loop_takes_your_own_reward_model():
     with pytest.raises(ConfigError, match="reads 7 features a step; this env has 10 observation \\+ 2 action"):
         preference_rl(lambda: make_env("Reacher-v5"), resolve_view("true"), Teacher(), config, progress=False,
                       ensemble=RewardEnsemble(7))  # fmt: skip
+
+
+def test_an_interrupted_run_resumes_from_its_last_round(tmp_path, monkeypatch):
+    import json
+
+    from clirun import rlhflab
+
+    from rlhflab.control.loop import ControlConfig
+    from rlhflab.pipeline import control as pipeline
+    from rlhflab.run.rundir import RunDir
+
+    torch.set_num_threads(1)
+    config = ControlConfig(total_steps=384, n_steps=128, rounds=3, labels=12, initial_steps=100, eval_episodes=2,
+                           reward=RewardNetConfig(reward_epochs=2))  # fmt: skip
+
+    def rows(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    whole = tmp_path / "whole"
+    pipeline.control_train(RunDir(whole), "Reacher-v5", "true", Teacher(), config, progress=False)
+    save = pipeline.save_round
+
+    def crash_after_round_1(run, state):
+        save(run, state)
+        if state.round == 1:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(pipeline, "save_round", crash_after_round_1)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.control_train(RunDir(cut), "Reacher-v5", "true", Teacher(), config, progress=False)
+    monkeypatch.setattr(pipeline, "save_round", save)
+    before = rows(cut)
+    assert [r["round"] for r in before] == [0, 1] and before == rows(whole)[:2]  # same seed, same first rounds
+    assert json.loads((cut / "manifest.json").read_text())["stages"]["control"]["status"] == "interrupted"
+    out = rlhflab("control", "train", "--resume", cut, "--quiet", check=True)
+    assert "Spearman" in out.stdout
+    after = rows(cut)
+    assert [r["round"] for r in after] == [0, 1, 2] and after[:2] == before  # rounds 0-1 kept, not run again
+    assert after[-1]["labels"] == 12 and (cut / "policy.zip").is_file()
+    assert json.loads((cut / "manifest.json").read_text())["stages"]["control"]["status"] == "done"
+    missing = rlhflab("control", "train", "--resume", whole / "nothing-here")
+    assert missing.returncode != 0 and "no such run directory" in missing.stderr

@@ -11,7 +11,7 @@ from rlhflab.control.envs import VIEWS
 from rlhflab.control.loop import ControlConfig
 from rlhflab.control.teachers import Teacher
 from rlhflab.core.config import click_options, config_from_options
-from rlhflab.pipeline.control import control_train, format_summary
+from rlhflab.pipeline.control import control_train, format_summary, resume_control
 from rlhflab.pipeline.control_study import control_study
 from rlhflab.run.rundir import RunDir
 
@@ -36,14 +36,22 @@ def control() -> None:
 @click.option("--seed", default=0, show_default=True, help="Seeds the env, PPO, the reward ensemble and the teacher.")
 @click_options(ControlConfig)
 @click_options(Teacher, prefix="teacher_")
+@click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Continue this interrupted run from its last finished round, with the settings it was started with.")  # fmt: skip
 @quiet_option
-def control_train_command(run_dir: Path | None, env: str, view: str, seed: int, quiet: bool, **options) -> None:
+def control_train_command(
+    run_dir: Path | None, env: str, view: str, seed: int, resume: Path | None, quiet: bool, **options
+) -> None:
     """Train SB3 PPO from a simulated teacher's preferences between segments of its own rollouts (or, with
-    --true-reward, on the environment's reward) -> RUN/policy.zip, metrics.jsonl, summary.json."""
-    run = RunDir(need_run_dir(run_dir))
-    config = config_from_options(ControlConfig, options)
-    teacher = config_from_options(Teacher, options, prefix="teacher_")
-    summary = control_train(run, env, view, teacher, config, seed=seed, progress=not quiet)
+    --true-reward, on the environment's reward) -> RUN/policy.zip, metrics.jsonl, summary.json. The loop's state is
+    saved after every round: --resume RUN continues an interrupted run."""
+    if resume is not None:
+        run, summary = RunDir(resume), resume_control(resume, progress=not quiet)
+    else:
+        run = RunDir(need_run_dir(run_dir))
+        config = config_from_options(ControlConfig, options)
+        teacher = config_from_options(Teacher, options, prefix="teacher_")
+        summary = control_train(run, env, view, teacher, config, seed=seed, progress=not quiet)
     say(format_summary(summary))
     say(f"wrote {run / 'policy.zip'} (stable-baselines3: PPO.load) and {run / RunDir.SUMMARY}")
 

@@ -105,6 +105,25 @@ class ControlResult:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class RoundState:
+    """The loop after a round: what ``checkpoint`` receives and ``resume`` continues from."""
+
+    round: int
+    model: PPO | None
+    ensemble_state: dict | None
+    bank: SegmentBank
+    comparisons: np.ndarray
+    history: list[dict]
+    asked: int
+    skipped: int
+    env_steps: int
+    rng_state: dict
+    generator_state: torch.Tensor
+    model_loader: Callable | None = None
+    """On resume: ``env -> PPO`` (the saved agent, attached to the loop's env)."""
+
+
 class _Progress(BaseCallback):
     def __init__(self, bar):
         super().__init__()
@@ -136,13 +155,18 @@ def preference_rl(
     metrics: Callable[[dict], None] | None = None,
     progress: bool = True,
     ensemble: RewardEnsemble | None = None,
+    checkpoint: Callable[[RoundState], None] | None = None,
+    resume: RoundState | None = None,
 ) -> ControlResult:
     """Train an SB3 PPO agent from ``teacher``'s preferences (or on the true reward, ``config.true_reward``).
 
     ``env_fn()`` makes a gymnasium env (``rlhflab.control.envs.make_env``); ``view`` is what the teacher
     perceives; ``metrics`` receives one row per round; ``ensemble``: your own reward model (a ``RewardEnsemble``
     over obs_dim + act_dim features, any member networks), else one from ``config.reward``. Randomness: ``seed``
-    seeds the env, PPO, the reward ensemble and the teacher once."""
+    seeds the env, PPO, the reward ensemble and the teacher once. ``checkpoint`` receives the loop's state after
+    every round; ``resume`` (such a state) continues from it: the rounds done are not run again (PPO's own
+    sampling noise is not part of SB3's saved model, so a resumed run is not bit-identical to an uninterrupted
+    one)."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     env = env_fn()
@@ -179,10 +203,20 @@ def preference_rl(
     history: list[dict] = []
     schedule, rollouts = config.schedule(), config.rollouts()
     asked = skipped = 0
+    start = 0
+    if resume is not None:
+        model = resume.model_loader(agent_env)
+        if ensemble is not None and resume.ensemble_state is not None:
+            ensemble.load_state_dict(resume.ensemble_state)
+        bank, comparisons, history = resume.bank, resume.comparisons, list(resume.history)
+        asked, skipped, agent_env.steps = resume.asked, resume.skipped, resume.env_steps
+        rng.bit_generator.state = resume.rng_state
+        generator.set_state(resume.generator_state)
+        start = resume.round + 1
     total = sum(rollouts) * config.n_steps + (config.initial_steps if schedule[0] else 0)
-    bar = tqdm(
-        total=total, desc="preference rl" if ensemble else "ppo (true reward)", unit="step", disable=not progress
-    )
+    done = sum(rollouts[:start]) * config.n_steps + (config.initial_steps if schedule[0] and start else 0)
+    bar = tqdm(total=total, initial=done, desc="preference rl" if ensemble else "ppo (true reward)", unit="step",
+               disable=not progress)  # fmt: skip
 
     def ask(n: int, round_: int) -> dict[str, float]:
         nonlocal comparisons, asked, skipped
@@ -218,7 +252,7 @@ def preference_rl(
         ensemble.fit_outputs(bank.features(pool))
         return out
 
-    if schedule[0] and ensemble is not None:  # the first labels: the untrained policy's clips
+    if schedule[0] and ensemble is not None and start == 0:  # the first labels: the untrained policy's clips
         obs = agent_env.reset()
         for _ in range(config.initial_steps):
             action, _ = model.predict(obs, deterministic=False)
@@ -228,7 +262,7 @@ def preference_rl(
         agent_env.take_episodes()
         ask(schedule[0], 0)
     callback = _Progress(bar)
-    for r in range(config.rounds):
+    for r in range(start, config.rounds):
         agent_env.round = r
         model.learn(rollouts[r] * config.n_steps, reset_num_timesteps=r == 0, callback=callback)
         agent_env.take_segments(bank)
@@ -246,6 +280,10 @@ def preference_rl(
         if metrics is not None:
             metrics(row)
         bar.set_postfix(gold=f"{row['gold_return']:.1f}", labels=len(comparisons))
+        if checkpoint is not None:
+            checkpoint(RoundState(r, model, None if ensemble is None else ensemble.state_dict(), bank, comparisons,
+                                  history, asked, skipped, agent_env.steps, rng.bit_generator.state,
+                                  generator.get_state()))  # fmt: skip
     bar.close()
     summary = {"labels": len(comparisons), "queries": asked, "queries_skipped": skipped, "env_steps": agent_env.steps}
     summary.update(history[-1] if history else {})

@@ -14,19 +14,25 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
+from stable_baselines3 import PPO
 
 from rlhflab.control.envs import make_env, resolve_view
-from rlhflab.control.loop import ControlConfig, ControlResult, preference_rl
+from rlhflab.control.loop import ControlConfig, ControlResult, RoundState, preference_rl
 from rlhflab.control.measure import agent_policy, evaluate_policy, random_policy, zero_policy
+from rlhflab.control.segments import SegmentBank
 from rlhflab.control.teachers import Teacher
 from rlhflab.core import threads
-from rlhflab.core.files import atomic_write_json, jsonl_text
+from rlhflab.core.config import from_dict
+from rlhflab.core.errors import DataError, RlhflabError
+from rlhflab.core.files import atomic_write_json, jsonl_text, read_json
 from rlhflab.pipeline.stages import stage
 from rlhflab.run.rundir import RunDir
 
 POLICY = "policy.zip"
 REWARD = "reward_model.pt"
 SEGMENTS = "segments.npz"
+CHECKPOINTS = "control"
+"""RUN/checkpoints/control/step-NNNNNNN: the loop after round NNNNNNN."""
 EVAL_SEED = 10_000
 """Evaluation episodes are seeded ``seed + EVAL_SEED``: fresh targets, never the training episodes."""
 
@@ -40,10 +46,12 @@ def control_train(
     seed: int = 0,
     progress: bool = True,
     also_view: str | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train, save and evaluate one run; returns its summary (also RUN/summary.json). ``also_view``: score the
     final policies through this view too (``limited_teacher`` in the summary), e.g. the true-reward policy as a
-    limited teacher would."""
+    limited teacher would. The loop's state is saved after every round (RUN/checkpoints/control); ``resume``
+    continues an interrupted run from its last round."""
     if _threads_chosen_by_default():  # SB3's small networks: one thread is fastest; two stalled PPO (measured)
         torch.set_num_threads(1)
     make_env(env)  # a bad id or space fails here, before the run directory records a stage
@@ -51,7 +59,11 @@ def control_train(
     args = {"env": env, "view": view, "seed": seed, "teacher": asdict(teacher)}
     run.path.mkdir(parents=True, exist_ok=True)
     metrics_path = run / RunDir.METRICS
-    metrics_path.write_text("")
+    state = load_round(run, env_fn_for(env)) if resume else None
+    if resume and state is None:
+        raise RlhflabError(f"{run.path}: no round checkpoint to resume from (checkpoints/control/latest)")
+    # a resumed run keeps the rows of the rounds it does not run again
+    metrics_path.write_text(jsonl_text([finite(r) for r in state.history]) if state else "")
     with stage(run, "control", config, args) as results:
 
         def log(row: dict) -> None:
@@ -61,7 +73,8 @@ def control_train(
         def env_fn():
             return make_env(env)
 
-        result = preference_rl(env_fn, named_view, teacher, config, seed=seed, metrics=log, progress=progress)
+        result = preference_rl(env_fn, named_view, teacher, config, seed=seed, metrics=log, progress=progress,
+                               checkpoint=lambda st: save_round(run, st), resume=state)  # fmt: skip
         save(run, result)
         summary = evaluate_run(result, env_fn, named_view, config, seed)
         if also_view:
@@ -75,6 +88,52 @@ def control_train(
         results.update({k: summary["policy"][k] for k in ("gold_return", "gold_return_se", "perceived_return")})
         results.update(labels=result.summary["labels"], env_steps=result.summary["env_steps"])
     return summary
+
+
+def resume_control(run_dir, progress: bool = True) -> dict:
+    """Continue the run in ``run_dir`` with the settings it was started with (its manifest's 'control' stage)."""
+    run = RunDir(run_dir)
+    entry = run.stage("control")
+    args = entry.get("args") or {}
+    if not isinstance(args.get("env"), str) or not isinstance(args.get("teacher"), dict):
+        raise DataError(
+            run.manifest_path, "the 'control' stage has no recorded env and teacher", field="stages.control"
+        )
+    config = from_dict(ControlConfig, entry.get("config") or {}, source=run.manifest_path)
+    teacher = from_dict(Teacher, args["teacher"], source=run.manifest_path)
+    return control_train(run, args["env"], args.get("view", "true"), teacher, config, int(args.get("seed", 0)),
+                         progress=progress, resume=True)  # fmt: skip
+
+
+def env_fn_for(env: str):
+    return lambda: make_env(env)
+
+
+def save_round(run: RunDir, state: RoundState) -> None:
+    """The loop after a round, atomically (the previous round's checkpoint stays until this one is complete)."""
+    tmp, final = run.new_checkpoint_dir(CHECKPOINTS, state.round)
+    state.model.save(tmp / "ppo.zip")
+    torch.save({"ensemble": state.ensemble_state, "generator": state.generator_state}, tmp / "torch_state.pt")
+    np.savez_compressed(tmp / "segments.npz", comparisons=state.comparisons, **state.bank.arrays())
+    atomic_write_json(tmp / "state.json", finite({"round": state.round, "history": state.history,
+                      "asked": state.asked, "skipped": state.skipped, "env_steps": state.env_steps,
+                      "rng": state.rng_state}))  # fmt: skip
+    run.commit_checkpoint(CHECKPOINTS, tmp, final)
+
+
+def load_round(run: RunDir, env_fn) -> RoundState | None:
+    folder = run.latest_checkpoint(CHECKPOINTS)
+    if folder is None:
+        return None
+    meta = read_json(folder / "state.json", "control checkpoint")
+    tensors = torch.load(folder / "torch_state.pt", weights_only=True)
+    arrays = np.load(folder / "segments.npz")
+    bank = SegmentBank(**{k: arrays[k] for k in ("obs", "acts", "gold", "perceived", "states", "round")})
+    return RoundState(
+        meta["round"], None, tensors["ensemble"], bank, arrays["comparisons"], meta["history"], meta["asked"],
+        meta["skipped"], meta["env_steps"], meta["rng"], tensors["generator"],
+        model_loader=lambda env: PPO.load(folder / "ppo.zip", env=env, device="cpu"),
+    )  # fmt: skip
 
 
 def finite(value):
