@@ -29,12 +29,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm.auto import tqdm
 
 from rlhflab.control.envs import NamedView
+from rlhflab.control.measure import learned_vs_true
 from rlhflab.control.reward_net import RewardEnsemble, RewardNetConfig, choose_queries, train_reward
 from rlhflab.control.segments import LearnedRewardEnv, SegmentBank, sim_state
 from rlhflab.control.teachers import SKIP, Teacher
 from rlhflab.core.config import check
 from rlhflab.core.errors import ConfigError
-from rlhflab.evaluation.diagnostics.stats import spearman
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,8 @@ def preference_rl(
             return {}
         pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
         fitted = len(comparisons) > 0
-        pairs = choose_queries(ensemble if fitted else None, bank.features(), pool, n, config.query, rng)
+        features = bank.features()  # [segments, H, obs + act]: every use below indexes this one array
+        pairs = choose_queries(ensemble if fitted else None, features, pool, n, config.query, rng)
         labels = teacher.label(bank.perceived[pairs[:, 0]], bank.perceived[pairs[:, 1]], rng)
         asked += len(pairs)
         keep = labels != SKIP
@@ -232,24 +233,16 @@ def preference_rl(
         new = np.concatenate([pairs[keep], labels[keep, None]], axis=1)
         out: dict[str, float] = {}
         if fitted and len(new):  # the current reward on labels it has not seen yet
-            r = ensemble.segment_returns(bank.features(new[:, :2].astype(int).reshape(-1))).mean(0).reshape(-1, 2)
+            r = ensemble.segment_returns(features[new[:, :2].astype(int).reshape(-1)]).mean(0).reshape(-1, 2)
             strict = new[:, 2] != 0.5
             if strict.any():
                 out["reward_heldout_accuracy"] = float(((r[:, 0] > r[:, 1]) == (new[:, 2] > 0.5))[strict].mean())
         comparisons = np.concatenate([comparisons, new])
-        ensemble.fit_inputs(bank.features())
+        ensemble.fit_inputs(features)
         idx = comparisons[:, :2].astype(int)
-        out.update(
-            train_reward(
-                ensemble,
-                bank.features(idx[:, 0]),
-                bank.features(idx[:, 1]),
-                comparisons[:, 2],
-                config.reward,
-                generator,
-            )
-        )
-        ensemble.fit_outputs(bank.features(pool))
+        out.update(train_reward(ensemble, features[idx[:, 0]], features[idx[:, 1]], comparisons[:, 2], config.reward,
+                                generator))  # fmt: skip
+        ensemble.fit_outputs(features[pool])
         return out
 
     if schedule[0] and ensemble is not None and start == 0:  # the first labels: the untrained policy's clips
@@ -268,11 +261,8 @@ def preference_rl(
         agent_env.take_segments(bank)
         row = {"round": r, "env_steps": agent_env.steps, "ppo_steps": model.num_timesteps}
         row.update(_episode_stats(agent_env.take_episodes()))
-        latest = np.nonzero(bank.round == r)[0]
-        if ensemble is not None and len(latest) > 1:
-            learned = ensemble.segment_returns(bank.features(latest)).mean(0)
-            row["spearman_gold"] = spearman(learned.tolist(), bank.gold[latest].sum(-1).tolist())
-            row["spearman_teacher"] = spearman(learned.tolist(), bank.perceived[latest].sum(-1).tolist())
+        if ensemble is not None:
+            row.update(learned_vs_true(ensemble, bank, np.nonzero(bank.round == r)[0]))
         if r + 1 < config.rounds:
             row.update(ask(schedule[r + 1], r))
         row.update(labels=len(comparisons), queries_skipped=skipped)

@@ -76,12 +76,21 @@ def evaluate_policy(
         out["proxy_return"] = float(np.mean([e["proxy"] for e in found])) if found else math.nan
         bank = SegmentBank.empty(segment_length, *_dims(venv), len(sim_state(env)))
         wrapper.take_segments(bank)
-        if len(bank) > 1:
-            learned = ensemble.segment_returns(bank.features()).mean(0)
-            out["spearman_gold"] = spearman(learned.tolist(), bank.gold.sum(-1).tolist())
-            out["spearman_teacher"] = spearman(learned.tolist(), bank.perceived.sum(-1).tolist())
+        out.update(learned_vs_true(ensemble, bank, np.arange(len(bank))))
     venv.close()
     return out
+
+
+def learned_vs_true(ensemble: RewardEnsemble, bank: SegmentBank, index: np.ndarray) -> dict[str, float]:
+    """Spearman of the ensemble's mean predicted return against gold's and the teacher's, over the segments
+    ``index`` of ``bank`` (nothing for fewer than two)."""
+    if len(index) < 2:
+        return {}
+    learned = ensemble.segment_returns(bank.features(index)).mean(0).tolist()
+    return {
+        "spearman_gold": spearman(learned, bank.gold[index].sum(-1).tolist()),
+        "spearman_teacher": spearman(learned, bank.perceived[index].sum(-1).tolist()),
+    }
 
 
 def _dims(venv) -> tuple[int, int]:

@@ -84,7 +84,7 @@ class LearnedRewardEnv(VecEnvWrapper):
         self._acts = None
         self._states: list[np.ndarray] = []
         self._open = [self._new_episode() for _ in range(venv.num_envs)]
-        self.pending: list[dict[str, np.ndarray]] = []
+        self.pending: list[SegmentBank] = []
         self.episodes: list[dict[str, float]] = []
         """Finished episodes' returns: gold, perceived, proxy (learned) and the share of steps that looked done."""
 
@@ -141,26 +141,16 @@ class LearnedRewardEnv(VecEnvWrapper):
             a = np.asarray(ep[name][:cut], dtype=dtype)
             return a.reshape(n, self.length, *a.shape[1:])
 
-        st = seg("states")
         self.pending.append(
-            {
-                "obs": seg("obs", np.float32),
-                "acts": seg("acts", np.float32),
-                "gold": seg("gold"),
-                "perceived": seg("perceived"),
-                "states": st,
-                "round": np.full(n, self.round, np.int64),
-            }
-        )
+            SegmentBank(seg("obs", np.float32), seg("acts", np.float32), seg("gold"), seg("perceived"), seg("states"),
+                        np.full(n, self.round, np.int64))
+        )  # fmt: skip
 
     def take_segments(self, bank: SegmentBank) -> int:
         """Move the segments recorded since the last call into ``bank``; returns how many."""
-        n = 0
+        n = sum(len(piece) for piece in self.pending)
         for piece in self.pending:
-            if piece["states"].shape[-1] != bank.states.shape[-1]:
-                piece["states"] = np.zeros((*piece["gold"].shape, bank.states.shape[-1]))
-            bank.add(SegmentBank(**piece))
-            n += len(piece["gold"])
+            bank.add(piece)
         self.pending = []
         return n
 

@@ -184,12 +184,13 @@ def policies(result: ControlResult, env_fn, seed: int) -> list[tuple[str, object
     ]
 
 
+def num(x, fmt: str = ".1f") -> str:
+    """A measured number for a table, or 'n/a' where it was not measured (None or NaN)."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
 def format_summary(summary: dict) -> str:
     """The run's result in a few lines for the terminal."""
-
-    def num(x: float, fmt: str = ".1f") -> str:
-        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
     lines = [f"{'':10} {'gold':>16} {'teacher':>9} {'learned':>9}"]
     for name in ("policy", "nothing", "random"):
         s = summary[name]

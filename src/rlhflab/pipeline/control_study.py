@@ -10,7 +10,6 @@ so an interrupted study continues where it stopped.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
 import time
@@ -27,7 +26,7 @@ from rlhflab.control.loop import ControlConfig
 from rlhflab.control.teachers import Teacher
 from rlhflab.core.errors import RlhflabError
 from rlhflab.core.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
-from rlhflab.pipeline.control import SEGMENTS, control_train
+from rlhflab.pipeline.control import SEGMENTS, control_train, num
 from rlhflab.report.control import write_control_report
 from rlhflab.run.rundir import RunDir
 
@@ -68,7 +67,7 @@ def _run(job: Job, folder: str) -> dict:
 
 
 def run_study(out: Path, jobs: list[Job], workers: int = 0, progress: bool = True) -> list[dict]:
-    """Every job's run under ``out/<name>`` (skipping finished ones), then the study's files; returns its rows."""
+    """Every job's run under ``out/<name>`` (skipping finished ones); returns the study's rows."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "study.json", {"jobs": [asdict(j) for j in jobs]})
     todo = [j for j in jobs if not (out / j.name / RunDir.SUMMARY).is_file()]
@@ -83,9 +82,7 @@ def run_study(out: Path, jobs: list[Job], workers: int = 0, progress: bool = Tru
                 bar.set_postfix_str(futures[future].name)
                 bar.update()
     bar.close()
-    rows = [study_row(j, out / j.name) for j in jobs]
-    atomic_write_text(out / "study.md", table(rows))
-    return rows
+    return [study_row(j, out / j.name) for j in jobs]
 
 
 def study_row(job: Job, folder: Path) -> dict:
@@ -102,10 +99,6 @@ def study_row(job: Job, folder: Path) -> dict:
     }  # fmt: skip
 
 
-def _f(x, fmt: str = ".1f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
 def table(rows: list[dict]) -> str:
     """The study as a markdown table (final policies on fresh episodes, deterministic actions)."""
     lines = [
@@ -115,13 +108,13 @@ def table(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['view']} | {r['labels']} | {r['env_steps']} | {_f(r['gold'])} ± {_f(r['gold_se'])} "
-            f"| {_f(r['teacher'])} | {_f(r['spearman_gold'], '.3f')} | {_f(r['looks_done_not_done'], '.1%')} "
-            f"| {_f(r['limited_teacher'])} |"
+            f"| {r['name']} | {r['view']} | {r['labels']} | {r['env_steps']} | {num(r['gold'])} ± {num(r['gold_se'])} "
+            f"| {num(r['teacher'])} | {num(r['spearman_gold'], '.3f')} | {num(r['looks_done_not_done'], '.1%')} "
+            f"| {num(r['limited_teacher'])} |"
         )
     nothing, rand = [r["nothing"] for r in rows], [r["random"] for r in rows]
-    lines.append(f"\nDoing nothing scores {_f(float(np.mean(nothing)))} on gold, acting at random "
-                 f"{_f(float(np.mean(rand)))} (the same fresh episodes).")  # fmt: skip
+    lines.append(f"\nDoing nothing scores {num(float(np.mean(nothing)))} on gold, acting at random "
+                 f"{num(float(np.mean(rand)))} (the same fresh episodes).")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
