@@ -87,3 +87,64 @@ def test_label_five_pairs_by_keyboard_and_click_then_undo_one(tmp_path):
         (3, "tie", "ann"),
         (4, "b", "ann"),
     ]
+
+
+def test_label_clip_pairs_by_arrow_keys_with_the_videos_playing(tmp_path):
+    """Clip queries (MP4s fetched with the token, played from blob URLs under the page's CSP) answered with the
+    arrow keys; a text query after them shows text again."""
+    import numpy as np
+
+    from rlhflab.control.clips import mp4_bytes
+    from rlhflab.feedback.label.clips import ClipQueue
+
+    run = tmp_path / "run"
+    store = LabelStore(run)
+
+    def video(shade: int) -> bytes:
+        frames = np.zeros((12, 32, 48, 3), np.uint8)
+        frames[:, :, :, 0] = shade
+        frames[np.arange(12), :, np.arange(12) * 4] = 255  # a bar moving right
+        return mp4_bytes(frames)
+
+    queue = ClipQueue(store, "Reacher-v5")
+    ids = queue.put([{"caption": f"clips {i}", "video_a": video(40 * i), "video_b": video(40 * i + 20),
+                      "segments": b"s%d" % i} for i in range(3)])  # fmt: skip
+    store.add_queries([{"prompt": "after the clips", "a": " text a", "b": " text b"}])
+    token = store.add_labeller("ann")
+    server = Server(run)
+    problems = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server.url + "#token=" + token)
+            page.wait_for_selector("body[data-state=ready]")
+            assert page.inner_text("#question") == "Which clip is better?"
+            assert page.inner_text("#prompt") == "clips 0" and page.is_hidden("#text-a")
+
+            def decoded(side: str) -> dict:
+                page.wait_for_function(f"document.getElementById('clip-{side}').readyState >= 2", timeout=15_000)
+                return page.evaluate(
+                    f"(() => {{ const v = document.getElementById('clip-{side}'); return {{src: v.src, "
+                    f"w: v.videoWidth, h: v.videoHeight, error: v.error && v.error.code, hidden: v.hidden}}; }})()"
+                )
+
+            a, b = decoded("a"), decoded("b")
+            assert a["src"].startswith("blob:") and a["src"] != b["src"] and not a["hidden"]
+            assert (a["w"], a["h"], a["error"]) == (48, 32, None)  # the MP4 decoded in the browser
+            page.screenshot(path=str(tmp_path / "clips.png"))
+            for key, next_query in (("ArrowLeft", ids[1]), ("ArrowRight", ids[2]), ("=", 4)):
+                page.keyboard.press(key)
+                page.wait_for_function(
+                    "([q]) => document.body.dataset.state === 'ready' && document.body.dataset.query === q",
+                    arg=[str(next_query)],
+                )
+            assert page.inner_text("#question") == "Which continuation is better?"
+            assert page.is_hidden("#clip-a") and page.inner_text("#text-a") == " text a"
+            browser.close()
+    finally:
+        server.stop()
+    assert problems == []
+    assert [(a.query_id, a.choice) for a in queue.answers()] == list(zip(ids, ["a", "b", "tie"]))

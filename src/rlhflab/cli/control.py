@@ -9,6 +9,7 @@ import click
 from rlhflab.cli.common import cli, need_run_dir, quiet_option, run_dir_option, say
 from rlhflab.control.envs import VIEWS
 from rlhflab.control.loop import ControlConfig
+from rlhflab.control.people import People
 from rlhflab.control.teachers import Teacher
 from rlhflab.core.config import click_options, config_from_options
 from rlhflab.pipeline.control import control_train, format_summary, resume_control
@@ -38,19 +39,34 @@ def control() -> None:
 @click_options(Teacher, prefix="teacher_")
 @click.option("--resume", "resume", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue this interrupted run from its last finished round, with the settings it was started with.")  # fmt: skip
+@click.option("--people", is_flag=True,
+              help="People label: each round's queries become clip pairs in RUN/labels.sqlite for the labelling page "
+              "('rlhflab label serve --run RUN'; add labellers with 'rlhflab label add-labeller').")  # fmt: skip
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=1800.0, show_default=True,
+              help="--people: seconds each round waits for its clips to be answered (later answers count next round).")  # fmt: skip
 @quiet_option
 def control_train_command(
-    run_dir: Path | None, env: str, view: str, seed: int, resume: Path | None, quiet: bool, **options
+    run_dir: Path | None,
+    env: str,
+    view: str,
+    seed: int,
+    resume: Path | None,
+    people: bool,
+    wait_seconds: float,
+    quiet: bool,
+    **options,
 ) -> None:
-    """Train SB3 PPO from a simulated teacher's preferences between segments of its own rollouts (or, with
-    --true-reward, on the environment's reward) -> RUN/policy.zip, metrics.jsonl, summary.json. The loop's state is
-    saved after every round: --resume RUN continues an interrupted run."""
+    """Train SB3 PPO from a simulated teacher's (or, with --people, a person's) preferences between segments of its
+    own rollouts (or, with --true-reward, on the environment's reward) -> RUN/policy.zip, metrics.jsonl,
+    summary.json. The loop's state is saved after every round: --resume RUN continues an interrupted run."""
     if resume is not None:
         run, summary = RunDir(resume), resume_control(resume, progress=not quiet)
     else:
         run = RunDir(need_run_dir(run_dir))
         config = config_from_options(ControlConfig, options)
         teacher = config_from_options(Teacher, options, prefix="teacher_")
+        if people:
+            teacher = People(run.path, env, wait_seconds=wait_seconds, progress=not quiet)
         summary = control_train(run, env, view, teacher, config, seed=seed, progress=not quiet)
     say(format_summary(summary))
     say(f"wrote {run / 'policy.zip'} (stable-baselines3: PPO.load) and {run / RunDir.SUMMARY}")

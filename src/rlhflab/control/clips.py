@@ -10,6 +10,7 @@ nothing about the motion. Offscreen rendering needs no display: MuJoCo's EGL or 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -30,26 +31,35 @@ def offscreen_backend() -> None:
 
 def render_states(env_id: str, states: np.ndarray, size: int = 128) -> np.ndarray:
     """[T, size, size, 3] uint8 frames of the simulator states ``states`` ([T, nq + nv])."""
-    if states.ndim != 2 or states.shape[1] == 0:
-        raise RlhflabError("these segments carry no simulator states (the env is not MuJoCo): nothing to render")
-    if not np.isfinite(states).all():
-        raise RlhflabError("a recorded simulator state is not finite: the clip cannot be rendered")
+    return render_many(env_id, [states], size)[0]
+
+
+def render_many(env_id: str, clips: list[np.ndarray], size: int = 128) -> list[np.ndarray]:
+    """Frames of several clips' states (each [T, nq + nv]) through one renderer (making one costs more than a clip)."""
+    for states in clips:
+        if states.ndim != 2 or states.shape[1] == 0:
+            raise RlhflabError("these segments carry no simulator states (the env is not MuJoCo): nothing to render")
+        if not np.isfinite(states).all():
+            raise RlhflabError("a recorded simulator state is not finite: the clip cannot be rendered")
     offscreen_backend()
     try:
         env = make_env(env_id, render=True, width=size, height=size)
         env.reset(seed=0)
         sim = env.unwrapped
         model = sim.model
-        if model.nq + model.nv != states.shape[1]:
-            raise RlhflabError(
-                f"{env_id} has {model.nq} + {model.nv} state values, the recorded states {states.shape[1]}"
-            )
         model.light_castshadow[:] = 0
         model.mat_reflectance[:] = 0
-        frames = []
-        for state in states:
-            sim.set_state(state[: model.nq], state[model.nq :])
-            frames.append(np.asarray(env.render(), dtype=np.uint8))
+        out = []
+        for states in clips:
+            if model.nq + model.nv != states.shape[1]:
+                raise RlhflabError(
+                    f"{env_id} has {model.nq} + {model.nv} state values, the recorded states {states.shape[1]}"
+                )
+            frames = []
+            for state in states:
+                sim.set_state(state[: model.nq], state[model.nq :])
+                frames.append(np.asarray(env.render(), dtype=np.uint8))
+            out.append(np.stack(frames))
         env.close()
     except (RlhflabError, ConfigError):
         raise
@@ -60,7 +70,7 @@ def render_states(env_id: str, states: np.ndarray, size: int = 128) -> np.ndarra
             f"could not render {env_id} offscreen (MUJOCO_GL={backend}): {first}; install EGL or OSMesa "
             "(Debian: libegl1 or libosmesa6) and set MUJOCO_GL=egl or osmesa"
         ) from None
-    return np.stack(frames)
+    return out
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
@@ -95,3 +105,9 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: int = FPS) -> Path:
     writer.close()
     tmp.replace(path)
     return path
+
+
+def mp4_bytes(frames: np.ndarray, fps: int = FPS) -> bytes:
+    """``frames`` as the bytes of an H.264 MP4 (for the labelling page's store)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_mp4(frames, Path(tmp) / "clip.mp4", fps).read_bytes()

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from rlhflab.control.envs import NamedView
 from rlhflab.control.measure import learned_vs_true
+from rlhflab.control.people import People
 from rlhflab.control.reward_net import RewardEnsemble, RewardNetConfig, choose_queries, train_reward
 from rlhflab.control.segments import LearnedRewardEnv, SegmentBank, sim_state
 from rlhflab.control.teachers import SKIP, Teacher
@@ -120,6 +121,8 @@ class RoundState:
     env_steps: int
     rng_state: dict
     generator_state: torch.Tensor
+    teacher_state: dict | None = None
+    """A teacher of people's answers taken so far (``People.state``)."""
     model_loader: Callable | None = None
     """On resume: ``env -> PPO`` (the saved agent, attached to the loop's env)."""
 
@@ -149,7 +152,7 @@ def _episode_stats(episodes: list[dict], prefix: str = "") -> dict[str, float]:
 def preference_rl(
     env_fn: Callable[[], object],
     view: NamedView,
-    teacher: Teacher,
+    teacher: Teacher | People,
     config: ControlConfig,
     seed: int = 0,
     metrics: Callable[[dict], None] | None = None,
@@ -212,6 +215,8 @@ def preference_rl(
         asked, skipped, agent_env.steps = resume.asked, resume.skipped, resume.env_steps
         rng.bit_generator.state = resume.rng_state
         generator.set_state(resume.generator_state)
+        if isinstance(teacher, People):
+            teacher.restore(resume.teacher_state)
         start = resume.round + 1
     total = sum(rollouts) * config.n_steps + (config.initial_steps if schedule[0] else 0)
     done = sum(rollouts[:start]) * config.n_steps + (config.initial_steps if schedule[0] and start else 0)
@@ -220,14 +225,17 @@ def preference_rl(
 
     def ask(n: int, round_: int) -> dict[str, float]:
         nonlocal comparisons, asked, skipped
-        if n == 0 or ensemble is None:
+        if n == 0 and not isinstance(teacher, People) or ensemble is None:
             return {}
         pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
         fitted = len(comparisons) > 0
         features = bank.features()  # [segments, H, obs + act]: every use below indexes this one array
         pairs = choose_queries(ensemble if fitted else None, features, pool, n, config.query, rng)
-        labels = teacher.label(bank.perceived[pairs[:, 0]], bank.perceived[pairs[:, 1]], rng)
         asked += len(pairs)
+        size = len(bank)
+        pairs, labels = teacher.ask(bank, pairs, rng, round_)  # people may answer late or add segments back
+        if len(bank) != size:
+            features = bank.features()
         keep = labels != SKIP
         skipped += int((~keep).sum())
         new = np.concatenate([pairs[keep], labels[keep, None]], axis=1)
@@ -238,6 +246,8 @@ def preference_rl(
             if strict.any():
                 out["reward_heldout_accuracy"] = float(((r[:, 0] > r[:, 1]) == (new[:, 2] > 0.5))[strict].mean())
         comparisons = np.concatenate([comparisons, new])
+        if len(comparisons) == 0:  # nobody has answered yet (people), or every query was skipped
+            return out
         ensemble.fit_inputs(features)
         idx = comparisons[:, :2].astype(int)
         out.update(train_reward(ensemble, features[idx[:, 0]], features[idx[:, 1]], comparisons[:, 2], config.reward,
@@ -254,6 +264,8 @@ def preference_rl(
         agent_env.take_segments(bank)
         agent_env.take_episodes()
         ask(schedule[0], 0)
+    if resume is not None and isinstance(teacher, People) and start < config.rounds:
+        ask(0, resume.round)  # the answers people gave while the run was down: taken before it trains on
     callback = _Progress(bar)
     for r in range(start, config.rounds):
         agent_env.round = r
@@ -273,7 +285,8 @@ def preference_rl(
         if checkpoint is not None:
             checkpoint(RoundState(r, model, None if ensemble is None else ensemble.state_dict(), bank, comparisons,
                                   history, asked, skipped, agent_env.steps, rng.bit_generator.state,
-                                  generator.get_state()))  # fmt: skip
+                                  generator.get_state(),
+                                  teacher.state() if isinstance(teacher, People) else None))  # fmt: skip
     bar.close()
     summary = {"labels": len(comparisons), "queries": asked, "queries_skipped": skipped, "env_steps": agent_env.steps}
     summary.update(history[-1] if history else {})

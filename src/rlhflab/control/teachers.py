@@ -85,3 +85,9 @@ class Teacher:
         if self.skip_below is not None:
             labels[np.maximum(r_a, r_b) < self.skip_below] = SKIP
         return labels
+
+    def ask(self, bank, pairs: np.ndarray, rng: np.random.Generator, round_: int) -> tuple[np.ndarray, np.ndarray]:
+        """The loop's call: labels of ``pairs`` ([N, 2] indices into the ``SegmentBank`` ``bank``) from their
+        perceived rewards, as (pairs, labels). A teacher of people (``rlhflab.control.people.People``) answers the
+        same call."""
+        return pairs, self.label(bank.perceived[pairs[:, 0]], bank.perceived[pairs[:, 1]], rng)

@@ -10,7 +10,7 @@ random, evaluated on fresh episodes), and the stage in ``manifest.json``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from stable_baselines3 import PPO
 from rlhflab.control.envs import make_env, resolve_view
 from rlhflab.control.loop import ControlConfig, ControlResult, RoundState, preference_rl
 from rlhflab.control.measure import agent_policy, evaluate_policy, random_policy, zero_policy
+from rlhflab.control.people import People
 from rlhflab.control.segments import SegmentBank
 from rlhflab.control.teachers import Teacher
 from rlhflab.core import threads
@@ -41,7 +42,7 @@ def control_train(
     run: RunDir,
     env: str,
     view: str,
-    teacher: Teacher,
+    teacher: Teacher | People,
     config: ControlConfig,
     seed: int = 0,
     progress: bool = True,
@@ -56,7 +57,11 @@ def control_train(
         torch.set_num_threads(1)
     make_env(env)  # a bad id or space fails here, before the run directory records a stage
     named_view = resolve_view(view)
-    args = {"env": env, "view": view, "seed": seed, "teacher": asdict(teacher)}
+    people = isinstance(teacher, People)
+    args = {"env": env, "view": view, "seed": seed, "teacher": asdict(Teacher() if people else teacher)}
+    if people:  # people label in RUN/labels.sqlite ('rlhflab label serve --run RUN')
+        args["people"] = {"wait_seconds": teacher.wait_seconds}
+        teacher = replace(teacher, run_dir=run.path, env=env, progress=progress)
     run.path.mkdir(parents=True, exist_ok=True)
     metrics_path = run / RunDir.METRICS
     state = load_round(run, env_fn_for(env)) if resume else None
@@ -101,6 +106,8 @@ def resume_control(run_dir, progress: bool = True) -> dict:
         )
     config = from_dict(ControlConfig, entry.get("config") or {}, source=run.manifest_path)
     teacher = from_dict(Teacher, args["teacher"], source=run.manifest_path)
+    if isinstance(args.get("people"), dict):
+        teacher = People(run.path, args["env"], wait_seconds=float(args["people"].get("wait_seconds", 1800)))
     return control_train(run, args["env"], args.get("view", "true"), teacher, config, int(args.get("seed", 0)),
                          progress=progress, resume=True)  # fmt: skip
 
@@ -117,7 +124,7 @@ def save_round(run: RunDir, state: RoundState) -> None:
     np.savez_compressed(tmp / "segments.npz", comparisons=state.comparisons, **state.bank.arrays())
     atomic_write_json(tmp / "state.json", finite({"round": state.round, "history": state.history,
                       "asked": state.asked, "skipped": state.skipped, "env_steps": state.env_steps,
-                      "rng": state.rng_state}))  # fmt: skip
+                      "rng": state.rng_state, "teacher": state.teacher_state}))  # fmt: skip
     run.commit_checkpoint(CHECKPOINTS, tmp, final)
 
 
@@ -131,7 +138,7 @@ def load_round(run: RunDir, env_fn) -> RoundState | None:
     bank = SegmentBank(**{k: arrays[k] for k in ("obs", "acts", "gold", "perceived", "states", "round")})
     return RoundState(
         meta["round"], None, tensors["ensemble"], bank, arrays["comparisons"], meta["history"], meta["asked"],
-        meta["skipped"], meta["env_steps"], meta["rng"], tensors["generator"],
+        meta["skipped"], meta["env_steps"], meta["rng"], tensors["generator"], meta.get("teacher"),
         model_loader=lambda env: PPO.load(folder / "ppo.zip", env=env, device="cpu"),
     )  # fmt: skip
 

@@ -42,10 +42,44 @@
     return data;
   }
 
-  function show(query, progress) {
+  async function fetchClip(query, side) {
+    const response = await fetch("/api/clip/" + query.query_id + "/" + side, {
+      headers: { Authorization: "Bearer " + state.token },
+    });
+    if (!response.ok) {
+      const error = new Error("clip " + side.toUpperCase() + " of query " + query.query_id + ": HTTP " + response.status);
+      error.status = response.status;
+      throw error;
+    }
+    return URL.createObjectURL(await response.blob());
+  }
+
+  async function showClips(query) {
+    // fetched with the token (a <video src> could not send it), played from blob URLs; old ones are freed
+    const urls = query && query.clip ? await Promise.all([fetchClip(query, "a"), fetchClip(query, "b")]) : [];
+    for (const [i, side] of ["a", "b"].entries()) {
+      const video = $("clip-" + side);
+      if (video.src) URL.revokeObjectURL(video.src);
+      if (urls.length) {
+        video.src = urls[i];
+        video.play().catch(() => {}); // autoplay of a muted clip; a refusal only means "press play"
+      } else {
+        video.removeAttribute("src");
+        video.load();
+      }
+      video.hidden = !urls.length;
+      $("text-" + side).hidden = urls.length > 0;
+    }
+  }
+
+  async function show(query, progress) {
+    await showClips(query);
     state.query = query;
     const none = query === null;
+    const clip = !none && Boolean(query.clip);
     $("done").hidden = !none;
+    $("question").textContent = clip ? "Which clip is better?" : "Which continuation is better?";
+    $("prompt-title").textContent = clip ? "About these clips" : "Prompt";
     $("prompt").textContent = none ? "" : query.prompt;
     $("text-a").textContent = none ? "" : query.a;
     $("text-b").textContent = none ? "" : query.b;
@@ -82,7 +116,7 @@
   async function loadNext() {
     const data = await api("/api/next");
     $("labeller").textContent = "labeller: " + data.labeller;
-    show(data.query, data.progress);
+    await show(data.query, data.progress);
   }
 
   function choose(choice) {
@@ -98,7 +132,7 @@
   function undo() {
     return run(async () => {
       const data = await api("/api/undo", {});
-      show(data.query, data.progress);
+      await show(data.query, data.progress);
       status("undone: answer again");
     });
   }
@@ -133,7 +167,7 @@
     document.addEventListener("keydown", (event) => {
       if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
       if (["INPUT", "TEXTAREA"].includes(event.target.tagName) || $("work").hidden) return;
-      const keys = { "1": "a", "2": "b", "3": "tie", " ": "skip" };
+      const keys = { "1": "a", ArrowLeft: "a", "2": "b", ArrowRight: "b", "3": "tie", "=": "tie", " ": "skip" };
       if (event.key in keys) {
         event.preventDefault();
         choose(keys[event.key]);

@@ -10,6 +10,8 @@ Security model:
   when the browser sends an ``Origin`` header, it must be this server's own origin (403).
 - Model text reaches the page only as JSON and is inserted with ``textContent``: it is shown
   as text, never parsed as HTML. The page's Content-Security-Policy allows no inline script.
+- Clips (videos of trajectory segments) are fetched with the token like every API call and played from
+  blob URLs (``media-src 'self' blob:``); a video is given only to a labeller its query was served to.
 - Request bodies over ``max_body`` bytes are refused (413); malformed ones (not JSON, not UTF-8,
   NaN or Infinity, numbers out of range, objects or lists where a string or number belongs) get
   400 or 422 with the reason. Every response, refusals and errors included, carries the security
@@ -24,15 +26,17 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlhflab.feedback.label.clips import clip_video
 from rlhflab.feedback.label.store import LabelError, Labeller, LabelStore
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "img-src 'self'; media-src 'self' blob:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -134,6 +138,13 @@ def create_app(run_dir: str | Path, guidelines: str = "", max_body: int = 16_384
     @app.get("/api/next")
     def next_query(who: Labeller = Depends(labeller)) -> dict:
         return {"labeller": who.name, "query": store.next_query(who), "progress": store.progress(who)}
+
+    @app.get("/api/clip/{query_id}/{side}")
+    def clip(
+        query_id: int = PathParam(ge=1, le=2**63 - 1), side: str = "a", who: Labeller = Depends(labeller)
+    ) -> Response:
+        video, mime = clip_video(store, who, query_id, side)
+        return Response(video, media_type=mime)
 
     @app.post("/api/answer")
     def answer(body: AnswerBody, who: Labeller = Depends(labeller)) -> dict:

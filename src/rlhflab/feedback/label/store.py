@@ -13,6 +13,8 @@ Tables:
                ``priority`` (larger first: the disagreement score), gold scores if known
 ``served``     which query was shown to whom, and when (time per label is measured from it)
 ``answers``    one row per (query, labeller) at most: a, b, tie or skip
+``clips``      for a query between two clips (``origin`` starting ``clips:``): the two videos and the
+               segments they show (``rlhflab.feedback.label.clips``)
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from rlhflab.core.errors import DataError, RlhflabError
 from rlhflab.feedback.label.stats import CHOICES, label_stats
 
 DB_NAME = "labels.sqlite"
+CLIP_ORIGIN = "clips:"
+"""The ``origin`` of a query between two clips (its prompt, a and b are captions; the videos are in ``clips``)."""
 MAX_TEXT = 20_000
 """Characters of a prompt or continuation; longer texts are refused when queued."""
 
@@ -70,6 +74,13 @@ CREATE TABLE IF NOT EXISTS answers (
     seconds REAL,
     at REAL NOT NULL,
     UNIQUE (query_id, labeller_id)
+);
+CREATE TABLE IF NOT EXISTS clips (
+    query_id INTEGER PRIMARY KEY REFERENCES queries (id),
+    mime TEXT NOT NULL,
+    video_a BLOB NOT NULL,
+    video_b BLOB NOT NULL,
+    segments BLOB NOT NULL
 );
 """
 
@@ -276,17 +287,17 @@ class LabelStore:
         with self._connect() as db:
             rows = db.execute(
                 "SELECT a.id, a.query_id, a.choice, a.seconds, a.at, l.name AS labeller, q.prompt, q.a, q.b, "
-                "q.shared, q.gold_a, q.gold_b FROM answers a JOIN labellers l ON l.id = a.labeller_id "
+                "q.shared, q.gold_a, q.gold_b, q.origin FROM answers a JOIN labellers l ON l.id = a.labeller_id "
                 "JOIN queries q ON q.id = a.query_id ORDER BY a.id"
             ).fetchall()
         return [dict(r) for r in rows]
 
     def export_pairs(self) -> list[PreferencePair]:
-        """Every answer except skips as a PreferencePair (``source=human:<labeller>``); a tie keeps the
-        order shown, with label 0.5."""
+        """Every answer except skips and answers about clips as a PreferencePair (``source=human:<labeller>``);
+        a tie keeps the order shown, with label 0.5."""
         out = []
         for r in self.answers():
-            if r["choice"] == "skip":
+            if r["choice"] == "skip" or r["origin"].startswith(CLIP_ORIGIN):
                 continue
             first_wins = r["choice"] in ("a", "tie")
             chosen, rejected = (r["a"], r["b"]) if first_wins else (r["b"], r["a"])
@@ -316,7 +327,8 @@ class LabelStore:
 
 def _shown(row: sqlite3.Row) -> dict:
     """A queries row as the page gets it."""
-    return {"query_id": row["id"], "prompt": row["prompt"], "a": row["a"], "b": row["b"]}
+    clip = row["origin"].startswith(CLIP_ORIGIN)
+    return {"query_id": row["id"], "prompt": row["prompt"], "a": row["a"], "b": row["b"], "clip": clip}
 
 
 class _Transaction:
