@@ -4,7 +4,8 @@
    rlhflab's recording wrapper on the true reward, and of the whole preference loop (900 labels, reward refits
    included), at the same env steps and PPO settings, one torch thread each. The overhead is 1 - loop / peer.
 2. Rendering cost per labelled pair: re-rendering two 25-step segments from their saved states and writing them
-   side by side as one MP4, in seconds per pair and as env-step equivalents of the peer.
+   side by side as one MP4, in seconds per pair and as env-step equivalents of the peer; and queueing a pair for
+   people (two clips through one renderer, two MP4s and the segments into RUN/labels.sqlite), in seconds per pair.
 
     .venv/bin/python bench/bench_control.py [--steps 40960] [--labels 900] [--pairs 5]
 """
@@ -23,6 +24,7 @@ import torch
 from rlhflab.control.clips import render_states, side_by_side, write_mp4
 from rlhflab.control.envs import make_env, resolve_view
 from rlhflab.control.loop import ControlConfig, preference_rl
+from rlhflab.control.people import People
 from rlhflab.control.teachers import Teacher
 
 
@@ -78,6 +80,11 @@ def main() -> None:
         out["render_s_per_pair"] = round(per_pair, 3)
         out["render_pair_in_peer_env_steps"] = round(per_pair * peer_rate)
         out["mp4_bytes_per_pair"] = int(size)
+        with tempfile.TemporaryDirectory() as tmp:  # what --people does: two clips a pair, queued in the store
+            people = People(Path(tmp), args.env, progress=False)
+            t = time.perf_counter()
+            people.put(result.bank, pairs, 0)
+            out["people_queue_s_per_pair"] = round((time.perf_counter() - t) / max(len(pairs), 1), 3)
     except Exception as e:  # no offscreen GL here: the loop's numbers still stand
         out["render_error"] = str(e).splitlines()[0]
     print(json.dumps(out, indent=2))

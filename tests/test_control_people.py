@@ -73,6 +73,10 @@ def test_clip_queries_in_the_store_and_over_http(tmp_path):
     assert (answer.query_id, answer.choice, answer.labeller, answer.segments) == (first, "a", "ann", b"seg0")
     assert queue.answers(after=answer.answer_id) == [] and queue.unanswered([first, second]) == 1
     assert store.export_pairs() == []  # a clip answer is no text pair
+    from clirun import rlhflab
+
+    out = rlhflab("label", "export", "--run", run, check=True)
+    assert "wrote 0 pairs" in out.stdout and "1 answers about clips are not text pairs" in out.stdout
     stats = store.stats()
     assert stats["answers"] == 1 and stats["gold_agreement"] == 1 and stats["gold_answers"] == 1
 

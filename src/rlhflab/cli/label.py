@@ -25,7 +25,7 @@ from rlhflab.core.files import read_text
 from rlhflab.feedback.label.queries import QueryConfig, make_queries
 from rlhflab.feedback.label.server import create_app
 from rlhflab.feedback.label.stats import format_stats
-from rlhflab.feedback.label.store import DB_NAME, LabelStore
+from rlhflab.feedback.label.store import CLIP_ORIGIN, DB_NAME, LabelStore
 from rlhflab.models.loading import Loader
 from rlhflab.tasks import load_task
 
@@ -170,10 +170,13 @@ def _existing_label_store(run_dir: Path):
 def label_export(run_dir: Path, out: Path | None) -> None:
     """Write every answer but skips as PreferencePair JSONL (source human:NAME; ties have label 0.5)."""
 
-    pairs = _existing_label_store(run_dir).export_pairs()
+    store = _existing_label_store(run_dir)
+    pairs = store.export_pairs()
     out = out or run_dir / "human_pairs.jsonl"
     write_pairs(out, pairs)
-    say(f"wrote {len(pairs)} pairs to {out}")
+    clips = sum(a["origin"].startswith(CLIP_ORIGIN) and a["choice"] != "skip" for a in store.answers())
+    note = f" ({clips} answers about clips are not text pairs: the control run keeps them in segments.npz)"
+    say(f"wrote {len(pairs)} pairs to {out}" + (note if clips else ""))
 
 
 @label.command("stats")
