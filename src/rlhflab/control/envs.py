@@ -105,6 +105,45 @@ VIEWS: dict[str, NamedView] = {
 }
 
 
+# ---------------------------------------------------------------- a 3-D reach, seen by an overhead camera
+
+REACH3D = "rlhflab/Reach3D-v0"
+"""Gymnasium's Pusher (a 7-joint arm over a table) rewarded for reaching the object, not pushing it: gold per step is
+-|fingertip - object| (3-D, metres) - 0.1 |action|^2; 100-step episodes; observation 14:17 the fingertip, 17:20 the
+object (a cylinder of radius and half-height 0.05 m standing on the table)."""
+if REACH3D not in gym.registry:
+    gym.register(REACH3D, entry_point="gymnasium.envs.mujoco.pusher_v5:PusherEnv", max_episode_steps=100,
+                 kwargs={"reward_near_weight": 1.0, "reward_dist_weight": 0.0, "reward_control_weight": 0.1})  # fmt: skip
+
+CAMERA = np.array([0.45, -0.05, 1.2])
+"""The overhead camera: a pinhole 1.5 m above the table's centre, looking straight down."""
+REACH3D_TOUCH = 0.08
+"""The fingertip touches the object within 8 cm of its centre (radius 0.05 m, the tip's 0.01 m, 2 cm of slack)."""
+
+
+def overhead_offset(obs: np.ndarray) -> float:
+    """How far the fingertip appears from the object in the overhead camera's image, in metres at the object's
+    depth: the pinhole projection of both points, so a fingertip anywhere on the camera's ray through the object
+    (hovering over it at any height) appears on it."""
+    tip, obj = np.asarray(obs[14:17], np.float64), np.asarray(obs[17:20], np.float64)
+    depth_tip, depth_obj = CAMERA[2] - tip[2], CAMERA[2] - obj[2]
+    seen_tip = (tip[:2] - CAMERA[:2]) * depth_obj / max(depth_tip, 1e-6)
+    return float(np.linalg.norm(seen_tip - (obj[:2] - CAMERA[:2])))
+
+
+def reach3d_distance(obs: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(obs[14:17], np.float64) - np.asarray(obs[17:20], np.float64)))
+
+
+VIEWS["overhead-camera"] = NamedView(
+    lambda obs, action, next_obs, info: -overhead_offset(next_obs),
+    looks_done=lambda o: overhead_offset(o) < 0.05,
+    is_done=lambda o: reach3d_distance(o) < REACH3D_TOUCH,
+    about=f"{REACH3D} seen by a camera 1.5 m over the table: how far the fingertip appears from the object in the "
+    "image, not its height and not the effort",
+)
+
+
 def resolve_view(name: str) -> NamedView:
     """A built-in view by name, or ``module:function`` returning the perceived reward of a step."""
     if name in VIEWS:
