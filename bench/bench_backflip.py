@@ -72,6 +72,8 @@ def measure(name: str, make_act, episodes: int, seed: int, ensemble=None) -> tup
         max_flips=int(max(flips)),
         same_episodes=bool(np.isclose(np.mean(returns), out["gold_return"])),
         final_backward_turns=float(np.mean([-s[-1][2] / (2 * np.pi) for s in states])),
+        max_backward_turns=float(np.mean([np.max(-s[:, 2]) / (2 * np.pi) for s in states])),
+        max_torso_height=float(np.mean([np.max(s[:, 1]) for s in states])),
     )
     print(f"  {name}: score {out['gold_return']:.1f}, flips/episode {out['flips_per_episode']:.2f}", flush=True)
     return out, states[0]

@@ -98,6 +98,8 @@ def test_count_flips_on_synthetic_episodes():
     assert bf.count_flips(np.concatenate([still(0.0), spin(0, -TURN, z=1.8), still(-TURN)])) == 1
     assert bf.count_flips(np.concatenate([still(0.0), spin(0, TURN, z=1.8), still(TURN)])) == 0  # forward
     assert bf.count_flips(np.concatenate([spin(0, -TURN, z=0.3), still(-TURN, z=0.3)])) == 0  # rolled, lying
+    rolled_and_stood = np.concatenate([still(0.0), spin(0, -TURN, z=0.3), still(-TURN)])  # over on the floor, up
+    assert bf.landed_flips(rolled_and_stood[-1]) == 1 and bf.count_flips(rolled_and_stood) == 0
     assert bf.count_flips(np.concatenate([spin(0, -TURN, z=1.8), still(-TURN + 1.5)])) == 0  # not upright
     touch = still(-TURN, steps=bf.HOLD - 1)  # a touch shorter than HOLD steps, then lying on the floor
     assert bf.count_flips(np.concatenate([spin(0, -TURN, z=1.8), touch, still(-TURN, z=0.3)])) == 0

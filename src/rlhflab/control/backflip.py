@@ -26,8 +26,13 @@ falls onto its back, about 2.2 rad of backward rotation (about +139, seed 0). A 
 standing for 500 steps scores about 393 + 500 * 5 = 2,893, plus the height bonus.
 
 ``count_flips(states)`` is the report's measure, a pure function of an episode's recorded states ([T, >= 6]
-rows of qpos, then optionally qvel): the number of completed backward rotations landed, a landing counted
-when the landed condition holds for ``HOLD`` consecutive steps with more rotations than counted so far.
+rows of qpos, then optionally qvel): the number of completed backward rotations landed *that turned in the air*.
+A landing counts when the landed condition holds for ``HOLD`` consecutive steps with more rotations than landed
+so far; each newly landed rotation counts as a flip only if the body passed upside down (within ``INVERTED`` rad
+of ``2 pi k - pi``) with the torso above ``AIR_Z`` m at least once on its way (upside down on the floor the
+torso's centre is about 0.25 m up). The per-step score cannot check this (it sees one state): its landing term
+also pays a body that rolls over on the floor and stands up again, a hole of the written score that the counter
+does not share.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ W_CTRL = 0.01
 """Control cost per squared action unit."""
 HOLD = 5
 """Consecutive landed steps that make a landing count in ``count_flips``."""
+INVERTED = 0.8
+"""rad: upside down means the torso within this of ``2 pi k - pi``."""
+AIR_Z = 0.6
+"""m: upside down with the torso's centre above this is in the air (``count_flips``)."""
 
 THIGH, LEG, SHIN = 0.2, 0.45, 0.5
 """Torso centre to hip, hip to knee, knee to ankle (m), along Hopper-v5's body when straight."""
@@ -107,21 +116,27 @@ def backflip_reward(qpos: np.ndarray, qvel: np.ndarray, action: np.ndarray) -> f
 
 
 def count_flips(states: np.ndarray) -> int:
-    """Completed, landed backflips in one episode's states ([T, >= 6]: qpos first): a landing counts when
-    ``landed_flips`` reports more rotations than counted so far for ``HOLD`` consecutive steps."""
+    """Completed, landed backflips that turned in the air, in one episode's states ([T, >= 6]: qpos first); see
+    the module docstring."""
     states = np.asarray(states, dtype=np.float64)
     if states.ndim != 2 or states.shape[1] < 6:
         raise ValueError(f"count_flips needs [T, >= 6] states (qpos first), got shape {list(states.shape)}")
-    count = run = 0
+    aired: set[int] = set()  # turns k whose upside-down moment (phi = 2 pi k - pi) was in the air
+    landed = flips = run = 0
     for q in states:
+        phi = -float(q[2])
+        k_inv = round((phi + math.pi) / (2 * math.pi))
+        if abs(phi - (2 * math.pi * k_inv - math.pi)) < INVERTED and float(q[1]) > AIR_Z:
+            aired.add(k_inv)
         k = landed_flips(q)
-        if k > count:
+        if k > landed:
             run += 1
             if run >= HOLD:
-                count, run = k, 0
+                flips += sum(1 for j in range(landed + 1, k + 1) if j in aired)
+                landed, run = k, 0
         else:
             run = 0
-    return count
+    return flips
 
 
 class BackflipReward(gym.Wrapper):
