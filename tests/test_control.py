@@ -234,24 +234,32 @@ def test_an_interrupted_run_resumes_from_its_last_round(tmp_path, monkeypatch):
     assert missing.returncode != 0 and "no such run directory" in missing.stderr
 
 
-def test_the_3d_reach_and_its_overhead_camera_by_hand():
-    from rlhflab.control.envs import CAMERA, REACH3D, VIEWS, overhead_offset, reach3d_distance
+def test_the_3d_reach_and_its_cameras_by_hand():
+    from rlhflab.control.envs import CAMERAS, REACH3D, VIEWS, Camera, camera_offset, reach3d_distance
 
+    overhead = CAMERAS["overhead-camera"]
+    top = np.array(overhead.position)
     obs = np.zeros(23)
-    obs[17:20] = [CAMERA[0] + 0.1, CAMERA[1], -0.275]  # the object, 0.1 m off the camera's axis
+    obs[17:20] = [top[0] + 0.1, top[1], -0.275]  # the object, 0.1 m off the camera's axis
     obs[14:17] = [obs[17], obs[18], 0.3]  # the fingertip straight above it, 0.575 m up: off the camera's ray
-    assert overhead_offset(obs) == pytest.approx(0.1 * 1.475 / 0.9 - 0.1)
-    obs[14:17] = CAMERA + (obs[17:20] - CAMERA) * (0.9 / 1.475)  # on the ray through the object, 0.575 m above it
-    assert overhead_offset(obs) == pytest.approx(0.0, abs=1e-12) and reach3d_distance(obs) == pytest.approx(
+    assert camera_offset(obs, overhead) == pytest.approx(0.1 * 1.475 / 0.9 - 0.1)
+    obs[14:17] = top + (obs[17:20] - top) * (0.9 / 1.475)  # on the ray through the object, 0.575 m above it
+    assert camera_offset(obs, overhead) == pytest.approx(0.0, abs=1e-12) and reach3d_distance(obs) == pytest.approx(
         0.575 * np.linalg.norm([0.1, 0, 1.475]) / 1.475
     )
     view = VIEWS["overhead-camera"]
     assert view.looks_done(obs) and not view.is_done(obs)  # hovering in front of the camera
     obs[14:17] = obs[17:20] + [0.03, 0.04, 0.0]  # beside the object, touching it
-    assert overhead_offset(obs) == pytest.approx(0.05) and view.is_done(obs) and not view.looks_done(obs)
+    assert camera_offset(obs, overhead) == pytest.approx(0.05) and view.is_done(obs) and not view.looks_done(obs)
+    # any camera: a sideways step at the target's depth is seen at its true length; along the ray, not at all
+    side = Camera((0.0, -2.0, 0.0), (0.0, 0.0, 0.0))
+    assert side.offset([0.3, 0.0, 0.4], [0.0, 0.0, 0.0]) == pytest.approx(0.5)
+    assert side.offset([0.0, -1.0, 0.0], [0.0, 0.0, 0.0]) == pytest.approx(0.0)
+    assert side.offset([0.1, -1.0, 0.0], [0.0, 0.0, 0.0]) == pytest.approx(0.2)  # half the depth: twice the size
     env = make_env(REACH3D)
     first, _ = env.reset(seed=3)
     action = np.full(7, 0.5, np.float32)
     after, reward, *_ = env.step(action)
     assert reward == pytest.approx(-reach3d_distance(after) - 0.1 * 7 * 0.25)  # gold: reach in 3-D, with effort
-    assert view.reward(first, action, after, {}) == pytest.approx(-overhead_offset(after))  # the camera: no effort
+    shoulder = VIEWS["shoulder-camera"]
+    assert shoulder.reward(first, action, after, {}) == pytest.approx(-camera_offset(after, CAMERAS["shoulder-camera"]))

@@ -115,33 +115,66 @@ if REACH3D not in gym.registry:
     gym.register(REACH3D, entry_point="gymnasium.envs.mujoco.pusher_v5:PusherEnv", max_episode_steps=100,
                  kwargs={"reward_near_weight": 1.0, "reward_dist_weight": 0.0, "reward_control_weight": 0.1})  # fmt: skip
 
-CAMERA = np.array([0.45, -0.05, 1.2])
-"""The overhead camera: a pinhole 1.5 m above the table's centre, looking straight down."""
 REACH3D_TOUCH = 0.08
 """The fingertip touches the object within 8 cm of its centre (radius 0.05 m, the tip's 0.01 m, 2 cm of slack)."""
 
 
-def overhead_offset(obs: np.ndarray) -> float:
-    """How far the fingertip appears from the object in the overhead camera's image, in metres at the object's
-    depth: the pinhole projection of both points, so a fingertip anywhere on the camera's ray through the object
-    (hovering over it at any height) appears on it."""
-    tip, obj = np.asarray(obs[14:17], np.float64), np.asarray(obs[17:20], np.float64)
-    depth_tip, depth_obj = CAMERA[2] - tip[2], CAMERA[2] - obj[2]
-    seen_tip = (tip[:2] - CAMERA[:2]) * depth_obj / max(depth_tip, 1e-6)
-    return float(np.linalg.norm(seen_tip - (obj[:2] - CAMERA[:2])))
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera at ``position`` looking at ``look_at`` (the world's z up)."""
+
+    position: tuple[float, float, float]
+    look_at: tuple[float, float, float]
+
+    def offset(self, tip: np.ndarray, target: np.ndarray) -> float:
+        """How far ``tip`` appears from ``target`` in the image, in metres at the target's depth: any point on the
+        camera's ray through the target appears on it."""
+        c = np.asarray(self.position, np.float64)
+        forward = np.asarray(self.look_at, np.float64) - c
+        forward /= np.linalg.norm(forward)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        if np.linalg.norm(right) < 1e-9:  # looking straight down: the image's up is the world's y
+            right = np.cross(forward, [0.0, 1.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        frame = np.stack([right, up, forward])
+        p, q = frame @ (np.asarray(tip, np.float64) - c), frame @ (np.asarray(target, np.float64) - c)
+        seen = p[:2] / max(p[2], 1e-6)  # behind the camera: far off in the image
+        return float(np.linalg.norm(seen - q[:2] / q[2]) * q[2])
+
+
+CAMERAS = {
+    "overhead-camera": Camera((0.45, -0.05, 1.2), (0.45, -0.05, -0.3)),
+    "shoulder-camera": Camera((-0.4, -0.6, 0.4), (0.45, -0.25, -0.3)),
+}
+"""Over the table's centre 1.5 m up, looking straight down; and over the arm's shoulder, looking at the objects."""
+_CAMERA_ABOUT = {
+    "overhead-camera": "a camera 1.5 m over the table",
+    "shoulder-camera": "a camera over the arm's shoulder",
+}
+
+
+def camera_offset(obs: np.ndarray, camera: Camera) -> float:
+    """How far the fingertip (observation 14:17) appears from the object (17:20) in ``camera``'s image."""
+    return camera.offset(obs[14:17], obs[17:20])
 
 
 def reach3d_distance(obs: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(obs[14:17], np.float64) - np.asarray(obs[17:20], np.float64)))
 
 
-VIEWS["overhead-camera"] = NamedView(
-    lambda obs, action, next_obs, info: -overhead_offset(next_obs),
-    looks_done=lambda o: overhead_offset(o) < 0.05,
-    is_done=lambda o: reach3d_distance(o) < REACH3D_TOUCH,
-    about=f"{REACH3D} seen by a camera 1.5 m over the table: how far the fingertip appears from the object in the "
-    "image, not its height and not the effort",
-)
+def _camera_view(name: str) -> NamedView:
+    camera = CAMERAS[name]
+    return NamedView(
+        lambda obs, action, next_obs, info: -camera_offset(next_obs, camera),
+        looks_done=lambda o: camera_offset(o, camera) < 0.05,
+        is_done=lambda o: reach3d_distance(o) < REACH3D_TOUCH,
+        about=f"{REACH3D} seen by {_CAMERA_ABOUT[name]}: how far the fingertip appears from the object in the "
+        "image, not its depth and not the effort",
+    )
+
+
+VIEWS.update({name: _camera_view(name) for name in CAMERAS})
 
 
 def resolve_view(name: str) -> NamedView:
