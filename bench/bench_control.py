@@ -7,7 +7,7 @@
    side by side as one MP4, in seconds per pair and as env-step equivalents of the peer; and queueing a pair for
    people (two clips through one renderer, two MP4s and the segments into RUN/labels.sqlite), in seconds per pair.
 
-    .venv/bin/python bench/bench_control.py [--steps 40960] [--labels 900] [--pairs 5]
+    .venv/bin/python bench/bench_control.py [--steps 40960] [--labels 900] [--pairs 5] [--reward-epochs 60]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rlhflab.control.clips import render_states, side_by_side, write_mp4
 from rlhflab.control.envs import make_env, resolve_view
 from rlhflab.control.loop import ControlConfig, preference_rl
 from rlhflab.control.people import People
+from rlhflab.control.reward_net import RewardNetConfig
 from rlhflab.control.teachers import Teacher
 
 
@@ -51,10 +52,13 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=900)
     parser.add_argument("--pairs", type=int, default=5, help="labelled pairs rendered for the rendering cost")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reward-epochs", type=int, default=RewardNetConfig().reward_epochs,
+                        help="passes over the labels at each reward refit")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="also write the results here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    base = ControlConfig(total_steps=args.steps, rounds=max(2, args.steps // 16_384))
+    base = ControlConfig(total_steps=args.steps, rounds=max(2, args.steps // 16_384),
+                         reward=RewardNetConfig(reward_epochs=args.reward_epochs))  # fmt: skip
     rates = {"sb3_ppo_true_reward": peer(args.env, args.steps, base, args.seed)}
     rates["rlhflab_wrapper_true_reward"], _ = loop(args.env, ControlConfig(**{**base.__dict__, "true_reward": True}),
                                                    args.seed)  # fmt: skip
@@ -62,7 +66,8 @@ def main() -> None:
                                                      args.seed)  # fmt: skip
     peer_rate = rates["sb3_ppo_true_reward"]
     out = {
-        "env": args.env, "env_steps": args.steps, "labels": args.labels, "threads": 1,
+        "env": args.env, "env_steps": args.steps, "labels": args.labels, "rounds": base.rounds,
+        "reward_epochs": args.reward_epochs, "threads": 1,
         "env_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
         "ratio_to_peer": {k: round(v / peer_rate, 3) for k, v in rates.items()},
         "loop_overhead": round(1 - rates["rlhflab_preference_loop"] / peer_rate, 3),
