@@ -20,6 +20,16 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-backgroun
 HOSTILE = ' <script>document.title = "pwned"</script><img src=x onerror="alert(1)">'
 
 
+def open_page(p, problems: list, height: int):
+    """Chromium and a page whose console errors and warnings, page errors and dialogs go into ``problems``."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    page = browser.new_page(viewport={"width": 1100, "height": height})
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    return browser, page
+
+
 def test_label_five_pairs_by_keyboard_and_click_then_undo_one(tmp_path):
     run = tmp_path / "run"
     store = LabelStore(run)
@@ -33,11 +43,7 @@ def test_label_five_pairs_by_keyboard_and_click_then_undo_one(tmp_path):
     problems = []
     try:
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+            browser, page = open_page(p, problems, height=800)
 
             # without a token: the login form; a wrong token is refused with a message
             page.goto(server.url)
@@ -115,10 +121,7 @@ def test_label_clip_pairs_by_arrow_keys_with_the_videos_playing(tmp_path):
     problems = []
     try:
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
+            browser, page = open_page(p, problems, height=900)
             page.goto(server.url + "#token=" + token)
             page.wait_for_selector("body[data-state=ready]")
             assert page.inner_text("#question") == "Which clip is better?"

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rlhflab.core.errors import RlhflabError
-from rlhflab.feedback.label.store import CLIP_ORIGIN, LabelError, Labeller, LabelStore
+from rlhflab.feedback.label.store import CLIP_ORIGIN, LabelError, Labeller, LabelStore, served_at
 
 MIME = "video/mp4"
 MAX_VIDEO = 8 * 1024 * 1024
@@ -103,9 +103,5 @@ def clip_video(store: LabelStore, labeller: Labeller, query_id: int, side: str) 
         row = db.execute(f"SELECT video_{side}, mime FROM clips WHERE query_id = ?", (query_id,)).fetchone()
         if row is None:
             raise LabelError(404, f"query {query_id} is not a clip query")
-        served = db.execute(
-            "SELECT 1 FROM served WHERE query_id = ? AND labeller_id = ?", (query_id, labeller.id)
-        ).fetchone()
-    if served is None:
-        raise LabelError(409, f"query {query_id} was not given to you; ask for the next query")
+        served_at(db, query_id, labeller)
     return bytes(row[0]), row[1]

@@ -240,11 +240,7 @@ class LabelStore:
         with self._write() as db:
             if db.execute("SELECT 1 FROM queries WHERE id = ?", (query_id,)).fetchone() is None:
                 raise LabelError(404, f"there is no query {query_id}")
-            served = db.execute(
-                "SELECT at FROM served WHERE query_id = ? AND labeller_id = ?", (query_id, labeller.id)
-            ).fetchone()
-            if served is None:
-                raise LabelError(409, f"query {query_id} was not given to you; ask for the next query")
+            served = served_at(db, query_id, labeller)
             done = db.execute(
                 "SELECT id FROM answers WHERE query_id = ? AND labeller_id = ?", (query_id, labeller.id)
             ).fetchone()
@@ -253,7 +249,7 @@ class LabelStore:
             now = time.time()
             cursor = db.execute(
                 "INSERT INTO answers (query_id, labeller_id, choice, seconds, at) VALUES (?, ?, ?, ?, ?)",
-                (query_id, labeller.id, choice, now - served["at"], now),
+                (query_id, labeller.id, choice, now - served, now),
             )
             return int(cursor.lastrowid)
 
@@ -323,6 +319,14 @@ class LabelStore:
     def _count(self, table: str) -> int:
         with self._connect() as db:
             return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def served_at(db: sqlite3.Connection, query_id: int, labeller: Labeller) -> float:
+    """When ``query_id`` was shown to ``labeller``; a 409 if it never was."""
+    row = db.execute("SELECT at FROM served WHERE query_id = ? AND labeller_id = ?", (query_id, labeller.id)).fetchone()
+    if row is None:
+        raise LabelError(409, f"query {query_id} was not given to you; ask for the next query")
+    return float(row["at"])
 
 
 def _shown(row: sqlite3.Row) -> dict:
