@@ -125,6 +125,7 @@ class Camera:
 
     position: tuple[float, float, float]
     look_at: tuple[float, float, float]
+    about: str = "a camera"
 
     def offset(self, tip: np.ndarray, target: np.ndarray) -> float:
         """How far ``tip`` appears from ``target`` in the image, in metres at the target's depth: any point on the
@@ -144,14 +145,10 @@ class Camera:
 
 
 CAMERAS = {
-    "overhead-camera": Camera((0.45, -0.05, 1.2), (0.45, -0.05, -0.3)),
-    "shoulder-camera": Camera((-0.4, -0.6, 0.4), (0.45, -0.25, -0.3)),
+    "overhead-camera": Camera((0.45, -0.05, 1.2), (0.45, -0.05, -0.3), "a camera 1.5 m over the table"),
+    "shoulder-camera": Camera((-0.4, -0.6, 0.4), (0.45, -0.25, -0.3), "a camera over the arm's shoulder"),
 }
 """Over the table's centre 1.5 m up, looking straight down; and over the arm's shoulder, looking at the objects."""
-_CAMERA_ABOUT = {
-    "overhead-camera": "a camera 1.5 m over the table",
-    "shoulder-camera": "a camera over the arm's shoulder",
-}
 
 
 def camera_offset(obs: np.ndarray, camera: Camera) -> float:
@@ -169,7 +166,7 @@ def _camera_view(name: str) -> NamedView:
         lambda obs, action, next_obs, info: -camera_offset(next_obs, camera),
         looks_done=lambda o: camera_offset(o, camera) < 0.05,
         is_done=lambda o: reach3d_distance(o) < REACH3D_TOUCH,
-        about=f"{REACH3D} seen by {_CAMERA_ABOUT[name]}: how far the fingertip appears from the object in the "
+        about=f"{REACH3D} seen by {camera.about}: how far the fingertip appears from the object in the "
         "image, not its depth and not the effort",
     )
 

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 from rlhflab.control.envs import NamedView
 from rlhflab.control.measure import learned_vs_true
-from rlhflab.control.people import People
 from rlhflab.control.reward_net import RewardEnsemble, RewardNetConfig, choose_queries, train_reward
 from rlhflab.control.segments import LearnedRewardEnv, SegmentBank, sim_state
 from rlhflab.control.teachers import SKIP, Teacher
@@ -122,7 +121,7 @@ class RoundState:
     rng_state: dict
     generator_state: torch.Tensor
     teacher_state: dict | None = None
-    """A teacher of people's answers taken so far (``People.state``)."""
+    """The teacher's ``state()`` (a teacher of people: the answers taken so far)."""
     model_loader: Callable | None = None
     """On resume: ``env -> PPO`` (the saved agent, attached to the loop's env)."""
 
@@ -152,7 +151,7 @@ def _episode_stats(episodes: list[dict], prefix: str = "") -> dict[str, float]:
 def preference_rl(
     env_fn: Callable[[], object],
     view: NamedView,
-    teacher: Teacher | People,
+    teacher: Teacher,
     config: ControlConfig,
     seed: int = 0,
     metrics: Callable[[dict], None] | None = None,
@@ -164,7 +163,8 @@ def preference_rl(
     """Train an SB3 PPO agent from ``teacher``'s preferences (or on the true reward, ``config.true_reward``).
 
     ``env_fn()`` makes a gymnasium env (``rlhflab.control.envs.make_env``); ``view`` is what the teacher
-    perceives; ``metrics`` receives one row per round; ``ensemble``: your own reward model (a ``RewardEnsemble``
+    perceives; ``teacher``: a ``Teacher``, or anything with its ``ask``, ``state``, ``restore`` and
+    ``late_answers`` (``rlhflab.control.people.People``: people in the labelling page); ``metrics`` receives one row per round; ``ensemble``: your own reward model (a ``RewardEnsemble``
     over obs_dim + act_dim features, any member networks), else one from ``config.reward``. Randomness: ``seed``
     seeds the env, PPO, the reward ensemble and the teacher once. ``checkpoint`` receives the loop's state after
     every round; ``resume`` (such a state) continues from it: the rounds done are not run again (PPO's own
@@ -215,8 +215,7 @@ def preference_rl(
         asked, skipped, agent_env.steps = resume.asked, resume.skipped, resume.env_steps
         rng.bit_generator.state = resume.rng_state
         generator.set_state(resume.generator_state)
-        if isinstance(teacher, People):
-            teacher.restore(resume.teacher_state)
+        teacher.restore(resume.teacher_state)
         start = resume.round + 1
     total = sum(rollouts) * config.n_steps + (config.initial_steps if schedule[0] else 0)
     done = sum(rollouts[:start]) * config.n_steps + (config.initial_steps if schedule[0] and start else 0)
@@ -225,7 +224,7 @@ def preference_rl(
 
     def ask(n: int, round_: int) -> dict[str, float]:
         nonlocal comparisons, asked, skipped
-        if n == 0 and not isinstance(teacher, People) or ensemble is None:
+        if n == 0 and not teacher.late_answers or ensemble is None:
             return {}
         pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
         fitted = len(comparisons) > 0
@@ -264,7 +263,7 @@ def preference_rl(
         agent_env.take_segments(bank)
         agent_env.take_episodes()
         ask(schedule[0], 0)
-    if resume is not None and isinstance(teacher, People) and start < config.rounds:
+    if resume is not None and teacher.late_answers and start < config.rounds:
         ask(0, resume.round)  # the answers people gave while the run was down: taken before it trains on
     callback = _Progress(bar)
     for r in range(start, config.rounds):
@@ -285,8 +284,7 @@ def preference_rl(
         if checkpoint is not None:
             checkpoint(RoundState(r, model, None if ensemble is None else ensemble.state_dict(), bank, comparisons,
                                   history, asked, skipped, agent_env.steps, rng.bit_generator.state,
-                                  generator.get_state(),
-                                  teacher.state() if isinstance(teacher, People) else None))  # fmt: skip
+                                  generator.get_state(), teacher.state()))  # fmt: skip
     bar.close()
     summary = {"labels": len(comparisons), "queries": asked, "queries_skipped": skipped, "env_steps": agent_env.steps}
     summary.update(history[-1] if history else {})

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,9 @@ class People:
     taken: int = 0
     """The last answer id turned into a comparison."""
     progress: bool = True
-    queued: list[int] = field(default_factory=list)
+
+    late_answers = True
+    """A query nobody answered in time is answered later: the loop collects even when it asks nothing."""
 
     def __post_init__(self) -> None:
         check(self.wait_seconds >= 0, "wait", self.wait_seconds, ">= 0 seconds")
@@ -66,12 +68,12 @@ class People:
 
     def ask(self, bank: SegmentBank, pairs: np.ndarray, rng, round_: int) -> tuple[np.ndarray, np.ndarray]:
         """Queue ``pairs`` (indices into ``bank``) as clips, wait for answers; every new answer as (pairs, labels)."""
-        self.queued = self.put(bank, pairs, round_) if len(pairs) else []
-        if self.queued:
+        queued = self.put(bank, pairs, round_) if len(pairs) else []
+        if queued:
             where = Path(self.run_dir) / DB_NAME
             tqdm.write(f"queued {len(pairs)} clip pairs in {where}: label them at 'rlhflab label serve --run "
                        f"{self.run_dir}' (waiting up to {self.wait_seconds:.0f} s)")  # fmt: skip
-        self.wait(self.queued)
+        self.wait(queued)
         return self.collect(bank, round_)
 
     def put(self, bank: SegmentBank, pairs: np.ndarray, round_: int) -> list[int]:

@@ -86,8 +86,20 @@ class Teacher:
             labels[np.maximum(r_a, r_b) < self.skip_below] = SKIP
         return labels
 
+    # The loop's interface to a teacher; a teacher of people (``rlhflab.control.people.People``) has the same.
+
+    late_answers = False
+    """Whether answers can arrive after the round that asked (then the loop also collects when it asks nothing)."""
+
     def ask(self, bank, pairs: np.ndarray, rng: np.random.Generator, round_: int) -> tuple[np.ndarray, np.ndarray]:
-        """The loop's call: labels of ``pairs`` ([N, 2] indices into the ``SegmentBank`` ``bank``) from their
-        perceived rewards, as (pairs, labels). A teacher of people (``rlhflab.control.people.People``) answers the
-        same call."""
+        """Labels of ``pairs`` ([N, 2] indices into the ``SegmentBank`` ``bank``) from their perceived rewards, as
+        (pairs, labels)."""
         return pairs, self.label(bank.perceived[pairs[:, 0]], bank.perceived[pairs[:, 1]], rng)
+
+    def state(self) -> dict | None:
+        """What a round checkpoint keeps of the teacher (a simulated one keeps nothing: its randomness is the
+        loop's)."""
+        return None
+
+    def restore(self, state: dict | None) -> None:
+        """Continue from a checkpoint's ``state()``."""

@@ -27,6 +27,7 @@ from rlhflab.core.config import from_dict
 from rlhflab.core.errors import DataError, RlhflabError
 from rlhflab.core.files import atomic_write_json, jsonl_text, read_json
 from rlhflab.pipeline.stages import stage
+from rlhflab.report.control import measured, num
 from rlhflab.run.rundir import RunDir
 
 POLICY = "policy.zip"
@@ -64,7 +65,7 @@ def control_train(
         teacher = replace(teacher, run_dir=run.path, env=env, progress=progress)
     run.path.mkdir(parents=True, exist_ok=True)
     metrics_path = run / RunDir.METRICS
-    state = load_round(run, env_fn_for(env)) if resume else None
+    state = load_round(run) if resume else None
     if resume and state is None:
         raise RlhflabError(f"{run.path}: no round checkpoint to resume from (checkpoints/control/latest)")
     # a resumed run keeps the rows of the rounds it does not run again
@@ -112,10 +113,6 @@ def resume_control(run_dir, progress: bool = True) -> dict:
                          progress=progress, resume=True)  # fmt: skip
 
 
-def env_fn_for(env: str):
-    return lambda: make_env(env)
-
-
 def save_round(run: RunDir, state: RoundState) -> None:
     """The loop after a round, atomically (the previous round's checkpoint stays until this one is complete)."""
     tmp, final = run.new_checkpoint_dir(CHECKPOINTS, state.round)
@@ -128,7 +125,7 @@ def save_round(run: RunDir, state: RoundState) -> None:
     run.commit_checkpoint(CHECKPOINTS, tmp, final)
 
 
-def load_round(run: RunDir, env_fn) -> RoundState | None:
+def load_round(run: RunDir) -> RoundState | None:
     folder = run.latest_checkpoint(CHECKPOINTS)
     if folder is None:
         return None
@@ -191,11 +188,6 @@ def policies(result: ControlResult, env_fn, seed: int) -> list[tuple[str, object
     ]
 
 
-def num(x, fmt: str = ".1f") -> str:
-    """A measured number for a table, or 'n/a' where it was not measured (None or NaN)."""
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
 def format_summary(summary: dict) -> str:
     """The run's result in a few lines for the terminal."""
     lines = [f"{'':10} {'gold':>16} {'teacher':>9} {'learned':>9}"]
@@ -208,6 +200,6 @@ def format_summary(summary: dict) -> str:
         lines.append(
             f"learned vs true return of the final policy's segments: Spearman {num(s['spearman_gold'], '.3f')}"
         )
-    if s.get("looks_done_not_done") is not None and not math.isnan(s["looks_done_not_done"]):
+    if measured(s.get("looks_done_not_done")):
         lines.append(f"steps that look done to the teacher but are not: {s['looks_done_not_done']:.1%}")
     return "\n".join(lines)

@@ -26,8 +26,8 @@ from rlhflab.control.loop import ControlConfig
 from rlhflab.control.teachers import Teacher
 from rlhflab.core.errors import RlhflabError
 from rlhflab.core.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
-from rlhflab.pipeline.control import SEGMENTS, control_train, num
-from rlhflab.report.control import write_control_report
+from rlhflab.pipeline.control import SEGMENTS, control_train
+from rlhflab.report.control import num, write_control_report
 from rlhflab.run.rundir import RunDir
 
 

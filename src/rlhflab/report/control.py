@@ -17,8 +17,14 @@ from rlhflab.report import CSS
 from rlhflab.report.figures import _plt, _png
 
 
-def _ok(x) -> bool:
+def measured(x) -> bool:
+    """Whether ``x`` is a measured number (not None, not NaN: 'not measured' in the run's files and rows)."""
     return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def num(x, fmt: str = ".1f") -> str:
+    """A measured number for a table, or 'n/a' where it was not measured."""
+    return format(x, fmt) if measured(x) else "n/a"
 
 
 def training_figure(curves: dict[str, list[dict]]) -> bytes | None:
@@ -28,7 +34,7 @@ def training_figure(curves: dict[str, list[dict]]) -> bytes | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for i, (name, rows) in enumerate(sorted(curves.items())):
-        rows = [r for r in rows if _ok(r.get("gold_return")) and _ok(r.get("perceived_return"))]
+        rows = [r for r in rows if measured(r.get("gold_return")) and measured(r.get("perceived_return"))]
         steps = [r["env_steps"] for r in rows]
         color = f"C{i % 10}"
         ax.plot(steps, [r["gold_return"] for r in rows], "-o", ms=3, color=color, label=f"{name}: gold")
@@ -76,7 +82,7 @@ def fooled_figure(rows: list[dict]) -> bytes | None:
     """Gold and the limited teacher's score of the policy trained on the true reward and of the one the limited
     teacher taught (means over seeds), side by side."""
     fooled = [r for r in rows if r["view"] != "true"]
-    honest = [r for r in rows if r["true_reward"] and _ok(r.get("limited_teacher"))]
+    honest = [r for r in rows if r["true_reward"] and measured(r.get("limited_teacher"))]
     if not fooled or not honest:
         return None
     plt = _plt()
