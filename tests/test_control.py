@@ -201,7 +201,8 @@ def test_an_interrupted_run_resumes_from_its_last_round(tmp_path, monkeypatch):
     from rlhflab.run.rundir import RunDir
 
     torch.set_num_threads(1)
-    config = ControlConfig(total_steps=384, n_steps=128, rounds=3, labels=12, initial_steps=100, eval_episodes=2,
+    # 2 rollouts a round: the refit on round 1's labels is still running when round 1's checkpoint is written
+    config = ControlConfig(total_steps=768, n_steps=128, rounds=3, labels=12, initial_steps=100, eval_episodes=2,
                            reward=RewardNetConfig(reward_epochs=2))  # fmt: skip
 
     def rows(run):
@@ -224,11 +225,16 @@ def test_an_interrupted_run_resumes_from_its_last_round(tmp_path, monkeypatch):
     before = rows(cut)
     assert [r["round"] for r in before] == [0, 1] and before == rows(whole)[:2]  # same seed, same first rounds
     assert json.loads((cut / "manifest.json").read_text())["stages"]["control"]["status"] == "interrupted"
+    assert json.loads((RunDir(cut).latest_checkpoint("control") / "state.json").read_text())["refit_pending"]
     out = rlhflab("control", "train", "--resume", cut, "--quiet", check=True)
     assert "Spearman" in out.stdout
     after = rows(cut)
     assert [r["round"] for r in after] == [0, 1, 2] and after[:2] == before  # rounds 0-1 kept, not run again
     assert after[-1]["labels"] == 12 and (cut / "policy.zip").is_file()
+    # the running refit was run again from the checkpoint's state: the same reward as the uninterrupted run's
+    assert after[-1]["reward_loss"] == rows(whole)[-1]["reward_loss"]
+    mine, theirs = (torch.load(r / "reward_model.pt", weights_only=True)["state"] for r in (cut, whole))
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     assert json.loads((cut / "manifest.json").read_text())["stages"]["control"]["status"] == "done"
     missing = rlhflab("control", "train", "--resume", whole / "nothing-here")
     assert missing.returncode != 0 and "no such run directory" in missing.stderr

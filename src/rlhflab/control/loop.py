@@ -8,10 +8,18 @@ untrained policy's clips (``initial_share`` of the budget); the rest are spread 
 rounds. With ``true_reward`` the same code trains PPO on the environment's reward and asks for no
 labels: the baseline every preference run is measured against.
 
+The reward is refitted while PPO trains on, as in Christiano et al.'s asynchronous loop: the refit on
+round r's labels runs in a second process (``rlhflab.control.refit``) while PPO trains the first
+``refit_lag`` of round r+1's rollouts on the previous reward, then takes over. The switch happens at
+a fixed rollout, not when the refit happens to finish, so a run's numbers do not depend on the
+machine's speed, nor on whether the refit ran in a second process or in this one. With
+``refit_lag=0`` PPO waits between rounds for each refit.
+
 Each round logs one row: env steps, labels, the mean episode return under gold (the environment's
 reward), under the teacher's view, and under the learned reward (proxy), the learned reward's
-accuracy on the round's new labels before it saw them, and the Spearman correlation between learned
-and true returns of the round's segments.
+accuracy on the round's new labels before it saw them, the Spearman correlation between learned
+and true returns of the round's segments, and the loss and accuracy of the latest refit on its
+labels (with a ``refit_lag``: the refit that took over during this round).
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ from tqdm.auto import tqdm
 
 from rlhflab.control.envs import NamedView
 from rlhflab.control.measure import learned_vs_true
-from rlhflab.control.reward_net import RewardEnsemble, RewardNetConfig, choose_queries, train_reward
+from rlhflab.control.refit import Refits, make_job
+from rlhflab.control.reward_net import RewardEnsemble, RewardNetConfig, choose_queries
 from rlhflab.control.segments import LearnedRewardEnv, SegmentBank, sim_state
 from rlhflab.control.teachers import SKIP, Teacher
+from rlhflab.core import threads
 from rlhflab.core.config import check
 from rlhflab.core.errors import ConfigError
 
@@ -55,6 +65,10 @@ class ControlConfig:
     """How pairs are chosen: random, or disagreement (of the reward ensemble)."""
     pool_rounds: int = 2
     """Queries are drawn among the segments of this many latest rounds."""
+    refit_lag: float = 0.75
+    """Share of the next round's rollouts PPO trains on the previous reward while the reward is refitted on a
+    round's labels (rounded down; 0.75: the 900-label refit, ~7 s on two cores, ends within 6 of a round's 8
+    rollouts). 0: PPO waits for every refit between rounds."""
     true_reward: bool = False
     """Train PPO on the environment's own reward and ask for no labels (the baseline)."""
     n_steps: int = 2048
@@ -78,6 +92,7 @@ class ControlConfig:
         check(self.query in ("random", "disagreement"), "query", self.query, "'random' or 'disagreement'")
         check(self.pool_rounds >= 1, "pool_rounds", self.pool_rounds, ">= 1")
         check(self.eval_episodes >= 1, "eval_episodes", self.eval_episodes, ">= 1")
+        check(0 <= self.refit_lag <= 1, "refit_lag", self.refit_lag, "in [0, 1]")
 
     def schedule(self) -> list[int]:
         """Labels asked before training (index 0) and after each round but the last (1..rounds-1)."""
@@ -122,18 +137,31 @@ class RoundState:
     generator_state: torch.Tensor
     teacher_state: dict | None = None
     """The teacher's ``state()`` (a teacher of people: the answers taken so far)."""
+    refit_pending: bool = False
+    """A refit on this round's labels was running (``refit_lag``): resuming runs it again from this state."""
     model_loader: Callable | None = None
     """On resume: ``env -> PPO`` (the saved agent, attached to the loop's env)."""
 
 
-class _Progress(BaseCallback):
+class _Round(BaseCallback):
+    """The progress bar, and a running refit installed after ``install_at`` rollouts of the round."""
+
     def __init__(self, bar):
         super().__init__()
         self.bar = bar
+        self.rollouts = 0
+        self.install_at = 0
+        self.install: Callable[[], None] | None = None
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
         return True
+
+    def _on_rollout_end(self) -> None:  # before PPO's update on this rollout: the next rollout has the new reward
+        self.rollouts += 1
+        if self.install is not None and self.rollouts >= self.install_at:
+            self.install()
+            self.install = None
 
 
 def _mean(values) -> float:
@@ -159,6 +187,7 @@ def preference_rl(
     ensemble: RewardEnsemble | None = None,
     checkpoint: Callable[[RoundState], None] | None = None,
     resume: RoundState | None = None,
+    refit_process: bool | None = None,
 ) -> ControlResult:
     """Train an SB3 PPO agent from ``teacher``'s preferences (or on the true reward, ``config.true_reward``).
 
@@ -169,7 +198,8 @@ def preference_rl(
     seeds the env, PPO, the reward ensemble and the teacher once. ``checkpoint`` receives the loop's state after
     every round; ``resume`` (such a state) continues from it: the rounds done are not run again (PPO's own
     sampling noise is not part of SB3's saved model, so a resumed run is not bit-identical to an uninterrupted
-    one)."""
+    one). ``refit_process``: run asynchronous refits in a second process (None: when this process may use two
+    cores or more); the numbers are the same either way."""
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     env = env_fn()
@@ -207,6 +237,22 @@ def preference_rl(
     schedule, rollouts = config.schedule(), config.rollouts()
     asked = skipped = 0
     start = 0
+    lagged = config.refit_lag > 0
+    refits = Refits(lagged and (threads.cpus() >= 2 if refit_process is None else refit_process))
+    fitted: dict[str, float] = {}  # the metrics of the refit installed during the round (refit_lag)
+
+    def install() -> dict[str, float]:
+        """The running refit's reward, from now on the agent's."""
+        result = refits.result()
+        ensemble.load_state_dict(result.ensemble_state)
+        generator.set_state(result.generator_state)
+        fitted.update(result.metrics)
+        return result.metrics
+
+    def launch(round_: int, features: np.ndarray) -> None:
+        pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
+        refits.submit(make_job(ensemble, features, comparisons, pool, config.reward, generator))
+
     if resume is not None:
         model = resume.model_loader(agent_env)
         if ensemble is not None and resume.ensemble_state is not None:
@@ -217,19 +263,23 @@ def preference_rl(
         generator.set_state(resume.generator_state)
         teacher.restore(resume.teacher_state)
         start = resume.round + 1
+        if resume.refit_pending and ensemble is not None:  # the refit that was running: again, from the same state
+            launch(resume.round, bank.features())
     total = sum(rollouts) * config.n_steps + (config.initial_steps if schedule[0] else 0)
     done = sum(rollouts[:start]) * config.n_steps + (config.initial_steps if schedule[0] and start else 0)
     bar = tqdm(total=total, initial=done, desc="preference rl" if ensemble else "ppo (true reward)", unit="step",
                disable=not progress)  # fmt: skip
 
-    def ask(n: int, round_: int) -> dict[str, float]:
+    def ask(n: int, round_: int, wait: bool) -> dict[str, float]:
+        """Ask for ``n`` labels among the latest rounds' segments and start refitting on all labels so far; ``wait``
+        (or without a ``refit_lag``): the refitted reward is the agent's when this returns."""
         nonlocal comparisons, asked, skipped
         if n == 0 and not teacher.late_answers or ensemble is None:
             return {}
         pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
-        fitted = len(comparisons) > 0
         features = bank.features()  # [segments, H, obs + act]: every use below indexes this one array
-        pairs = choose_queries(ensemble if fitted else None, features, pool, n, config.query, rng)
+        trained = len(comparisons) > 0
+        pairs = choose_queries(ensemble if trained else None, features, pool, n, config.query, rng)
         asked += len(pairs)
         size = len(bank)
         pairs, labels = teacher.ask(bank, pairs, rng, round_)  # people may answer late or add segments back
@@ -239,7 +289,7 @@ def preference_rl(
         skipped += int((~keep).sum())
         new = np.concatenate([pairs[keep], labels[keep, None]], axis=1)
         out: dict[str, float] = {}
-        if fitted and len(new):  # the current reward on labels it has not seen yet
+        if trained and len(new):  # the current reward on labels it has not seen yet
             r = ensemble.segment_returns(features[new[:, :2].astype(int).reshape(-1)]).mean(0).reshape(-1, 2)
             strict = new[:, 2] != 0.5
             if strict.any():
@@ -247,44 +297,57 @@ def preference_rl(
         comparisons = np.concatenate([comparisons, new])
         if len(comparisons) == 0:  # nobody has answered yet (people), or every query was skipped
             return out
-        ensemble.fit_inputs(features)
-        idx = comparisons[:, :2].astype(int)
-        out.update(train_reward(ensemble, features[idx[:, 0]], features[idx[:, 1]], comparisons[:, 2], config.reward,
-                                generator))  # fmt: skip
-        ensemble.fit_outputs(features[pool])
+        if refits.busy:  # a refit still running (people's answers taken on resume): it goes first
+            install()
+        launch(round_, features)
+        if wait or not lagged:
+            out.update(install())
+            fitted.clear()
         return out
 
-    if schedule[0] and ensemble is not None and start == 0:  # the first labels: the untrained policy's clips
-        obs = agent_env.reset()
-        for _ in range(config.initial_steps):
-            action, _ = model.predict(obs, deterministic=False)
-            obs, *_ = agent_env.step(action)
-        bar.update(config.initial_steps)
-        agent_env.take_segments(bank)
-        agent_env.take_episodes()
-        ask(schedule[0], 0)
-    if resume is not None and teacher.late_answers and start < config.rounds:
-        ask(0, resume.round)  # the answers people gave while the run was down: taken before it trains on
-    callback = _Progress(bar)
-    for r in range(start, config.rounds):
-        agent_env.round = r
-        model.learn(rollouts[r] * config.n_steps, reset_num_timesteps=r == 0, callback=callback)
-        agent_env.take_segments(bank)
-        row = {"round": r, "env_steps": agent_env.steps, "ppo_steps": model.num_timesteps}
-        row.update(_episode_stats(agent_env.take_episodes()))
-        if ensemble is not None:
-            row.update(learned_vs_true(ensemble, bank, np.nonzero(bank.round == r)[0]))
-        if r + 1 < config.rounds:
-            row.update(ask(schedule[r + 1], r))
-        row.update(labels=len(comparisons), queries_skipped=skipped)
-        history.append(row)
-        if metrics is not None:
-            metrics(row)
-        bar.set_postfix(gold=f"{row['gold_return']:.1f}", labels=len(comparisons))
-        if checkpoint is not None:
-            checkpoint(RoundState(r, model, None if ensemble is None else ensemble.state_dict(), bank, comparisons,
-                                  history, asked, skipped, agent_env.steps, rng.bit_generator.state,
-                                  generator.get_state(), teacher.state()))  # fmt: skip
+    callback = _Round(bar)
+    try:
+        if schedule[0] and ensemble is not None and start == 0:  # the first labels: the untrained policy's clips
+            obs = agent_env.reset()
+            for _ in range(config.initial_steps):
+                action, _ = model.predict(obs, deterministic=False)
+                obs, *_ = agent_env.step(action)
+            bar.update(config.initial_steps)
+            agent_env.take_segments(bank)
+            agent_env.take_episodes()
+            ask(schedule[0], 0, wait=True)
+        if resume is not None and teacher.late_answers and start < config.rounds:
+            ask(0, resume.round, wait=True)  # the answers people gave while the run was down: taken before training
+        for r in range(start, config.rounds):
+            agent_env.round = r
+            callback.rollouts, callback.install_at, callback.install = 0, int(config.refit_lag * rollouts[r]), None
+            if refits.busy and callback.install_at == 0:
+                install()
+            elif refits.busy:
+                callback.install = install
+            model.learn(rollouts[r] * config.n_steps, reset_num_timesteps=r == 0, callback=callback)
+            if refits.busy:  # a round too short to reach the switch
+                install()
+            agent_env.take_segments(bank)
+            row = {"round": r, "env_steps": agent_env.steps, "ppo_steps": model.num_timesteps}
+            row.update(_episode_stats(agent_env.take_episodes()))
+            if ensemble is not None:
+                row.update(learned_vs_true(ensemble, bank, np.nonzero(bank.round == r)[0]))
+            row.update(fitted)
+            fitted.clear()
+            if r + 1 < config.rounds:
+                row.update(ask(schedule[r + 1], r, wait=False))
+            row.update(labels=len(comparisons), queries_skipped=skipped)
+            history.append(row)
+            if metrics is not None:
+                metrics(row)
+            bar.set_postfix(gold=f"{row['gold_return']:.1f}", labels=len(comparisons))
+            if checkpoint is not None:
+                checkpoint(RoundState(r, model, None if ensemble is None else ensemble.state_dict(), bank,
+                                      comparisons, history, asked, skipped, agent_env.steps, rng.bit_generator.state,
+                                      generator.get_state(), teacher.state(), refits.busy))  # fmt: skip
+    finally:
+        refits.close()
     bar.close()
     summary = {"labels": len(comparisons), "queries": asked, "queries_skipped": skipped, "env_steps": agent_env.steps}
     summary.update(history[-1] if history else {})

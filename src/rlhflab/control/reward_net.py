@@ -138,7 +138,9 @@ def train_reward(
     n = len(y)
     ensemble.train()
     for net in ensemble.nets:
-        opt = torch.optim.Adam(net.parameters(), lr=config.reward_lr, weight_decay=config.reward_weight_decay)
+        opt = torch.optim.Adam(
+            net.parameters(), lr=config.reward_lr, weight_decay=config.reward_weight_decay, foreach=True
+        )  # the same numbers as the default one-tensor-at-a-time loop, ~10% faster
         sample = torch.randint(0, n, (n,), generator=generator)  # bootstrap
         for _ in range(config.reward_epochs):
             order = sample[torch.randperm(n, generator=generator)]

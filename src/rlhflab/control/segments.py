@@ -46,9 +46,9 @@ class SegmentBank:
     def __len__(self) -> int:
         return len(self.gold)
 
-    def add(self, other: SegmentBank) -> None:
+    def add(self, *others: SegmentBank) -> None:
         for name in ("obs", "acts", "gold", "perceived", "states", "round"):
-            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+            setattr(self, name, np.concatenate([getattr(self, name), *(getattr(o, name) for o in others)]))
 
     def features(self, index: np.ndarray | None = None) -> np.ndarray:
         """[n, H, obs_dim + act_dim]: what the reward model reads, per step."""
@@ -149,8 +149,8 @@ class LearnedRewardEnv(VecEnvWrapper):
     def take_segments(self, bank: SegmentBank) -> int:
         """Move the segments recorded since the last call into ``bank``; returns how many."""
         n = sum(len(piece) for piece in self.pending)
-        for piece in self.pending:
-            bank.add(piece)
+        if self.pending:
+            bank.add(*self.pending)  # one copy of the bank, not one per episode
         self.pending = []
         return n
 

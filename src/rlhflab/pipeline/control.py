@@ -121,7 +121,8 @@ def save_round(run: RunDir, state: RoundState) -> None:
     np.savez_compressed(tmp / "segments.npz", comparisons=state.comparisons, **state.bank.arrays())
     atomic_write_json(tmp / "state.json", finite({"round": state.round, "history": state.history,
                       "asked": state.asked, "skipped": state.skipped, "env_steps": state.env_steps,
-                      "rng": state.rng_state, "teacher": state.teacher_state}))  # fmt: skip
+                      "rng": state.rng_state, "teacher": state.teacher_state,
+                      "refit_pending": state.refit_pending}))  # fmt: skip
     run.commit_checkpoint(CHECKPOINTS, tmp, final)
 
 
@@ -136,6 +137,7 @@ def load_round(run: RunDir) -> RoundState | None:
     return RoundState(
         meta["round"], None, tensors["ensemble"], bank, arrays["comparisons"], meta["history"], meta["asked"],
         meta["skipped"], meta["env_steps"], meta["rng"], tensors["generator"], meta.get("teacher"),
+        meta.get("refit_pending", False),
         model_loader=lambda env: PPO.load(folder / "ppo.zip", env=env, device="cpu"),
     )  # fmt: skip
 
