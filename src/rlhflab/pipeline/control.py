@@ -49,11 +49,13 @@ def control_train(
     progress: bool = True,
     also_view: str | None = None,
     resume: bool = False,
+    refit_process: bool | None = None,
 ) -> dict:
     """Train, save and evaluate one run; returns its summary (also RUN/summary.json). ``also_view``: score the
     final policies through this view too (``limited_teacher`` in the summary), e.g. the true-reward policy as a
     limited teacher would. The loop's state is saved after every round (RUN/checkpoints/control); ``resume``
-    continues an interrupted run from its last round."""
+    continues an interrupted run from its last round. ``refit_process``: as ``preference_rl``'s (the same
+    numbers either way)."""
     if _threads_chosen_by_default():  # SB3's small networks: one thread is fastest; two stalled PPO (measured)
         torch.set_num_threads(1)
     make_env(env)  # a bad id or space fails here, before the run directory records a stage
@@ -80,7 +82,8 @@ def control_train(
             return make_env(env)
 
         result = preference_rl(env_fn, named_view, teacher, config, seed=seed, metrics=log, progress=progress,
-                               checkpoint=lambda st: save_round(run, st), resume=state)  # fmt: skip
+                               checkpoint=lambda st: save_round(run, st), resume=state,
+                               refit_process=refit_process)  # fmt: skip
         save(run, result)
         summary = evaluate_run(result, env_fn, named_view, config, seed)
         if also_view:

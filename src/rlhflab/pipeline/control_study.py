@@ -3,7 +3,8 @@ baseline and the fooled teacher, each a ``control train`` run in its own folder,
 and a report.
 
 Runs go to a pool of worker processes, one torch thread each (SB3's small networks are fastest so, and two
-processes use the two cores of a small machine). A run that already has its ``summary.json`` is not run again,
+processes use the two cores of a small machine). While the pool fills the cores, a run refits its reward in its
+own process rather than in a second one (the same numbers, without four processes on two cores). A run that already has its ``summary.json`` is not run again,
 so an interrupted study continues where it stopped.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from rlhflab.control.clips import render_states, side_by_side, write_mp4
 from rlhflab.control.loop import ControlConfig
 from rlhflab.control.teachers import Teacher
+from rlhflab.core import threads
 from rlhflab.core.errors import RlhflabError
 from rlhflab.core.files import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from rlhflab.pipeline.control import SEGMENTS, control_train
@@ -59,11 +60,10 @@ def study_jobs(
     return jobs
 
 
-def _run(job: Job, folder: str) -> dict:
+def _run(job: Job, folder: str, refit_process: bool) -> dict:
     torch.set_num_threads(1)  # each worker process: one thread
-    return control_train(
-        RunDir(folder), job.env, job.view, job.teacher, job.config, job.seed, progress=False, also_view=job.also_view
-    )
+    return control_train(RunDir(folder), job.env, job.view, job.teacher, job.config, job.seed, progress=False,
+                         also_view=job.also_view, refit_process=refit_process)  # fmt: skip
 
 
 def run_study(out: Path, jobs: list[Job], workers: int = 0, progress: bool = True) -> list[dict]:
@@ -71,12 +71,13 @@ def run_study(out: Path, jobs: list[Job], workers: int = 0, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "study.json", {"jobs": [asdict(j) for j in jobs]})
     todo = [j for j in jobs if not (out / j.name / RunDir.SUMMARY).is_file()]
-    workers = workers or max(1, min(len(todo), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    workers = workers or max(1, min(len(todo), threads.cpus()))
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="control study", unit="run", disable=not progress)
     if todo:
         # spawned, not forked: a fork of a process whose torch thread pool already ran can hang in the child
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run, j, str(out / j.name)): j for j in todo}
+            spare = threads.cpus() >= 2 * workers  # a core for each run's refits too
+            futures = {pool.submit(_run, j, str(out / j.name), spare): j for j in todo}
             for future in as_completed(futures):
                 future.result()  # a failed run stops the study with its own error
                 bar.set_postfix_str(futures[future].name)
