@@ -114,3 +114,16 @@ def test_the_loop_gives_the_same_numbers_with_its_refits_here_or_in_a_second_pro
     assert here[1]["reward_loss"] == waited[0]["reward_loss"] and "reward_loss" not in here[0]
     assert here[1]["gold_return"] != waited[1]["gold_return"]  # the first rollout of round 1 had the older reward
     assert [r["labels"] for r in here] == [r["labels"] for r in waited] and here[-1]["labels"] == 30
+
+
+def test_a_loop_that_stops_mid_refit_stops_its_worker_at_once():
+    j, _ = job()
+    j.config = RewardNetConfig(reward_epochs=10_000)  # minutes of work: the worker is busy when the loop stops
+    refits = Refits(process=True)
+    refits.submit(j)
+    worker = refits.worker
+    refits.close()
+    assert worker.returncode == -9 and refits.worker is None and not refits.busy  # killed, not waited for
+    refits.submit(job()[0])  # and the next refit starts a new worker
+    assert refits.result().metrics["reward_accuracy"] > 0.7 and refits.worker is not None
+    refits.close()

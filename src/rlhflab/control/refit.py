@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import traceback
@@ -90,15 +91,14 @@ class Refits:
     def submit(self, job: RefitJob) -> None:
         if self.busy:
             raise RuntimeError("a refit is already running: take its result first")
-        self.busy = True
         if self.process:
             try:
                 self._send(job)
-                self.job = job
+                self.job, self.busy = job, True
                 return
             except _WorkerUnavailable as e:
                 self._inline(str(e))
-        self.pending = refit(job)
+        self.pending, self.busy = refit(job), True
 
     def result(self) -> RefitResult:
         if not self.busy:
@@ -150,15 +150,19 @@ class Refits:
             raise _WorkerUnavailable(f"the refit process did not take the job ({e})") from None
 
     def close(self) -> None:
+        """Stop the worker: at once if it is still refitting (the loop stopped and will not take the result)."""
         if self.worker is not None:
             worker, self.worker = self.worker, None
             try:
+                if self.busy:
+                    worker.kill()
                 worker.stdin.close()
                 worker.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
                 worker.kill()
                 worker.wait()
             worker.stdout.close()
+        self.busy, self.job = False, None
 
 
 class _WorkerUnavailable(Exception):
@@ -180,11 +184,15 @@ def _serve(source, sink) -> None:
             out = ("ok", refit(job))
         except BaseException:  # noqa: BLE001 - the loop's process shows it
             out = ("error", traceback.format_exc())
-        pickle.dump(out, sink, protocol=pickle.HIGHEST_PROTOCOL)
-        sink.flush()
+        try:
+            pickle.dump(out, sink, protocol=pickle.HIGHEST_PROTOCOL)
+            sink.flush()
+        except BrokenPipeError:  # the loop is gone
+            return
 
 
 def _main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the loop, which stops this process
     sink = os.fdopen(os.dup(1), "wb")  # the answers; anything else printed goes to stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
