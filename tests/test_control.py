@@ -174,6 +174,15 @@ def test_a_test_sized_preference_run_through_the_command_line(tmp_path):
     assert segments["comparisons"].shape == (40, 3) and segments["comparisons"][:, :2].max() < len(segments["gold"])
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["control"]["status"] == "done" and manifest["stages"]["control"]["config"]["labels"] == 40
+    # the saved reward and policy reproduce the run's own evaluation
+    from rlhflab.control.measure import agent_policy, evaluate_policy
+    from rlhflab.pipeline.control import EVAL_SEED, load_reward
+    from rlhflab.run.rundir import RunDir
+
+    again = evaluate_policy(agent_policy(PPO.load(run / "policy.zip", device="cpu")), lambda: make_env("Reacher-v5"),
+                            resolve_view("reacher-side"), 3, 0 + EVAL_SEED, 25, load_reward(RunDir(run)))  # fmt: skip
+    assert again["spearman_gold"] == pytest.approx(summary["policy"]["spearman_gold"], abs=1e-12)
+    assert again["proxy_return"] == pytest.approx(summary["policy"]["proxy_return"], rel=1e-6)
 
 
 def test_the_loop_takes_your_own_reward_model():

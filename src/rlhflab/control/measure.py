@@ -52,16 +52,7 @@ def evaluate_policy(
     max_steps: int = 1_000_000,
 ) -> dict[str, float]:
     """Mean returns of ``episodes`` episodes (seeded ``seed``) of the policy ``act`` (see the module docstring)."""
-    env = env_fn()
-    venv = DummyVecEnv([lambda: Monitor(env)])
-    venv.seed(seed)
-    wrapper = LearnedRewardEnv(venv, view, segment_length, [env], None if ensemble is None else ensemble.reward)
-    obs = wrapper.reset()
-    steps = 0
-    while len(wrapper.episodes) < episodes and steps < max_steps:
-        obs, *_ = wrapper.step(act(obs))
-        steps += 1
-    found = wrapper.take_episodes()[:episodes]
+    found, bank = record(act, env_fn, view, episodes, seed, segment_length, ensemble, max_steps)
     gold = np.array([e["gold"] for e in found])
     out = {
         "episodes": len(found),
@@ -74,11 +65,36 @@ def evaluate_policy(
     }
     if ensemble is not None:
         out["proxy_return"] = float(np.mean([e["proxy"] for e in found])) if found else math.nan
-        bank = SegmentBank.empty(segment_length, *_dims(venv), len(sim_state(env)))
-        wrapper.take_segments(bank)
         out.update(learned_vs_true(ensemble, bank, np.arange(len(bank))))
-    venv.close()
     return out
+
+
+def record(
+    act: Callable[[np.ndarray], np.ndarray],
+    env_fn: Callable[[], object],
+    view: NamedView,
+    episodes: int,
+    seed: int,
+    segment_length: int,
+    ensemble: RewardEnsemble | None = None,
+    max_steps: int = 1_000_000,
+) -> tuple[list[dict], SegmentBank]:
+    """``episodes`` episodes (seeded ``seed``) of the policy ``act`` through the loop's recording wrapper: each
+    episode's returns (gold, perceived, proxy: ``LearnedRewardEnv.episodes``) and their segments."""
+    env = env_fn()
+    venv = DummyVecEnv([lambda: Monitor(env)])
+    venv.seed(seed)
+    wrapper = LearnedRewardEnv(venv, view, segment_length, [env], None if ensemble is None else ensemble.reward)
+    obs = wrapper.reset()
+    steps = 0
+    while len(wrapper.episodes) < episodes and steps < max_steps:
+        obs, *_ = wrapper.step(act(obs))
+        steps += 1
+    found = wrapper.take_episodes()[:episodes]
+    bank = SegmentBank.empty(segment_length, *_dims(venv), len(sim_state(env)))
+    wrapper.take_segments(bank)
+    venv.close()
+    return found, bank
 
 
 def learned_vs_true(ensemble: RewardEnsemble, bank: SegmentBank, index: np.ndarray) -> dict[str, float]:

@@ -20,6 +20,7 @@ from rlhflab.control.envs import make_env, resolve_view
 from rlhflab.control.loop import ControlConfig, ControlResult, RoundState, preference_rl
 from rlhflab.control.measure import agent_policy, evaluate_policy, random_policy, zero_policy
 from rlhflab.control.people import People
+from rlhflab.control.reward_net import RewardEnsemble
 from rlhflab.control.segments import SegmentBank
 from rlhflab.control.teachers import Teacher
 from rlhflab.core import threads
@@ -172,6 +173,17 @@ def save(run: RunDir, result: ControlResult) -> None:
             run / REWARD,
         )  # fmt: skip
     np.savez_compressed(run / SEGMENTS, comparisons=result.comparisons, **result.bank.arrays())
+
+
+def load_reward(run: RunDir) -> RewardEnsemble:
+    """A finished run's learned reward (RUN/reward_model.pt)."""
+    path = run / REWARD
+    if not path.is_file():
+        raise RlhflabError(f"{path}: no learned reward here (a run on the true reward has none)")
+    saved = torch.load(path, weights_only=True)
+    ensemble = RewardEnsemble(saved["in_dim"], saved["members"], saved["hidden"])
+    ensemble.load_state_dict(saved["state"])
+    return ensemble
 
 
 def evaluate_run(result: ControlResult, env_fn, view, config: ControlConfig, seed: int) -> dict:
