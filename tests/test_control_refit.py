@@ -74,9 +74,16 @@ def test_refit_failures_are_one_clear_error():
     assert stopped.worker is None
 
 
-def test_a_reward_model_a_worker_cannot_import_is_refitted_here():
+def test_a_reward_model_a_worker_cannot_import_is_refitted_here(monkeypatch):
+    import subprocess
+
     class Mine(RewardEnsemble):  # as if defined in the user's script
         pass
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a worker was started for a job it could not load")
+
+    monkeypatch.setattr(subprocess, "Popen", no_worker)
 
     Mine.__module__ = "__main__"
     j, ensemble = job()

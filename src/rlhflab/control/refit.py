@@ -129,6 +129,8 @@ class Refits:
         self.process = False
 
     def _send(self, job: RefitJob) -> None:
+        if any(type(m).__module__ == "__main__" for m in job.ensemble.modules()):
+            raise _WorkerUnavailable("the reward model's classes are defined in __main__, which a worker cannot import")
         if self.worker is None:
             env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()),
                    "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # fmt: skip
@@ -137,11 +139,9 @@ class Refits:
                                                stdout=subprocess.PIPE, env=env)  # fmt: skip
             except OSError as e:
                 raise _WorkerUnavailable(f"could not start a process ({e})") from None
-        if any(type(m).__module__ == "__main__" for m in job.ensemble.modules()):
-            raise _WorkerUnavailable("the reward model's classes are defined in __main__, which a worker cannot import")
         try:
             data = pickle.dumps((torch.get_num_threads(), job), protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, AttributeError, TypeError) as e:  # e.g. a member network defined in __main__
+        except (pickle.PicklingError, AttributeError, TypeError) as e:  # e.g. a lambda inside a member network
             raise _WorkerUnavailable(f"the reward model cannot be sent to another process ({e})") from None
         try:
             self.worker.stdin.write(data)
