@@ -251,9 +251,12 @@ def preference_rl(
         fitted.update(result.metrics)
         return result.metrics
 
+    def recent(round_: int) -> np.ndarray:
+        """The segments of the ``pool_rounds`` rounds up to ``round_``: queries and the output normalisation."""
+        return np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
+
     def launch(round_: int, features: np.ndarray) -> None:
-        pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
-        refits.submit(make_job(ensemble, features, comparisons, pool, config.reward, generator))
+        refits.submit(make_job(ensemble, features, comparisons, recent(round_), config.reward, generator))
 
     if resume is not None:
         model = resume.model_loader(agent_env)
@@ -278,10 +281,9 @@ def preference_rl(
         nonlocal comparisons, asked, skipped
         if n == 0 and not teacher.late_answers or ensemble is None:
             return {}
-        pool = np.nonzero(bank.round >= round_ - config.pool_rounds + 1)[0]
         features = bank.features()  # [segments, H, obs + act]: every use below indexes this one array
         trained = len(comparisons) > 0
-        pairs = choose_queries(ensemble if trained else None, features, pool, n, config.query, rng)
+        pairs = choose_queries(ensemble if trained else None, features, recent(round_), n, config.query, rng)
         asked += len(pairs)
         size = len(bank)
         pairs, labels = teacher.ask(bank, pairs, rng, round_)  # people may answer late or add segments back

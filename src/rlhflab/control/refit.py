@@ -63,8 +63,7 @@ def make_job(
     ([n, 3]: indices into ``features`` [segments, H, in_dim] and the label), inputs normalised over every segment,
     outputs over the segments ``pool``."""
     new = copy.deepcopy(ensemble)
-    new.fit_inputs(features)
-    new._frozen = None
+    new.fit_inputs(features)  # also drops the copy's frozen fast path: nothing stale is sent
     idx = comparisons[:, :2].astype(int)
     return RefitJob(new, features[idx[:, 0]], features[idx[:, 1]], comparisons[:, 2].copy(), features[pool], config,
                     generator.get_state())  # fmt: skip
@@ -85,8 +84,14 @@ class Refits:
         self.process = process
         self.worker: subprocess.Popen | None = None
         self.job: RefitJob | None = None
+        """The job the worker is running."""
         self.pending: RefitResult | None = None
-        self.busy = False
+        """A result computed here, not yet taken."""
+
+    @property
+    def busy(self) -> bool:
+        """A refit was submitted and its result not yet taken."""
+        return self.job is not None or self.pending is not None
 
     def submit(self, job: RefitJob) -> None:
         if self.busy:
@@ -94,26 +99,25 @@ class Refits:
         if self.process:
             try:
                 self._send(job)
-                self.job, self.busy = job, True
+                self.job = job
                 return
             except _WorkerUnavailable as e:
                 self._inline(str(e))
-        self.pending, self.busy = refit(job), True
+        self.pending = refit(job)
 
     def result(self) -> RefitResult:
         if not self.busy:
             raise RuntimeError("no refit was submitted")
-        self.busy = False
         if self.pending is not None:
             out, self.pending = self.pending, None
             return out
+        job, self.job = self.job, None
         try:
             status, value = pickle.load(self.worker.stdout)
         except (EOFError, OSError, pickle.UnpicklingError) as e:
             code = self.worker.poll()
             self.close()
             raise RlhflabError(f"the reward refit process stopped (exit code {code}): {e or 'no answer'}") from None
-        job, self.job = self.job, None
         if status == "unavailable":  # the worker could not load the job (e.g. a network class it cannot import)
             self._inline(value)
             return refit(job)
@@ -162,7 +166,7 @@ class Refits:
                 worker.kill()
                 worker.wait()
             worker.stdout.close()
-        self.busy, self.job = False, None
+        self.job = self.pending = None
 
 
 class _WorkerUnavailable(Exception):
